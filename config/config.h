@@ -1,0 +1,91 @@
+/*
+ * Switchyard configuration: the INI file parsed into one immutable struct.
+ *
+ * A reload builds a new struct and swaps it in; nothing edits a loaded config. Errors name the
+ * file and line ("switchyard.ini:12: unknown key 'prot' in [switchyard]") so an operator can fix
+ * them without guessing. See docs/config.md for every key.
+ */
+#ifndef SY_CONFIG_H
+#define SY_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum sy_protocol {
+    SY_PROTO_POSTGRES = 1, /* PostgreSQL protocol v3 */
+    SY_PROTO_MYSQL = 2,    /* MySQL / MariaDB (not yet implemented; rejected at load) */
+};
+
+enum sy_side {
+    SY_BLUE = 0,  /* the database live at the start */
+    SY_GREEN = 1, /* the copy being tested or switched to */
+};
+
+enum sy_log_level {
+    SY_LOG_ERROR = 0, /* failures only */
+    SY_LOG_WARN = 1,  /* plus conditions an operator should look at */
+    SY_LOG_INFO = 2,  /* plus connections, reloads, state changes (default) */
+    SY_LOG_DEBUG = 3, /* plus per-session detail; never secrets or query parameters */
+};
+
+#define SY_LISTEN_MAX 16
+
+struct sy_listen_addr {
+    char host[64]; /* numeric IPv4 or IPv6 address, or "localhost" */
+    int port;
+};
+
+struct sy_server_config {
+    char host[256]; /* host name or address of the database server */
+    int port;
+};
+
+struct sy_config {
+    char path[4096];              /* the file it was loaded from ("" for a string) */
+    enum sy_protocol protocol;    /* protocol = postgres */
+    size_t nlisten;               /* listen = ADDR:PORT[, ADDR:PORT ...], key may repeat */
+    struct sy_listen_addr listen[SY_LISTEN_MAX];
+    char admin_socket[108];       /* admin_socket = PATH (Unix socket) */
+    unsigned admin_socket_mode;   /* admin_socket_mode = 0600 (octal) */
+    enum sy_side active;          /* active = blue | green: the side live at start */
+    enum sy_log_level log_level;  /* log_level = error | warn | info | debug */
+    uint32_t max_message_size;    /* max_message_size = 1GB: largest protocol message */
+    uint32_t max_startup_packet;  /* max_startup_packet = 10000 bytes */
+    uint32_t max_client_conn;     /* max_client_conn = 10000 */
+    uint32_t io_buffer_size;      /* io_buffer_size = 64KB: per connection and direction */
+    uint64_t client_login_timeout_ms;   /* client_login_timeout = 15s */
+    uint64_t server_connect_timeout_ms; /* server_connect_timeout = 5s */
+    uint64_t shutdown_grace_ms;         /* shutdown_grace = 30s */
+    struct sy_server_config server[2];  /* [blue] and [green], indexed by enum sy_side */
+};
+
+/*
+ * Fills *cfg with every default (no listen address, no servers). Used before parsing and by
+ * tests.
+ */
+void sy_config_defaults(struct sy_config *cfg);
+
+/*
+ * Parses INI text. name is used in error messages as the file name. Returns 0 and fills *cfg,
+ * or -1 and writes one message "name:line: what is wrong and how to fix it" into err.
+ * Unknown sections or keys, bad values, duplicate single-valued keys, a missing [switchyard],
+ * [blue] or [green] section, or no listen address are all errors.
+ */
+int sy_config_parse(const char *text, size_t len, const char *name, struct sy_config *cfg,
+                    char *err, size_t errlen);
+
+/* Reads and parses a file. Same returns as sy_config_parse; a file that cannot be read is -1. */
+int sy_config_load(const char *path, struct sy_config *cfg, char *err, size_t errlen);
+
+/* "blue" or "green". */
+const char *sy_side_name(enum sy_side side);
+
+/*
+ * Value parsers shared with the command line and the admin socket. Each returns 0 on success,
+ * -1 on a bad value. Durations: a number with ms, s, m or h ("250ms", "15s"; a bare number is
+ * seconds). Sizes: a number with B, KB, MB or GB (powers of 1024; a bare number is bytes).
+ */
+int sy_parse_duration_ms(const char *s, uint64_t *out);
+int sy_parse_size(const char *s, uint64_t *out);
+
+#endif
