@@ -1,0 +1,977 @@
+/*
+ * Switchyard configuration parser. See config.h for the contracts and docs/config.md for keys.
+ *
+ * The parser works on (pointer, length) spans of the caller's text and never reads past len:
+ * the text need not be NUL-terminated. A line is copied only once it is known to be a value,
+ * into a bounded buffer, so the value setters can use ordinary C strings.
+ *
+ * sy_config_parse fills a private struct and copies it to the caller's only on success, so a
+ * failed reload leaves the running config untouched.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CFG_VALUE_MAX 4096          /* longest value plus its NUL; a long listen list fits */
+#define CFG_FILE_MAX (1024 * 1024)  /* sy_config_load refuses larger files */
+#define CFG_NAME_MAX 32             /* names longer than this get no "did you mean" */
+#define CFG_SHOW_MAX 48             /* bytes of user text quoted in a message */
+#define CFG_CLIENT_CONN_MAX 1000000 /* far above any file descriptor limit; catches typos */
+#define CFG_KB 1024ull
+#define CFG_MB (1024ull * 1024)
+#define CFG_GB (1024ull * 1024 * 1024)
+
+enum cfg_section {
+    CFG_SEC_NONE = 0,       /* before the first section header */
+    CFG_SEC_SWITCHYARD = 1, /* [switchyard]: the proxy itself */
+    CFG_SEC_BLUE = 2,       /* [blue]: the database live at the start */
+    CFG_SEC_GREEN = 3,      /* [green]: the database switched to */
+    CFG_SEC_COUNT = 4,
+};
+
+/* Indices into cfg_side_keys; the completeness check looks these up. */
+enum cfg_side_key {
+    CFG_SIDE_HOST = 0, /* host = ADDRESS */
+    CFG_SIDE_PORT = 1, /* port = NUMBER */
+    CFG_SIDE_KEYS = 2,
+};
+
+#define CFG_KEYS_MAX 16 /* at least the number of keys in the largest section */
+
+struct cfg_parser {
+    const char *name;         /* file name used in messages */
+    struct sy_config *cfg;    /* the config being filled */
+    char *err;                /* caller's message buffer, may be NULL */
+    size_t errlen;
+    size_t line;              /* current line, counted from 1 */
+    enum cfg_section section; /* section of the current line */
+    const char *key;          /* name of the key being set, for messages */
+    size_t section_line[CFG_SEC_COUNT];          /* header line of each section; 0 if absent */
+    size_t key_line[CFG_SEC_COUNT][CFG_KEYS_MAX]; /* line a key was first set; 0 if never */
+    char val[CFG_VALUE_MAX];  /* the current value: unquoted, trimmed, NUL-terminated */
+};
+
+struct cfg_key {
+    const char *name;
+    int (*set)(struct cfg_parser *p, const char *val); /* 0, or -1 after writing the error */
+    int repeatable;                                     /* 1 if the key may appear again */
+};
+
+static const char *const cfg_section_names[CFG_SEC_COUNT] = {
+    [CFG_SEC_NONE] = "", [CFG_SEC_SWITCHYARD] = "switchyard",
+    [CFG_SEC_BLUE] = "blue", [CFG_SEC_GREEN] = "green",
+};
+
+/* ---- small helpers ---- */
+
+static int cfg_is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static char cfg_lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c; }
+
+/* Narrows the span *s, *n to drop leading and trailing white space. */
+static void cfg_trim(const char **s, size_t *n)
+{
+    while (*n > 0 && cfg_is_space(**s)) {
+        (*s)++;
+        (*n)--;
+    }
+    while (*n > 0 && cfg_is_space((*s)[*n - 1]))
+        (*n)--;
+}
+
+/* 1 if the span is only white space, optionally followed by a ';' or '#' comment. */
+static int cfg_is_blank_or_comment(const char *s, size_t n)
+{
+    cfg_trim(&s, &n);
+    return n == 0 || s[0] == ';' || s[0] == '#';
+}
+
+/* 1 if the span equals the C string word exactly. */
+static int cfg_span_eq(const char *s, size_t n, const char *word)
+{
+    return strlen(word) == n && memcmp(s, word, n) == 0;
+}
+
+/* 1 if the C strings are equal ignoring ASCII case. Independent of the locale. */
+static int cfg_ascii_ieq(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++)
+        if (cfg_lower(*a) != cfg_lower(*b))
+            return 0;
+    return *a == *b;
+}
+
+/*
+ * Copies user text into out for a message: at most CFG_SHOW_MAX - 4 bytes, control bytes as
+ * '?', "..." when cut. Returns out.
+ */
+static const char *cfg_show(const char *s, size_t n, char out[CFG_SHOW_MAX])
+{
+    size_t keep = n < CFG_SHOW_MAX - 4 ? n : CFG_SHOW_MAX - 4;
+    for (size_t i = 0; i < keep; i++) {
+        unsigned char c = (unsigned char)s[i];
+        out[i] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    if (keep < n) {
+        memcpy(out + keep, "...", 3);
+        keep += 3;
+    }
+    out[keep] = '\0';
+    return out;
+}
+
+/* Writes "NAME:LINE: message" (or "NAME: message" when line is 0) into p->err. Returns -1. */
+static int cfg_vfail(struct cfg_parser *p, size_t line, const char *fmt, va_list ap)
+{
+    if (p->err == NULL || p->errlen == 0)
+        return -1;
+    int n = line ? snprintf(p->err, p->errlen, "%s:%zu: ", p->name, line)
+                 : snprintf(p->err, p->errlen, "%s: ", p->name);
+    if (n >= 0 && (size_t)n < p->errlen)
+        vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
+    return -1;
+}
+
+__attribute__((format(printf, 2, 3)))
+static int cfg_fail(struct cfg_parser *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cfg_vfail(p, p->line, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+__attribute__((format(printf, 3, 4)))
+static int cfg_fail_at(struct cfg_parser *p, size_t line, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cfg_vfail(p, line, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static unsigned cfg_min(unsigned a, unsigned b) { return a < b ? a : b; }
+
+/*
+ * Edit distance between the span a and the string b, counting a swap of two neighbours as one
+ * edit (optimal string alignment). Returns CFG_NAME_MAX + 1 when either is too long to matter.
+ */
+static size_t cfg_distance(const char *a, size_t an, const char *b)
+{
+    size_t bn = strlen(b);
+    unsigned char d[CFG_NAME_MAX + 1][CFG_NAME_MAX + 1]; /* distances never exceed 32 */
+    if (an > CFG_NAME_MAX || bn > CFG_NAME_MAX)
+        return CFG_NAME_MAX + 1;
+    for (size_t i = 0; i <= an; i++)
+        d[i][0] = (unsigned char)i;
+    for (size_t j = 0; j <= bn; j++)
+        d[0][j] = (unsigned char)j;
+    for (size_t i = 1; i <= an; i++) {
+        for (size_t j = 1; j <= bn; j++) {
+            unsigned best = d[i - 1][j - 1] + (unsigned)(a[i - 1] != b[j - 1]);
+            best = cfg_min(best, d[i - 1][j] + 1u);
+            best = cfg_min(best, d[i][j - 1] + 1u);
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+                best = cfg_min(best, d[i - 2][j - 2] + 1u);
+            d[i][j] = (unsigned char)best;
+        }
+    }
+    return d[an][bn];
+}
+
+/* ---- numbers and units (shared with the command line through sy_parse_*) ---- */
+
+/*
+ * Reads decimal digits from the span into *out, refusing values over max. Returns 0, or -1 if
+ * the span is empty, holds anything but digits, or is over max.
+ */
+static int cfg_parse_uint(const char *s, size_t n, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (n == 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        unsigned digit = (unsigned)(s[i] - '0');
+        if (v > (max - digit) / 10)
+            return -1;
+        v = v * 10 + digit;
+    }
+    *out = v;
+    return 0;
+}
+
+/*
+ * Splits "NUMBER[ ]UNIT": reads the number into *num and points *unit at the unit (possibly "").
+ * Spaces and tabs may separate the two, but nothing may follow a bare number. Returns 0, or -1
+ * on no digits, overflow or a sign.
+ */
+static int cfg_split_number(const char *s, uint64_t *num, const char **unit)
+{
+    size_t digits = 0;
+    if (s == NULL)
+        return -1;
+    while (s[digits] >= '0' && s[digits] <= '9')
+        digits++;
+    if (cfg_parse_uint(s, digits, UINT64_MAX, num) != 0)
+        return -1;
+    const char *u = s + digits;
+    while (*u == ' ' || *u == '\t')
+        u++;
+    if (*u == '\0' && u != s + digits)
+        return -1; /* trailing white space with no unit is junk, like any other */
+    *unit = u;
+    return 0;
+}
+
+/* Multiplies num by mult into *out. Returns 0, or -1 on overflow. */
+static int cfg_scale(uint64_t num, uint64_t mult, uint64_t *out)
+{
+    if (mult != 0 && num > UINT64_MAX / mult)
+        return -1;
+    *out = num * mult;
+    return 0;
+}
+
+int sy_parse_duration_ms(const char *s, uint64_t *out)
+{
+    static const struct { const char *unit; uint64_t ms; } units[] = {
+        {"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000},
+    };
+    uint64_t num;
+    const char *unit;
+    if (out == NULL || cfg_split_number(s, &num, &unit) != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (cfg_ascii_ieq(unit, units[i].unit))
+            return cfg_scale(num, units[i].ms, out);
+    return -1;
+}
+
+int sy_parse_size(const char *s, uint64_t *out)
+{
+    static const struct { const char *unit; uint64_t bytes; } units[] = {
+        {"", 1}, {"b", 1}, {"kb", CFG_KB}, {"mb", CFG_MB}, {"gb", CFG_GB},
+    };
+    uint64_t num;
+    const char *unit;
+    if (out == NULL || cfg_split_number(s, &num, &unit) != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (cfg_ascii_ieq(unit, units[i].unit))
+            return cfg_scale(num, units[i].bytes, out);
+    return -1;
+}
+
+/* Writes a size the way an operator would: "1GB", "64KB", "10000 bytes". Returns out. */
+static const char *cfg_size_text(uint64_t v, char out[32])
+{
+    if (v != 0 && v % CFG_GB == 0)
+        snprintf(out, 32, "%lluGB", (unsigned long long)(v / CFG_GB));
+    else if (v != 0 && v % CFG_MB == 0)
+        snprintf(out, 32, "%lluMB", (unsigned long long)(v / CFG_MB));
+    else if (v != 0 && v % CFG_KB == 0)
+        snprintf(out, 32, "%lluKB", (unsigned long long)(v / CFG_KB));
+    else
+        snprintf(out, 32, "%llu bytes", (unsigned long long)v);
+    return out;
+}
+
+/* ---- value setters: each checks p->val for the key p->key ---- */
+
+/* Parses a size for p->key within [min, max] into *out. Returns 0 or -1 with the error. */
+static int cfg_value_size(struct cfg_parser *p, const char *v, uint64_t min, uint64_t max,
+                          uint32_t *out)
+{
+    char show[CFG_SHOW_MAX], lim[32];
+    uint64_t n;
+    if (sy_parse_size(v, &n) != 0)
+        return cfg_fail(p, "bad size '%s' for %s; use a number with B, KB, MB or GB, like 64KB",
+                        cfg_show(v, strlen(v), show), p->key);
+    if (n < min)
+        return cfg_fail(p, "%s = %s is too small; use at least %s", p->key,
+                        cfg_show(v, strlen(v), show), cfg_size_text(min, lim));
+    if (n > max)
+        return cfg_fail(p, "%s = %s is too large; use at most %s", p->key,
+                        cfg_show(v, strlen(v), show), cfg_size_text(max, lim));
+    *out = (uint32_t)n;
+    return 0;
+}
+
+/* Parses a duration for p->key into *out; 0 is refused unless allow_zero. */
+static int cfg_value_duration(struct cfg_parser *p, const char *v, int allow_zero, uint64_t *out)
+{
+    char show[CFG_SHOW_MAX];
+    uint64_t ms;
+    if (sy_parse_duration_ms(v, &ms) != 0)
+        return cfg_fail(p, "bad duration '%s' for %s; use a whole number with ms, s, m or h, "
+                        "like 15s", cfg_show(v, strlen(v), show), p->key);
+    if (ms == 0 && !allow_zero)
+        return cfg_fail(p, "%s must be more than 0; use a duration like 15s", p->key);
+    *out = ms;
+    return 0;
+}
+
+/* Parses a TCP port (1-65535) from the span into *out. Returns 0 or -1 (no message). */
+static int cfg_parse_port(const char *s, size_t n, int *out)
+{
+    uint64_t v;
+    if (cfg_parse_uint(s, n, 65535, &v) != 0 || v == 0)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* Finds v (ASCII case ignored) in words[0..n) and stores its index. Returns 0 or -1. */
+static int cfg_value_word(const char *v, const char *const *words, size_t n, int *index)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (cfg_ascii_ieq(v, words[i])) {
+            *index = (int)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int cfg_set_protocol(struct cfg_parser *p, const char *v)
+{
+    char show[CFG_SHOW_MAX];
+    if (cfg_ascii_ieq(v, "postgres")) {
+        p->cfg->protocol = SY_PROTO_POSTGRES;
+        return 0;
+    }
+    if (cfg_ascii_ieq(v, "mysql"))
+        return cfg_fail(p, "protocol 'mysql' is not supported yet; use protocol = postgres");
+    return cfg_fail(p, "unknown protocol '%s'; use protocol = postgres",
+                    cfg_show(v, strlen(v), show));
+}
+
+/* 1 if the span is a numeric address of family af, as inet_pton reads it. */
+static int cfg_is_numeric_addr(int af, const char *s, size_t n)
+{
+    char buf[64];
+    unsigned char bin[16];
+    if (n == 0 || n >= sizeof buf)
+        return 0;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return inet_pton(af, buf, bin) == 1;
+}
+
+/*
+ * Splits one listen item "ADDR:PORT" or "[IPV6]:PORT" (already trimmed, non-empty) into *a.
+ * Returns 0 or -1 with the error.
+ */
+static int cfg_listen_split(struct cfg_parser *p, const char *s, size_t n,
+                            struct sy_listen_addr *a)
+{
+    char show[CFG_SHOW_MAX];
+    const char *host, *colon;
+    size_t hn;
+    cfg_show(s, n, show);
+    if (s[0] == '[') {
+        const char *close = memchr(s, ']', n);
+        if (close == NULL)
+            return cfg_fail(p, "listen '%s': missing ']' after the IPv6 address; write it "
+                            "like [::1]:6432", show);
+        host = s + 1;
+        hn = (size_t)(close - host);
+        colon = close + 1 < s + n && close[1] == ':' ? close + 1 : NULL;
+        if (colon == NULL && close + 1 < s + n)
+            return cfg_fail(p, "listen '%s': expected ':PORT' after ']', like [::1]:6432", show);
+        if (colon != NULL && !cfg_is_numeric_addr(AF_INET6, host, hn))
+            return cfg_fail(p, "listen '%s': not a numeric IPv6 address inside [ ]", show);
+    } else {
+        colon = NULL;
+        for (size_t i = n; i > 0 && colon == NULL; i--)
+            colon = s[i - 1] == ':' ? s + i - 1 : NULL;
+        host = s;
+        hn = colon ? (size_t)(colon - s) : n;
+        if (colon != NULL && memchr(host, ':', hn) != NULL)
+            return cfg_fail(p, "listen '%s': put an IPv6 address in brackets, like [::1]:6432",
+                            show);
+        if (colon != NULL && hn == 0)
+            return cfg_fail(p, "listen '%s' has no address; use 0.0.0.0%s to listen on every "
+                            "IPv4 address", show, show);
+        if (colon != NULL && !cfg_span_eq(host, hn, "localhost") &&
+            !cfg_is_numeric_addr(AF_INET, host, hn))
+            return cfg_fail(p, "listen '%s': the address must be a numeric IPv4 address, an "
+                            "IPv6 address in [ ], or localhost", show);
+    }
+    if (colon == NULL)
+        return cfg_fail(p, "listen '%s' has no port; write ADDR:PORT, like 127.0.0.1:6432", show);
+    if (cfg_parse_port(colon + 1, (size_t)(s + n - colon - 1), &a->port) != 0)
+        return cfg_fail(p, "listen '%s': bad port; use a number from 1 to 65535", show);
+    memcpy(a->host, host, hn); /* hn < 64: inet_pton or "localhost" accepted it */
+    a->host[hn] = '\0';
+    return 0;
+}
+
+/* Adds one comma-separated listen item. Returns 0 or -1 with the error. */
+static int cfg_listen_add(struct cfg_parser *p, const char *s, size_t n)
+{
+    struct sy_config *cfg = p->cfg;
+    struct sy_listen_addr a;
+    cfg_trim(&s, &n);
+    if (n == 0)
+        return cfg_fail(p, "empty address in listen; separate addresses with one comma, like "
+                        "listen = 127.0.0.1:6432, [::1]:6432");
+    if (cfg_listen_split(p, s, n, &a) != 0)
+        return -1;
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        if (cfg->listen[i].port == a.port && strcmp(cfg->listen[i].host, a.host) == 0) {
+            char show[CFG_SHOW_MAX];
+            return cfg_fail(p, "listen address '%s' is given twice; remove one",
+                            cfg_show(s, n, show));
+        }
+    }
+    if (cfg->nlisten == SY_LISTEN_MAX)
+        return cfg_fail(p, "too many listen addresses; the limit is %d", SY_LISTEN_MAX);
+    cfg->listen[cfg->nlisten++] = a;
+    return 0;
+}
+
+static int cfg_set_listen(struct cfg_parser *p, const char *v)
+{
+    for (;;) {
+        const char *comma = strchr(v, ',');
+        size_t n = comma ? (size_t)(comma - v) : strlen(v);
+        if (cfg_listen_add(p, v, n) != 0)
+            return -1;
+        if (comma == NULL)
+            return 0;
+        v = comma + 1;
+    }
+}
+
+static int cfg_set_admin_socket(struct cfg_parser *p, const char *v)
+{
+    size_t n = strlen(v);
+    if (n == 0)
+        return cfg_fail(p, "admin_socket is empty; give a path like /tmp/switchyard.sock");
+    if (n >= sizeof p->cfg->admin_socket)
+        return cfg_fail(p, "admin_socket is %zu characters; a Unix socket path may have at most "
+                        "%zu", n, sizeof p->cfg->admin_socket - 1);
+    memcpy(p->cfg->admin_socket, v, n + 1);
+    return 0;
+}
+
+static int cfg_set_admin_socket_mode(struct cfg_parser *p, const char *v)
+{
+    char show[CFG_SHOW_MAX];
+    unsigned mode = 0;
+    size_t n = strlen(v);
+    cfg_show(v, n, show);
+    if (n == 0)
+        return cfg_fail(p, "admin_socket_mode is empty; write it in octal, like 0600");
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '7')
+            return cfg_fail(p, "admin_socket_mode '%s' is not octal; write it like 0600 or 0660",
+                            show);
+        mode = mode * 8 + (unsigned)(v[i] - '0');
+        if (mode > 0777)
+            return cfg_fail(p, "admin_socket_mode %s is over 0777; give permission bits only, "
+                            "like 0660", show);
+    }
+    p->cfg->admin_socket_mode = mode;
+    return 0;
+}
+
+static int cfg_set_active(struct cfg_parser *p, const char *v)
+{
+    static const char *const words[] = {[SY_BLUE] = "blue", [SY_GREEN] = "green"};
+    char show[CFG_SHOW_MAX];
+    int i;
+    if (cfg_value_word(v, words, 2, &i) != 0)
+        return cfg_fail(p, "active must be blue or green, not '%s'", cfg_show(v, strlen(v), show));
+    p->cfg->active = (enum sy_side)i;
+    return 0;
+}
+
+static int cfg_set_log_level(struct cfg_parser *p, const char *v)
+{
+    static const char *const words[] = {
+        [SY_LOG_ERROR] = "error", [SY_LOG_WARN] = "warn",
+        [SY_LOG_INFO] = "info", [SY_LOG_DEBUG] = "debug",
+    };
+    char show[CFG_SHOW_MAX];
+    int i;
+    if (cfg_value_word(v, words, 4, &i) != 0)
+        return cfg_fail(p, "log_level must be error, warn, info or debug, not '%s'",
+                        cfg_show(v, strlen(v), show));
+    p->cfg->log_level = (enum sy_log_level)i;
+    return 0;
+}
+
+static int cfg_set_max_message_size(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_size(p, v, CFG_KB, CFG_GB, &p->cfg->max_message_size);
+}
+
+static int cfg_set_max_startup_packet(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_size(p, v, 64, CFG_MB, &p->cfg->max_startup_packet);
+}
+
+static int cfg_set_io_buffer_size(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_size(p, v, 4 * CFG_KB, 16 * CFG_MB, &p->cfg->io_buffer_size);
+}
+
+static int cfg_set_max_client_conn(struct cfg_parser *p, const char *v)
+{
+    char show[CFG_SHOW_MAX];
+    size_t n = strlen(v);
+    uint64_t conns;
+    cfg_show(v, n, show);
+    if (strspn(v, "0123456789") != n)
+        return cfg_fail(p, "max_client_conn '%s' is not a whole number; write it like 10000",
+                        show);
+    if (cfg_parse_uint(v, n, CFG_CLIENT_CONN_MAX, &conns) != 0 || conns < 1)
+        return cfg_fail(p, "max_client_conn %s is out of range; use 1 to %d", show,
+                        CFG_CLIENT_CONN_MAX);
+    p->cfg->max_client_conn = (uint32_t)conns;
+    return 0;
+}
+
+static int cfg_set_client_login_timeout(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_duration(p, v, 0, &p->cfg->client_login_timeout_ms);
+}
+
+static int cfg_set_server_connect_timeout(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_duration(p, v, 0, &p->cfg->server_connect_timeout_ms);
+}
+
+static int cfg_set_shutdown_grace(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_duration(p, v, 1, &p->cfg->shutdown_grace_ms);
+}
+
+/* The side being filled: only called while the section is [blue] or [green]. */
+static struct sy_server_config *cfg_side(struct cfg_parser *p)
+{
+    return &p->cfg->server[p->section == CFG_SEC_GREEN ? SY_GREEN : SY_BLUE];
+}
+
+static int cfg_set_host(struct cfg_parser *p, const char *v)
+{
+    const char *sec = cfg_section_names[p->section];
+    size_t n = strlen(v);
+    if (n == 0)
+        return cfg_fail(p, "host in [%s] is empty; give a host name or address", sec);
+    if (n >= sizeof cfg_side(p)->host)
+        return cfg_fail(p, "host in [%s] is %zu characters; the limit is %zu", sec, n,
+                        sizeof cfg_side(p)->host - 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c <= ' ' || c == 0x7f)
+            return cfg_fail(p, "host in [%s] contains a space or control character", sec);
+    }
+    memcpy(cfg_side(p)->host, v, n + 1);
+    return 0;
+}
+
+static int cfg_set_port(struct cfg_parser *p, const char *v)
+{
+    char show[CFG_SHOW_MAX];
+    if (cfg_parse_port(v, strlen(v), &cfg_side(p)->port) != 0)
+        return cfg_fail(p, "bad port '%s' in [%s]; use a number from 1 to 65535",
+                        cfg_show(v, strlen(v), show), cfg_section_names[p->section]);
+    return 0;
+}
+
+static const struct cfg_key cfg_switchyard_keys[] = {
+    {"protocol", cfg_set_protocol, 0},
+    {"listen", cfg_set_listen, 1},
+    {"admin_socket", cfg_set_admin_socket, 0},
+    {"admin_socket_mode", cfg_set_admin_socket_mode, 0},
+    {"active", cfg_set_active, 0},
+    {"log_level", cfg_set_log_level, 0},
+    {"max_message_size", cfg_set_max_message_size, 0},
+    {"max_startup_packet", cfg_set_max_startup_packet, 0},
+    {"max_client_conn", cfg_set_max_client_conn, 0},
+    {"io_buffer_size", cfg_set_io_buffer_size, 0},
+    {"client_login_timeout", cfg_set_client_login_timeout, 0},
+    {"server_connect_timeout", cfg_set_server_connect_timeout, 0},
+    {"shutdown_grace", cfg_set_shutdown_grace, 0},
+};
+
+static const struct cfg_key cfg_side_keys[CFG_SIDE_KEYS] = {
+    [CFG_SIDE_HOST] = {"host", cfg_set_host, 0},
+    [CFG_SIDE_PORT] = {"port", cfg_set_port, 0},
+};
+
+#define CFG_NKEYS(a) (sizeof(a) / sizeof((a)[0]))
+_Static_assert(CFG_NKEYS(cfg_switchyard_keys) <= CFG_KEYS_MAX, "raise CFG_KEYS_MAX");
+
+/* ---- lines ---- */
+
+/* The key table of a section; *n is 0 for CFG_SEC_NONE. */
+static const struct cfg_key *cfg_section_keys(enum cfg_section sec, size_t *n)
+{
+    if (sec == CFG_SEC_SWITCHYARD) {
+        *n = CFG_NKEYS(cfg_switchyard_keys);
+        return cfg_switchyard_keys;
+    }
+    *n = sec == CFG_SEC_NONE ? 0 : CFG_NKEYS(cfg_side_keys);
+    return cfg_side_keys;
+}
+
+/* Index of the key named by the span in keys[0..n), or n if absent. */
+static size_t cfg_key_find(const struct cfg_key *keys, size_t n, const char *k, size_t kn)
+{
+    size_t i = 0;
+    while (i < n && !cfg_span_eq(k, kn, keys[i].name))
+        i++;
+    return i;
+}
+
+/* The key in keys[0..n) closest to the span within 2 edits, or NULL. */
+static const char *cfg_key_suggest(const struct cfg_key *keys, size_t n, const char *k, size_t kn)
+{
+    const char *best = NULL;
+    size_t best_d = 3;
+    for (size_t i = 0; i < n; i++) {
+        size_t d = cfg_distance(k, kn, keys[i].name);
+        if (d < best_d) {
+            best_d = d;
+            best = keys[i].name;
+        }
+    }
+    return best;
+}
+
+/* Reports a key not known in the current section, pointing to where it belongs if anywhere. */
+static int cfg_fail_unknown_key(struct cfg_parser *p, const char *k, size_t kn)
+{
+    char show[CFG_SHOW_MAX];
+    const char *sec = cfg_section_names[p->section];
+    size_t nsw = CFG_NKEYS(cfg_switchyard_keys);
+    int in_sw = cfg_key_find(cfg_switchyard_keys, nsw, k, kn) < nsw;
+    int in_side = cfg_key_find(cfg_side_keys, CFG_SIDE_KEYS, k, kn) < CFG_SIDE_KEYS;
+    cfg_show(k, kn, show);
+    if (p->section == CFG_SEC_NONE && (in_sw || in_side))
+        return cfg_fail(p, "key '%s' is outside any section; put it under %s", show,
+                        in_sw ? "[switchyard]" : "[blue] or [green]");
+    if (p->section == CFG_SEC_NONE)
+        return cfg_fail(p, "key '%s' is outside any section; keys go under [switchyard], "
+                        "[blue] or [green]", show);
+    if (in_sw || in_side)
+        return cfg_fail(p, "key '%s' does not belong in [%s]; put it under %s", show, sec,
+                        in_sw ? "[switchyard]" : "[blue] or [green]");
+    size_t n;
+    const struct cfg_key *keys = cfg_section_keys(p->section, &n);
+    const char *guess = cfg_key_suggest(keys, n, k, kn);
+    if (guess != NULL)
+        return cfg_fail(p, "unknown key '%s' in [%s]; did you mean '%s'?", show, sec, guess);
+    return cfg_fail(p, "unknown key '%s' in [%s]; see docs/config.md for the keys", show, sec);
+}
+
+/*
+ * Copies the value part of a "key = value" line (the span after '=') into p->val: a quoted
+ * value keeps everything between the quotes; an unquoted one ends at a ';' or '#' that starts
+ * the value or follows white space. Returns 0 or -1 with the error.
+ */
+static int cfg_value_extract(struct cfg_parser *p, const char *v, size_t n)
+{
+    cfg_trim(&v, &n);
+    if (n > 0 && v[0] == '"') {
+        const char *close = memchr(v + 1, '"', n - 1);
+        if (close == NULL)
+            return cfg_fail(p, "the value of '%s' has no closing '\"'", p->key);
+        if (!cfg_is_blank_or_comment(close + 1, (size_t)(v + n - close - 1)))
+            return cfg_fail(p, "unexpected text after the closing '\"' of '%s'; start a comment "
+                            "with ';' or '#'", p->key);
+        n = (size_t)(close - v - 1);
+        v++;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            if ((v[i] == ';' || v[i] == '#') && (i == 0 || cfg_is_space(v[i - 1]))) {
+                n = i;
+                break;
+            }
+        }
+        cfg_trim(&v, &n);
+        if (n == 0)
+            return cfg_fail(p, "missing value for '%s'; write %s = VALUE", p->key, p->key);
+    }
+    if (n >= sizeof p->val)
+        return cfg_fail(p, "the value of '%s' is %zu bytes; the limit is %zu", p->key, n,
+                        sizeof p->val - 1);
+    memcpy(p->val, v, n);
+    p->val[n] = '\0';
+    return 0;
+}
+
+/* Handles a trimmed "key = value" line. Returns 0 or -1 with the error. */
+static int cfg_parse_pair(struct cfg_parser *p, const char *s, size_t n)
+{
+    char show[CFG_SHOW_MAX];
+    const char *eq = memchr(s, '=', n);
+    if (eq == NULL)
+        return cfg_fail(p, "expected 'key = value', a [section] header or a comment, not '%s'",
+                        cfg_show(s, n, show));
+    const char *k = s;
+    size_t kn = (size_t)(eq - s);
+    cfg_trim(&k, &kn);
+    if (kn == 0)
+        return cfg_fail(p, "missing key before '='; write key = value");
+    size_t nkeys;
+    const struct cfg_key *keys = cfg_section_keys(p->section, &nkeys);
+    size_t i = cfg_key_find(keys, nkeys, k, kn);
+    if (i == nkeys)
+        return cfg_fail_unknown_key(p, k, kn);
+    size_t *first = &p->key_line[p->section][i];
+    if (*first != 0 && !keys[i].repeatable)
+        return cfg_fail(p, "duplicate key '%s' in [%s] (first set on line %zu); keep only one",
+                        keys[i].name, cfg_section_names[p->section], *first);
+    if (*first == 0)
+        *first = p->line;
+    p->key = keys[i].name;
+    if (cfg_value_extract(p, eq + 1, (size_t)(s + n - eq - 1)) != 0)
+        return -1;
+    return keys[i].set(p, p->val);
+}
+
+/* The section named by the span, or CFG_SEC_NONE. */
+static enum cfg_section cfg_section_find(const char *s, size_t n)
+{
+    for (int sec = CFG_SEC_SWITCHYARD; sec < CFG_SEC_COUNT; sec++)
+        if (cfg_span_eq(s, n, cfg_section_names[sec]))
+            return (enum cfg_section)sec;
+    return CFG_SEC_NONE;
+}
+
+/* Reports an unknown section name, with the closest known one within 2 edits. */
+static int cfg_fail_unknown_section(struct cfg_parser *p, const char *s, size_t n)
+{
+    char show[CFG_SHOW_MAX];
+    const char *best = NULL;
+    size_t best_d = 3;
+    for (int sec = CFG_SEC_SWITCHYARD; sec < CFG_SEC_COUNT; sec++) {
+        size_t d = cfg_distance(s, n, cfg_section_names[sec]);
+        if (d < best_d) {
+            best_d = d;
+            best = cfg_section_names[sec];
+        }
+    }
+    cfg_show(s, n, show);
+    if (best != NULL)
+        return cfg_fail(p, "unknown section [%s]; did you mean [%s]?", show, best);
+    return cfg_fail(p, "unknown section [%s]; the sections are [switchyard], [blue] and [green]",
+                    show);
+}
+
+/* Handles a trimmed line starting with '['. Returns 0 or -1 with the error. */
+static int cfg_parse_section(struct cfg_parser *p, const char *s, size_t n)
+{
+    const char *close = memchr(s, ']', n);
+    if (close == NULL)
+        return cfg_fail(p, "section header has no closing ']'; write it like [switchyard]");
+    if (!cfg_is_blank_or_comment(close + 1, (size_t)(s + n - close - 1)))
+        return cfg_fail(p, "unexpected text after the section header; start a comment with ';' "
+                        "or '#'");
+    const char *name = s + 1;
+    size_t nn = (size_t)(close - name);
+    cfg_trim(&name, &nn);
+    enum cfg_section sec = cfg_section_find(name, nn);
+    if (sec == CFG_SEC_NONE)
+        return cfg_fail_unknown_section(p, name, nn);
+    if (p->section_line[sec] != 0)
+        return cfg_fail(p, "section [%s] appears twice (first on line %zu); merge the two",
+                        cfg_section_names[sec], p->section_line[sec]);
+    p->section_line[sec] = p->line;
+    p->section = sec;
+    return 0;
+}
+
+/* Handles one line without its '\n'. Returns 0 or -1 with the error. */
+static int cfg_parse_line(struct cfg_parser *p, const char *s, size_t n)
+{
+    if (memchr(s, '\0', n) != NULL)
+        return cfg_fail(p, "the line contains a NUL byte; save the file as plain text");
+    cfg_trim(&s, &n);
+    if (n == 0 || s[0] == ';' || s[0] == '#')
+        return 0;
+    if (s[0] == '[')
+        return cfg_parse_section(p, s, n);
+    return cfg_parse_pair(p, s, n);
+}
+
+/* Checks that every required section and key was given. Returns 0 or -1 with the error. */
+static int cfg_check_complete(struct cfg_parser *p)
+{
+    static const char *const hint[CFG_SEC_COUNT] = {
+        [CFG_SEC_SWITCHYARD] = "at least one listen address", [CFG_SEC_BLUE] = "host and port",
+        [CFG_SEC_GREEN] = "host and port",
+    };
+    for (int sec = CFG_SEC_SWITCHYARD; sec < CFG_SEC_COUNT; sec++)
+        if (p->section_line[sec] == 0)
+            return cfg_fail_at(p, 0, "missing section [%s]; add it with %s",
+                               cfg_section_names[sec], hint[sec]);
+    if (p->cfg->nlisten == 0)
+        return cfg_fail_at(p, p->section_line[CFG_SEC_SWITCHYARD], "[switchyard] has no listen "
+                           "address; add one, like listen = 127.0.0.1:6432");
+    for (int sec = CFG_SEC_BLUE; sec <= CFG_SEC_GREEN; sec++) {
+        if (p->key_line[sec][CFG_SIDE_HOST] == 0)
+            return cfg_fail_at(p, p->section_line[sec], "[%s] has no host; add host = ADDRESS",
+                               cfg_section_names[sec]);
+        if (p->key_line[sec][CFG_SIDE_PORT] == 0)
+            return cfg_fail_at(p, p->section_line[sec], "[%s] has no port; add port = 5432",
+                               cfg_section_names[sec]);
+    }
+    return 0;
+}
+
+/* Splits the text into lines and parses each; a UTF-8 byte order mark at the start is skipped. */
+static int cfg_parse_text(struct cfg_parser *p, const char *text, size_t len)
+{
+    size_t pos = 0;
+    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+        pos = 3;
+    while (pos < len) {
+        const char *s = text + pos;
+        const char *nl = memchr(s, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - s) : len - pos;
+        pos += n + (nl != NULL);
+        p->line++;
+        if (cfg_parse_line(p, s, n) != 0)
+            return -1;
+    }
+    return cfg_check_complete(p);
+}
+
+/* ---- public ---- */
+
+void sy_config_defaults(struct sy_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->protocol = SY_PROTO_POSTGRES;
+    snprintf(cfg->admin_socket, sizeof cfg->admin_socket, "%s", "/tmp/switchyard.sock");
+    cfg->admin_socket_mode = 0600;
+    cfg->active = SY_BLUE;
+    cfg->log_level = SY_LOG_INFO;
+    cfg->max_message_size = (uint32_t)CFG_GB;
+    cfg->max_startup_packet = 10000;
+    cfg->max_client_conn = 10000;
+    cfg->io_buffer_size = (uint32_t)(64 * CFG_KB);
+    cfg->client_login_timeout_ms = 15000;
+    cfg->server_connect_timeout_ms = 5000;
+    cfg->shutdown_grace_ms = 30000;
+}
+
+/*
+ * On failure *cfg is left as it was: the parse goes into a private copy. The parser state and
+ * the copy come to about 11 KB, so they live on the heap rather than the caller's stack.
+ */
+int sy_config_parse(const char *text, size_t len, const char *name, struct sy_config *cfg,
+                    char *err, size_t errlen)
+{
+    struct cfg_parser *p = calloc(1, sizeof *p);
+    struct sy_config *out = malloc(sizeof *out);
+    int rc = -1;
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (p == NULL || out == NULL) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "%s: out of memory", name ? name : "config");
+        goto done;
+    }
+    sy_config_defaults(out);
+    p->name = name ? name : "config";
+    p->cfg = out;
+    p->err = err;
+    p->errlen = errlen;
+    if (text == NULL && len > 0)
+        rc = cfg_fail_at(p, 0, "no text to parse");
+    else
+        rc = cfg_parse_text(p, text, len);
+    if (rc == 0 && cfg != NULL)
+        *cfg = *out;
+done:
+    free(out);
+    free(p);
+    return rc;
+}
+
+/* Reads at most CFG_FILE_MAX + 1 bytes of f into a new buffer. Returns it, or NULL (errno set). */
+static char *cfg_file_read(FILE *f, size_t *len)
+{
+    char *buf = malloc(CFG_FILE_MAX + 1);
+    if (buf == NULL)
+        return NULL;
+    errno = 0;
+    size_t n = 0, got;
+    while (n < CFG_FILE_MAX + 1 && (got = fread(buf + n, 1, CFG_FILE_MAX + 1 - n, f)) > 0)
+        n += got;
+    if (ferror(f)) {
+        int e = errno ? errno : EIO;
+        free(buf);
+        errno = e;
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+int sy_config_load(const char *path, struct sy_config *cfg, char *err, size_t errlen)
+{
+    struct sy_config tmp;
+    size_t len = 0;
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (path == NULL || strlen(path) >= sizeof tmp.path) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "config path is missing or longer than %zu characters",
+                     sizeof tmp.path - 1);
+        return -1;
+    }
+    FILE *f = fopen(path, "rb");
+    char *text = f ? cfg_file_read(f, &len) : NULL;
+    int saved = errno;
+    if (f != NULL)
+        fclose(f);
+    if (text == NULL) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "cannot read %s: %s", path, strerror(saved));
+        return -1;
+    }
+    int rc = -1;
+    if (len > CFG_FILE_MAX) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "%s: the file is over the 1 MiB limit; is it the right file?",
+                     path);
+    } else {
+        rc = sy_config_parse(text, len, path, &tmp, err, errlen);
+    }
+    free(text);
+    if (rc == 0) {
+        snprintf(tmp.path, sizeof tmp.path, "%s", path);
+        if (cfg != NULL)
+            *cfg = tmp;
+    }
+    return rc;
+}
+
+const char *sy_side_name(enum sy_side side)
+{
+    switch (side) {
+    case SY_BLUE: return "blue";
+    case SY_GREEN: return "green";
+    default: return "unknown";
+    }
+}

@@ -1,0 +1,342 @@
+#define _GNU_SOURCE /* struct ucred */
+/*
+ * The admin socket: a Unix socket (owner-only by default) speaking a line protocol. Each request
+ * is one line of words; each reply is one line holding one JSON object. See docs/admin.md.
+ *
+ * Every connection's caller is checked with SO_PEERCRED before any command runs: only root and
+ * the user switchyard runs as may use it, whatever the socket's file mode says.
+ */
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "proxy.h"
+#include "sy_version.h"
+
+#define ADMIN_LINE_MAX 4096
+
+struct admin_conn {
+    uv_pipe_t pipe;
+    struct sy_proxy *proxy;
+    size_t len;
+    char buf[ADMIN_LINE_MAX];
+    uid_t uid;
+    pid_t pid;
+};
+
+struct admin_write {
+    uv_write_t req;
+    char *text;
+};
+
+static uv_pipe_t admin_server;
+static int admin_open;
+
+/* ---- replies ---- */
+
+static void on_admin_closed(uv_handle_t *h) { free(h->data); }
+
+static void on_reply_written(uv_write_t *req, int status)
+{
+    struct admin_write *w = (struct admin_write *)req;
+    free(w->text);
+    free(w);
+}
+
+static void admin_reply(struct admin_conn *a, struct json_object *obj)
+{
+    const char *s = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN);
+    size_t n = strlen(s);
+    struct admin_write *w = malloc(sizeof(*w));
+    char *text = malloc(n + 2);
+    if (!w || !text) {
+        free(w);
+        free(text);
+        json_object_put(obj);
+        return;
+    }
+    memcpy(text, s, n);
+    text[n] = '\n';
+    w->text = text;
+    json_object_put(obj);
+    uv_buf_t b = uv_buf_init(text, (unsigned)(n + 1));
+    if (uv_write(&w->req, (uv_stream_t *)&a->pipe, &b, 1, on_reply_written) != 0) {
+        free(text);
+        free(w);
+    }
+}
+
+static struct json_object *error_reply(const char *msg)
+{
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "error", json_object_new_string(msg));
+    return o;
+}
+
+/* ---- commands ---- */
+
+static void add_str(struct json_object *o, const char *k, const char *v)
+{
+    json_object_object_add(o, k, json_object_new_string(v));
+}
+
+static void add_int(struct json_object *o, const char *k, int64_t v)
+{
+    json_object_object_add(o, k, json_object_new_int64(v));
+}
+
+static struct json_object *side_json(struct sy_proxy *p, enum sy_side s)
+{
+    struct json_object *o = json_object_new_object();
+    const struct sy_side_stats *st = &p->side[s];
+    add_str(o, "host", p->cfg.server[s].host);
+    add_int(o, "port", p->cfg.server[s].port);
+    add_str(o, "role", p->active == s ? "active" : "standby");
+    add_str(o, "health", st->healthy < 0 ? "unknown" : st->healthy ? "up" : "down");
+    add_int(o, "server_connections", st->server_conns);
+    if (st->last_error[0])
+        add_str(o, "last_error", st->last_error);
+    return o;
+}
+
+static struct json_object *cmd_status(struct sy_proxy *p, int argc, char **argv)
+{
+    struct json_object *o = json_object_new_object();
+    add_str(o, "version", SY_VERSION);
+    add_int(o, "uptime_s", (int64_t)((uv_now(p->loop) - p->started_ms) / 1000));
+    add_str(o, "protocol", p->ops->name);
+    add_str(o, "active", sy_side_name(p->active));
+    add_int(o, "sessions", p->nsessions);
+    add_str(o, "state", p->shutting_down ? "shutting_down" : "running");
+    static const char *const states[] = {"login", "idle", "active", "idle_in_transaction",
+                                         "failed_transaction"};
+    int64_t counts[5] = {0};
+    for (struct sy_session *s = p->sessions; s; s = s->next)
+        for (int i = 0; i < 5; i++)
+            if (strcmp(sy_session_state_name(s), states[i]) == 0)
+                counts[i]++;
+    struct json_object *by = json_object_new_object();
+    for (int i = 0; i < 5; i++)
+        add_int(by, states[i], counts[i]);
+    json_object_object_add(o, "sessions_by_state", by);
+    struct json_object *sides = json_object_new_object();
+    json_object_object_add(sides, "blue", side_json(p, SY_BLUE));
+    json_object_object_add(sides, "green", side_json(p, SY_GREEN));
+    json_object_object_add(o, "sides", sides);
+    struct json_object *t = json_object_new_object();
+    add_int(t, "sessions", (int64_t)p->total_sessions);
+    add_int(t, "queries", (int64_t)p->total_queries);
+    add_int(t, "bytes_client_to_server", (int64_t)p->bytes_client_to_server);
+    add_int(t, "bytes_server_to_client", (int64_t)p->bytes_server_to_client);
+    add_int(t, "protocol_errors", (int64_t)p->protocol_errors);
+    add_int(t, "refused_sessions", (int64_t)p->refused_sessions);
+    json_object_object_add(o, "totals", t);
+    return o;
+}
+
+static struct json_object *cmd_clients(struct sy_proxy *p, int argc, char **argv)
+{
+    struct json_object *arr = json_object_new_array();
+    uint64_t now = uv_now(p->loop);
+    for (struct sy_session *s = p->sessions; s; s = s->next) {
+        struct json_object *o = json_object_new_object();
+        add_int(o, "id", (int64_t)s->id);
+        add_str(o, "client", s->client_addr);
+        add_str(o, "user", s->user);
+        add_str(o, "database", s->database);
+        add_str(o, "state", sy_session_state_name(s));
+        add_str(o, "side", sy_side_name(s->side));
+        add_int(o, "age_s", (int64_t)((now - s->started_ms) / 1000));
+        add_int(o, "queries", (int64_t)s->queries);
+        add_int(o, "bytes_in", (int64_t)s->client.bytes_in);
+        add_int(o, "bytes_out", (int64_t)s->server.bytes_in);
+        json_object_array_add(arr, o);
+    }
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "clients", arr);
+    return o;
+}
+
+static struct json_object *cmd_servers(struct sy_proxy *p, int argc, char **argv)
+{
+    struct json_object *arr = json_object_new_array();
+    for (struct sy_session *s = p->sessions; s; s = s->next) {
+        if (!s->server_counted)
+            continue;
+        struct json_object *o = json_object_new_object();
+        add_int(o, "session", (int64_t)s->id);
+        add_str(o, "side", sy_side_name(s->side));
+        add_str(o, "address", s->proxy->cfg.server[s->side].host);
+        add_int(o, "port", s->proxy->cfg.server[s->side].port);
+        add_str(o, "user", s->user);
+        add_str(o, "database", s->database);
+        add_str(o, "state", sy_session_state_name(s));
+        json_object_array_add(arr, o);
+    }
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "servers", arr);
+    return o;
+}
+
+static struct json_object *cmd_help(struct sy_proxy *p, int argc, char **argv);
+
+static const struct {
+    const char *name;
+    struct json_object *(*fn)(struct sy_proxy *p, int argc, char **argv);
+    const char *help;
+} commands[] = {
+    {"status", cmd_status, "the proxy, both sides and totals"},
+    {"clients", cmd_clients, "one row per client session"},
+    {"servers", cmd_servers, "one row per server connection"},
+    {"help", cmd_help, "the commands"},
+};
+
+static struct json_object *cmd_help(struct sy_proxy *p, int argc, char **argv)
+{
+    struct json_object *o = json_object_new_object();
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        add_str(o, commands[i].name, commands[i].help);
+    struct json_object *r = json_object_new_object();
+    json_object_object_add(r, "commands", o);
+    return r;
+}
+
+static void admin_run_line(struct admin_conn *a, char *line)
+{
+    char *argv[16];
+    int argc = 0;
+    for (char *tok = strtok(line, " \t\r"); tok && argc < 16; tok = strtok(NULL, " \t\r"))
+        argv[argc++] = tok;
+    if (argc == 0)
+        return;
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(argv[0], commands[i].name) == 0) {
+            sy_debug("admin: uid %u ran '%s'", (unsigned)a->uid, argv[0]);
+            admin_reply(a, commands[i].fn(a->proxy, argc, argv));
+            return;
+        }
+    }
+    char msg[160];
+    snprintf(msg, sizeof(msg), "unknown command '%.64s'; 'help' lists the commands", argv[0]);
+    admin_reply(a, error_reply(msg));
+}
+
+/* ---- connections ---- */
+
+static void admin_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    struct admin_conn *a = h->data;
+    b->base = a->buf + a->len;
+    b->len = sizeof(a->buf) - a->len;
+}
+
+static void admin_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct admin_conn *a = s->data;
+    if (nread < 0) {
+        uv_close((uv_handle_t *)&a->pipe, on_admin_closed);
+        return;
+    }
+    a->len += (size_t)nread;
+    char *nl;
+    while ((nl = memchr(a->buf, '\n', a->len)) != NULL) {
+        *nl = 0;
+        size_t used = (size_t)(nl - a->buf) + 1;
+        admin_run_line(a, a->buf);
+        memmove(a->buf, a->buf + used, a->len - used);
+        a->len -= used;
+    }
+    if (a->len == sizeof(a->buf)) {
+        admin_reply(a, error_reply("request line too long"));
+        uv_read_stop(s);
+        uv_close((uv_handle_t *)&a->pipe, on_admin_closed);
+    }
+}
+
+static void on_admin_connection(uv_stream_t *server, int status)
+{
+    struct sy_proxy *p = server->data;
+    if (status < 0)
+        return;
+    struct admin_conn *a = calloc(1, sizeof(*a));
+    if (!a)
+        return;
+    a->proxy = p;
+    uv_pipe_init(p->loop, &a->pipe, 0);
+    a->pipe.data = a;
+    if (uv_accept(server, (uv_stream_t *)&a->pipe) != 0) {
+        uv_close((uv_handle_t *)&a->pipe, on_admin_closed);
+        return;
+    }
+    uv_os_fd_t fd;
+    struct ucred cred;
+    socklen_t cl = sizeof(cred);
+    if (uv_fileno((uv_handle_t *)&a->pipe, &fd) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0) {
+        sy_warn("admin: could not read the caller's credentials; connection refused");
+        uv_close((uv_handle_t *)&a->pipe, on_admin_closed);
+        return;
+    }
+    a->uid = cred.uid;
+    a->pid = cred.pid;
+    if (cred.uid != 0 && cred.uid != geteuid()) {
+        sy_warn("admin: refused uid %u (pid %d): only root and uid %u may use the admin socket",
+                (unsigned)cred.uid, (int)cred.pid, (unsigned)geteuid());
+        admin_reply(a, error_reply("permission denied: the admin socket is for root and the "
+                                   "user switchyard runs as"));
+        uv_close((uv_handle_t *)&a->pipe, on_admin_closed);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&a->pipe, admin_alloc, admin_read);
+}
+
+int sy_admin_start(struct sy_proxy *p)
+{
+    const char *path = p->cfg.admin_socket;
+    struct stat st;
+    /* A socket left by a previous run is replaced; anything else at that path is not ours. */
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            sy_error("admin_socket %s exists and is not a socket; remove it or choose another path",
+                     path);
+            return -1;
+        }
+        unlink(path);
+    }
+    uv_pipe_init(p->loop, &admin_server, 0);
+    admin_server.data = p;
+    admin_open = 1;
+    /* Created owner-only, then opened to the configured mode: never briefly wider. */
+    mode_t old = umask(0177);
+    int rc = uv_pipe_bind(&admin_server, path);
+    umask(old);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&admin_server, 64, on_admin_connection);
+    if (rc != 0) {
+        sy_error("cannot open admin_socket %s: %s", path, uv_strerror(rc));
+        return -1;
+    }
+    if (chmod(path, p->cfg.admin_socket_mode) != 0) {
+        sy_error("cannot set mode %o on admin_socket %s: %s", p->cfg.admin_socket_mode, path,
+                 strerror(errno));
+        return -1;
+    }
+    sy_info("admin socket %s (mode %04o)", path, p->cfg.admin_socket_mode);
+    return 0;
+}
+
+void sy_admin_stop(struct sy_proxy *p)
+{
+    if (!admin_open)
+        return;
+    admin_open = 0;
+    uv_close((uv_handle_t *)&admin_server, NULL);
+    unlink(p->cfg.admin_socket);
+}

@@ -1,0 +1,222 @@
+/*
+ * switchyardctl: the admin client. Sends one command line to the admin socket and prints the
+ * JSON reply, either as it came (--json) or as a readable table.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "sy_version.h"
+
+#define DEFAULT_SOCKET "/tmp/switchyard.sock"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: switchyardctl [-s SOCKET] [--json] COMMAND [ARGS]\n"
+            "\n"
+            "Commands:\n"
+            "  status    the proxy, blue and green, session counts and totals\n"
+            "  clients   one row per client session\n"
+            "  servers   one row per server connection\n"
+            "  help      the commands the running switchyard knows\n"
+            "\n"
+            "Options:\n"
+            "  -s, --socket PATH   admin socket (default $SWITCHYARD_SOCKET or " DEFAULT_SOCKET ")\n"
+            "  -j, --json          print the reply as JSON (one object per line)\n"
+            "  -h, --help          show this help\n"
+            "  -V, --version       show the version\n");
+}
+
+static int admin_connect(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        fprintf(stderr, "switchyardctl: socket path too long: %s\n", path);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        int e = errno;
+        fprintf(stderr, "switchyardctl: cannot connect to %s: %s\n", path, strerror(e));
+        if (e == ENOENT || e == ECONNREFUSED)
+            fprintf(stderr, "  is switchyard running? Use -s with the admin_socket from its config.\n");
+        else if (e == EACCES)
+            fprintf(stderr, "  run as the user switchyard runs as, or as root.\n");
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Reads one reply line (any length). Returns a malloc'd string or NULL. */
+static char *read_line(int fd)
+{
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (len + 1 >= cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb)
+                break;
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t n = read(fd, buf + len, cap - len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        char *nl = memchr(buf + len - n, '\n', (size_t)n);
+        if (nl) {
+            *nl = 0;
+            return buf;
+        }
+    }
+    free(buf);
+    return NULL;
+}
+
+static const char *jstr(struct json_object *o, const char *k)
+{
+    struct json_object *v;
+    return json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : "";
+}
+
+static void print_status(struct json_object *o)
+{
+    printf("switchyard %s, up %ss, protocol %s, %s\n", jstr(o, "version"), jstr(o, "uptime_s"),
+           jstr(o, "protocol"), jstr(o, "state"));
+    printf("active: %s\n", jstr(o, "active"));
+    struct json_object *sides, *by, *tot;
+    if (json_object_object_get_ex(o, "sides", &sides)) {
+        json_object_object_foreach(sides, name, s) {
+            printf("  %-5s %s:%s  %-7s health=%s  server_connections=%s%s%s\n", name,
+                   jstr(s, "host"), jstr(s, "port"), jstr(s, "role"), jstr(s, "health"),
+                   jstr(s, "server_connections"), *jstr(s, "last_error") ? "  " : "",
+                   jstr(s, "last_error"));
+        }
+    }
+    printf("sessions: %s", jstr(o, "sessions"));
+    if (json_object_object_get_ex(o, "sessions_by_state", &by)) {
+        json_object_object_foreach(by, st, n) printf("  %s=%s", st, json_object_get_string(n));
+    }
+    printf("\n");
+    if (json_object_object_get_ex(o, "totals", &tot)) {
+        printf("totals:");
+        json_object_object_foreach(tot, k, v) printf("  %s=%s", k, json_object_get_string(v));
+        printf("\n");
+    }
+}
+
+/* Prints an array of flat objects as a table with the keys of the first row as columns. */
+static void print_rows(struct json_object *arr)
+{
+    size_t n = json_object_array_length(arr);
+    if (n == 0) {
+        printf("(none)\n");
+        return;
+    }
+    struct json_object *first = json_object_array_get_idx(arr, 0);
+    json_object_object_foreach(first, k, v0) {
+        (void)v0;
+        printf("%-22s", k);
+    }
+    printf("\n");
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *row = json_object_array_get_idx(arr, i);
+        json_object_object_foreach(row, k2, v) {
+            (void)k2;
+            printf("%-22s", json_object_get_string(v));
+        }
+        printf("\n");
+    }
+}
+
+static void print_human(const char *cmd, struct json_object *o)
+{
+    struct json_object *arr;
+    if (strcmp(cmd, "status") == 0)
+        print_status(o);
+    else if (json_object_object_get_ex(o, "clients", &arr) ||
+             json_object_object_get_ex(o, "servers", &arr))
+        print_rows(arr);
+    else
+        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY));
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"socket", required_argument, NULL, 's'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {NULL, 0, NULL, 0}};
+    const char *path = getenv("SWITCHYARD_SOCKET");
+    int json = 0, c;
+    if (!path || !*path)
+        path = DEFAULT_SOCKET;
+    while ((c = getopt_long(argc, argv, "+s:jhV", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': path = optarg; break;
+        case 'j': json = 1; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("switchyardctl %s\n", SY_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    char line[4096];
+    size_t len = 0;
+    for (int i = optind; i < argc; i++) {
+        int w = snprintf(line + len, sizeof(line) - len, "%s%s", i > optind ? " " : "", argv[i]);
+        if (w < 0 || (size_t)w >= sizeof(line) - len - 1) {
+            fprintf(stderr, "switchyardctl: command too long\n");
+            return 2;
+        }
+        len += (size_t)w;
+    }
+    line[len++] = '\n';
+    int fd = admin_connect(path);
+    if (fd < 0)
+        return 1;
+    if (write(fd, line, len) != (ssize_t)len) {
+        fprintf(stderr, "switchyardctl: write to %s failed: %s\n", path, strerror(errno));
+        return 1;
+    }
+    char *reply = read_line(fd);
+    close(fd);
+    if (!reply) {
+        fprintf(stderr, "switchyardctl: no reply from %s\n", path);
+        return 1;
+    }
+    struct json_object *o = json_tokener_parse(reply);
+    if (!o) {
+        fprintf(stderr, "switchyardctl: reply is not JSON: %.200s\n", reply);
+        free(reply);
+        return 1;
+    }
+    struct json_object *e;
+    int failed = json_object_object_get_ex(o, "error", &e);
+    if (json)
+        printf("%s\n", reply);
+    else if (failed)
+        fprintf(stderr, "switchyardctl: %s\n", json_object_get_string(e));
+    else
+        print_human(argv[optind], o);
+    json_object_put(o);
+    free(reply);
+    return failed ? 1 : 0;
+}

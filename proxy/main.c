@@ -1,0 +1,251 @@
+/*
+ * switchyard: the daemon. Parses the command line and config, starts the listeners and the admin
+ * socket, and handles signals: SIGHUP reloads the config, SIGTERM/SIGINT stop accepting and let
+ * sessions finish for up to shutdown_grace (a second signal stops at once).
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "proxy.h"
+#include "sy_version.h"
+
+#define HEALTH_INTERVAL_MS 5000
+#define SHUTDOWN_POLL_MS 100
+
+static struct sy_proxy proxy;
+static uv_signal_t sig_term, sig_int, sig_hup;
+static uv_timer_t health_timer, shutdown_timer;
+static uint64_t shutdown_started_ms;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: switchyard -c FILE [--check]\n"
+            "\n"
+            "Blue-green switchover proxy for PostgreSQL. Clients connect to switchyard; it relays\n"
+            "each session to the active database (blue or green).\n"
+            "\n"
+            "Options:\n"
+            "  -c, --config FILE   the INI config file (see docs/config.md)\n"
+            "      --check         validate the config file and exit (0 when valid)\n"
+            "  -h, --help          show this help and exit\n"
+            "  -V, --version       show the version and exit\n"
+            "\n"
+            "Signals: SIGHUP reloads the config; SIGTERM or SIGINT stops accepting clients and\n"
+            "waits up to shutdown_grace for sessions to end (a second signal stops at once).\n"
+            "Admin: switchyardctl -s ADMIN_SOCKET status\n");
+}
+
+/* ---- health probes: a TCP connect to each side on an interval ---- */
+
+struct probe {
+    uv_tcp_t tcp;
+    uv_connect_t req;
+    enum sy_side side;
+};
+
+static void on_probe_closed(uv_handle_t *h) { free(h->data); }
+
+static void on_probe(uv_connect_t *req, int status)
+{
+    struct probe *pr = req->data;
+    struct sy_side_stats *st = &proxy.side[pr->side];
+    if (status != UV_ECANCELED) {
+        int up = status == 0;
+        if (st->healthy != up)
+            sy_log(up ? SY_LOG_INFO : SY_LOG_WARN, "%s server %s:%d is %s%s%s", sy_side_name(pr->side),
+                                     proxy.cfg.server[pr->side].host,
+                                     proxy.cfg.server[pr->side].port, up ? "up" : "down",
+                                     up ? "" : ": ", up ? "" : uv_strerror(status));
+        st->healthy = up;
+        if (!up)
+            snprintf(st->last_error, sizeof(st->last_error), "connect: %s", uv_strerror(status));
+        else
+            st->last_error[0] = 0;
+        st->last_check_ms = uv_now(proxy.loop);
+    }
+    uv_close((uv_handle_t *)&pr->tcp, on_probe_closed);
+}
+
+static void on_health_timer(uv_timer_t *t)
+{
+    for (int s = 0; s < 2; s++) {
+        struct probe *pr = calloc(1, sizeof(*pr));
+        if (!pr)
+            return;
+        pr->side = (enum sy_side)s;
+        uv_tcp_init(proxy.loop, &pr->tcp);
+        pr->tcp.data = pr;
+        pr->req.data = pr;
+        if (uv_tcp_connect(&pr->req, &pr->tcp, (struct sockaddr *)&proxy.server_addr[s], on_probe))
+            uv_close((uv_handle_t *)&pr->tcp, on_probe_closed);
+    }
+}
+
+/* ---- reload ---- */
+
+static void reload(void)
+{
+    struct sy_config *cfg = malloc(sizeof(*cfg));
+    char err[512];
+    struct sockaddr_storage addr[2];
+    if (!cfg)
+        return;
+    if (sy_config_load(proxy.cfg.path, cfg, err, sizeof(err)) != 0) {
+        sy_error("reload failed, keeping the running config: %s", err);
+        free(cfg);
+        return;
+    }
+    if (sy_proxy_resolve_servers(&proxy, cfg, addr) != 0) {
+        sy_error("reload failed, keeping the running config");
+        free(cfg);
+        return;
+    }
+    if (cfg->nlisten != proxy.cfg.nlisten ||
+        memcmp(cfg->listen, proxy.cfg.listen, sizeof(cfg->listen[0]) * cfg->nlisten) != 0)
+        sy_warn("reload: listen addresses changed; that takes effect at the next restart");
+    if (strcmp(cfg->admin_socket, proxy.cfg.admin_socket) != 0 ||
+        cfg->admin_socket_mode != proxy.cfg.admin_socket_mode)
+        sy_warn("reload: admin_socket changes take effect at the next restart");
+    if (cfg->protocol != proxy.cfg.protocol)
+        sy_warn("reload: protocol changes take effect at the next restart");
+    /* Keep what only a restart can change, take everything else. */
+    memcpy(cfg->listen, proxy.cfg.listen, sizeof(cfg->listen));
+    cfg->nlisten = proxy.cfg.nlisten;
+    memcpy(cfg->admin_socket, proxy.cfg.admin_socket, sizeof(cfg->admin_socket));
+    cfg->admin_socket_mode = proxy.cfg.admin_socket_mode;
+    cfg->protocol = proxy.cfg.protocol;
+    proxy.cfg = *cfg;
+    memcpy(proxy.server_addr, addr, sizeof(addr));
+    free(cfg);
+    sy_log_set_level(proxy.cfg.log_level);
+    sy_info("config reloaded from %s", proxy.cfg.path);
+}
+
+/* ---- shutdown ---- */
+
+static void close_if_open(uv_handle_t *h)
+{
+    if (h->loop && !uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void finish(void)
+{
+    sy_admin_stop(&proxy);
+    close_if_open((uv_handle_t *)&sig_term);
+    close_if_open((uv_handle_t *)&sig_int);
+    close_if_open((uv_handle_t *)&sig_hup);
+    close_if_open((uv_handle_t *)&health_timer);
+    close_if_open((uv_handle_t *)&shutdown_timer);
+    sy_info("stopped");
+}
+
+static void close_all_sessions(void)
+{
+    while (proxy.sessions)
+        sy_session_fail(proxy.sessions, "57P01", "switchyard is shutting down");
+}
+
+static void on_shutdown_poll(uv_timer_t *t)
+{
+    if (proxy.nsessions == 0) {
+        finish();
+        return;
+    }
+    if (uv_now(proxy.loop) - shutdown_started_ms >= proxy.cfg.shutdown_grace_ms) {
+        sy_warn("shutdown_grace ended with %u sessions open; closing them", proxy.nsessions);
+        close_all_sessions();
+        finish();
+    }
+}
+
+static void begin_shutdown(int signum)
+{
+    if (proxy.shutting_down) {
+        sy_warn("second stop signal: closing %u sessions now", proxy.nsessions);
+        close_all_sessions();
+        finish();
+        return;
+    }
+    proxy.shutting_down = 1;
+    shutdown_started_ms = uv_now(proxy.loop);
+    sy_info("%s: no longer accepting clients; waiting up to %llu ms for %u sessions to end",
+            signum == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)proxy.cfg.shutdown_grace_ms,
+            proxy.nsessions);
+    sy_proxy_stop_listening(&proxy);
+    uv_timer_start(&shutdown_timer, on_shutdown_poll, 0, SHUTDOWN_POLL_MS);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    if (signum == SIGHUP)
+        reload();
+    else
+        begin_shutdown(signum);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0}};
+    const char *config_path = NULL;
+    int check_only = 0, c;
+    while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config_path = optarg; break;
+        case 'k': check_only = 1; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("switchyard %s\n", SY_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!config_path || optind != argc) {
+        fprintf(stderr, "switchyard: %s\n", config_path ? "unexpected argument" : "no config file: use -c FILE");
+        usage(stderr);
+        return 2;
+    }
+    char err[512];
+    if (sy_config_load(config_path, &proxy.cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "switchyard: %s\n", err);
+        return 1;
+    }
+    if (check_only) {
+        printf("%s: ok\n", config_path);
+        return 0;
+    }
+    sy_log_set_level(proxy.cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+    proxy.loop = uv_default_loop();
+    proxy.ops = &sy_pg_ops;
+    proxy.active = proxy.cfg.active;
+    proxy.started_ms = uv_now(proxy.loop);
+    proxy.started_wall = (uint64_t)time(NULL);
+    proxy.side[0].healthy = proxy.side[1].healthy = -1;
+    if (sy_proxy_resolve_servers(&proxy, &proxy.cfg, proxy.server_addr) != 0)
+        return 1;
+    if (sy_proxy_listen(&proxy) != 0 || sy_admin_start(&proxy) != 0)
+        return 1;
+    uv_signal_init(proxy.loop, &sig_term);
+    uv_signal_init(proxy.loop, &sig_int);
+    uv_signal_init(proxy.loop, &sig_hup);
+    uv_signal_start(&sig_term, on_signal, SIGTERM);
+    uv_signal_start(&sig_int, on_signal, SIGINT);
+    uv_signal_start(&sig_hup, on_signal, SIGHUP);
+    uv_timer_init(proxy.loop, &health_timer);
+    uv_timer_init(proxy.loop, &shutdown_timer);
+    uv_timer_start(&health_timer, on_health_timer, 0, HEALTH_INTERVAL_MS);
+    sy_info("switchyard %s started: protocol %s, active side %s (%s:%d)", SY_VERSION,
+            proxy.ops->name, sy_side_name(proxy.active), proxy.cfg.server[proxy.active].host,
+            proxy.cfg.server[proxy.active].port);
+    uv_run(proxy.loop, UV_RUN_DEFAULT);
+    uv_loop_close(proxy.loop);
+    return 0;
+}

@@ -1,0 +1,492 @@
+/*
+ * The PostgreSQL protocol plug-in: startup-phase handling (SSLRequest, GSSENCRequest,
+ * CancelRequest, StartupMessage), then a protocol-aware relay that frames every message in both
+ * directions and tracks what later stages need: transaction state from ReadyForQuery, ParameterStatus
+ * values, BackendKeyData (replaced by a key the proxy issues, so cancel keeps working when a
+ * session moves), COPY and extended-query pipelines in progress.
+ *
+ * Only headers and a few small messages are read; every other byte is forwarded as it came.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "log.h"
+#include "protocol/pg/pg_proto.h"
+#include "proxy.h"
+
+#define PG_PARAMS_MAX 32
+
+enum pg_sess_stage {
+    PG_STAGE_STARTUP = 0,    /* reading startup-phase packets from the client */
+    PG_STAGE_CONNECTING = 1, /* StartupMessage held while the server connection opens */
+    PG_STAGE_RELAY = 2,      /* framing typed messages both ways */
+};
+
+struct pg_sess {
+    enum pg_sess_stage stage;
+    struct pg_scan fe; /* client to server */
+    struct pg_scan be; /* server to client */
+    size_t startup_len;     /* length of the held StartupMessage at the front of client.buf */
+    uint8_t ssl_seen, gss_seen, terminating;
+    uint8_t in_copy;        /* a CopyIn/CopyOut/CopyBoth response was seen, until ReadyForQuery */
+    uint8_t ext_open;       /* extended-query messages sent since the last Sync */
+    uint32_t pending_ready; /* ReadyForQuery replies the client still waits for */
+    uint32_t proxy_pid;     /* the BackendKeyData the client was given */
+    uint8_t proxy_key[256];
+    uint32_t server_pid;    /* the server's own BackendKeyData */
+    uint8_t server_key[256];
+    size_t key_len;         /* 0 until the server sent BackendKeyData */
+    size_t nparams;
+    char *params[PG_PARAMS_MAX]; /* "name\0value\0" from ParameterStatus */
+};
+
+static struct pg_sess *pg(struct sy_session *sess) { return sess->proto_state; }
+
+/* ---- errors to the client ---- */
+
+static void pg_client_error(struct sy_session *sess, const char *code, const char *message)
+{
+    struct pg_sess *ps = pg(sess);
+    /* Only between server messages; otherwise the error would land inside one and corrupt it. */
+    if (!pg_scan_at_boundary(&ps->be))
+        return;
+    uint8_t buf[512];
+    int n = pg_be_write_error(buf, sizeof(buf), "FATAL", code, message);
+    if (n > 0)
+        sy_conn_send(&sess->client, buf, (size_t)n);
+}
+
+static void protocol_error(struct sy_session *sess, int from_server, int err, const uint8_t *at,
+                           size_t avail)
+{
+    char msg[200];
+    sess->proxy->protocol_errors++;
+    if (err == PG_E_UNKNOWN_TYPE && avail > 0)
+        snprintf(msg, sizeof(msg), "%s sent an invalid message type 0x%02x",
+                 from_server ? "the server" : "the client", at[0]);
+    else
+        snprintf(msg, sizeof(msg), "%s sent an invalid message: %s",
+                 from_server ? "the server" : "the client", pg_strerror(err));
+    sy_session_fail(sess, "08P01", msg);
+}
+
+/* ---- startup phase ---- */
+
+static void random_bytes(void *buf, size_t n)
+{
+    uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t r = getrandom(p, n, 0);
+        if (r <= 0)
+            continue;
+        p += r;
+        n -= (size_t)r;
+    }
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+static int startup_message(struct sy_session *sess, const struct pg_startup *st, size_t len)
+{
+    struct pg_sess *ps = pg(sess);
+    copy_str(sess->user, sizeof(sess->user), st->user);
+    copy_str(sess->database, sizeof(sess->database), st->database ? st->database : st->user);
+    ps->startup_len = len;
+    ps->stage = PG_STAGE_CONNECTING;
+    sy_conn_pause(&sess->client);
+    sy_session_log(sess, SY_LOG_DEBUG, "startup for database %s, connecting to %s",
+                   sess->database, sy_side_name(sess->side));
+    return sy_session_connect_server(sess);
+}
+
+static int startup_packet(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg(sess);
+    struct sy_conn *c = &sess->client;
+    struct sy_proxy *p = sess->proxy;
+    uint32_t max = p->cfg.max_startup_packet;
+    if (max > c->cap)
+        max = (uint32_t)c->cap;
+    struct pg_startup st;
+    int rc = pg_fe_parse_startup(c->buf, c->len, max, &st, NULL);
+    if (rc == PG_NEED_MORE)
+        return 0;
+    if (rc < 0) {
+        p->protocol_errors++;
+        if (rc == PG_E_VERSION && c->len >= 8) {
+            uint32_t v = pg_get_u32(c->buf + 4);
+            char msg[128];
+            snprintf(msg, sizeof(msg), "unsupported frontend protocol %u.%u: switchyard supports 3.0",
+                     v >> 16, v & 0xffff);
+            sy_session_fail(sess, "0A000", msg);
+        } else if (rc == PG_E_TOO_LARGE) {
+            sy_session_fail(sess, "08P01", "startup packet too large (max_startup_packet)");
+        } else {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "invalid startup packet: %s", pg_strerror(rc));
+            sy_session_fail(sess, "08P01", msg);
+        }
+        return -1;
+    }
+    switch (st.kind) {
+    case PG_STARTUP_SSL:
+    case PG_STARTUP_GSSENC: {
+        uint8_t *seen = st.kind == PG_STARTUP_SSL ? &ps->ssl_seen : &ps->gss_seen;
+        const char *what = st.kind == PG_STARTUP_SSL ? "SSLRequest" : "GSSENCRequest";
+        char msg[128];
+        if (*seen) {
+            p->protocol_errors++;
+            snprintf(msg, sizeof(msg), "duplicate %s", what);
+            sy_session_fail(sess, "08P01", msg);
+            return -1;
+        }
+        if (c->len > (size_t)rc) {
+            /* The client must wait for our answer; bytes sent before it could be injected by
+             * someone in the middle (the CVE-2021-23214 class). */
+            p->protocol_errors++;
+            snprintf(msg, sizeof(msg), "unexpected data after %s", what);
+            sy_session_fail(sess, "08P01", msg);
+            return -1;
+        }
+        *seen = 1;
+        sy_conn_consume(c, (size_t)rc);
+        return sy_conn_send(c, "N", 1);
+    }
+    case PG_STARTUP_CANCEL:
+        sy_pg_cancel(p, st.cancel_pid, st.cancel_key, st.cancel_key_len);
+        sy_session_close(sess, "cancel request handled");
+        return -1;
+    case PG_STARTUP_MESSAGE:
+        return startup_message(sess, &st, (size_t)rc);
+    }
+    return 0;
+}
+
+static int pg_server_connected(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg(sess);
+    ps->stage = PG_STAGE_RELAY;
+    /* Forward the held StartupMessage unchanged, then relay the rest. */
+    sess->client.ready = ps->startup_len;
+    if (sy_conn_forward(&sess->client) != 0)
+        return -1;
+    sy_conn_resume(&sess->client);
+    if (sess->client.len > 0)
+        sess->proxy->ops->client_data(sess);
+    return 0;
+}
+
+/* ---- relay: client to server ---- */
+
+static void note_client_message(struct sy_session *sess, struct pg_sess *ps, uint8_t type)
+{
+    switch (type) {
+    case PG_FE_QUERY:
+    case PG_FE_FUNCTION_CALL:
+        if (type == PG_FE_QUERY) {
+            sess->queries++;
+            sess->proxy->total_queries++;
+        }
+        ps->pending_ready++;
+        break;
+    case PG_FE_SYNC:
+        ps->pending_ready++;
+        ps->ext_open = 0;
+        return;
+    case PG_FE_EXECUTE:
+        sess->queries++;
+        sess->proxy->total_queries++;
+        ps->ext_open = 1;
+        break;
+    case PG_FE_PARSE:
+    case PG_FE_BIND:
+    case PG_FE_DESCRIBE:
+    case PG_FE_CLOSE:
+        ps->ext_open = 1;
+        break;
+    case PG_FE_TERMINATE:
+        ps->terminating = 1;
+        return;
+    default:
+        return;
+    }
+    if (sess->tx == SY_TX_IDLE)
+        sess->tx = SY_TX_ACTIVE;
+}
+
+static int pg_client_data(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg(sess);
+    struct sy_conn *c = &sess->client;
+    if (ps->stage == PG_STAGE_STARTUP)
+        return startup_packet(sess);
+    if (ps->stage != PG_STAGE_RELAY)
+        return 0;
+    size_t pos = c->ready;
+    struct pg_scan_item item;
+    while (pos < c->len) {
+        size_t off = 0;
+        int rc = pg_scan_next(&ps->fe, c->buf + pos, c->len - pos, &item, &off);
+        if (rc == PG_NEED_MORE)
+            break;
+        if (rc < 0) {
+            c->ready = pos;
+            sy_conn_forward(c);
+            protocol_error(sess, 0, rc, c->buf + pos, c->len - pos);
+            return -1;
+        }
+        if (item.start)
+            note_client_message(sess, ps, item.type);
+        pos += (size_t)rc;
+    }
+    c->ready = pos;
+    if (sy_conn_forward(c) != 0)
+        return -1;
+    if (ps->terminating) {
+        sy_session_close(sess, "client sent Terminate");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- relay: server to client ---- */
+
+static void store_param(struct pg_sess *ps, const char *name, const char *value)
+{
+    size_t nl = strlen(name), vl = strlen(value);
+    char *s = malloc(nl + vl + 2);
+    if (!s)
+        return;
+    memcpy(s, name, nl + 1);
+    memcpy(s + nl + 1, value, vl + 1);
+    for (size_t i = 0; i < ps->nparams; i++) {
+        if (strcmp(ps->params[i], name) == 0) {
+            free(ps->params[i]);
+            ps->params[i] = s;
+            return;
+        }
+    }
+    if (ps->nparams < PG_PARAMS_MAX)
+        ps->params[ps->nparams++] = s;
+    else
+        free(s);
+}
+
+static int ready_for_query(struct sy_session *sess, struct pg_sess *ps, uint8_t status)
+{
+    if (ps->pending_ready > 0)
+        ps->pending_ready--;
+    ps->in_copy = 0;
+    if (status == 'T')
+        sess->tx = SY_TX_IN_TX;
+    else if (status == 'E')
+        sess->tx = SY_TX_FAILED;
+    else
+        sess->tx = ps->pending_ready > 0 || ps->ext_open ? SY_TX_ACTIVE : SY_TX_IDLE;
+    if (sess->phase == SY_PHASE_LOGIN) {
+        sess->phase = SY_PHASE_READY;
+        sy_session_clear_timeout(sess);
+        /* Logins are checked; the rest of the session carries no wanted login-only types. */
+        pg_scan_want(&ps->be, PG_BE_AUTH, 0);
+        pg_scan_want(&ps->be, PG_BE_ERROR, 0);
+        sy_session_log(sess, SY_LOG_INFO, "logged in to %s, database %s", sy_side_name(sess->side),
+                       sess->database);
+    }
+    return 0;
+}
+
+/* Replaces the server's BackendKeyData in place with the key this proxy issued the client. */
+static int backend_key(struct sy_session *sess, struct pg_sess *ps, uint8_t *msg, size_t len)
+{
+    uint32_t pid;
+    const uint8_t *key;
+    size_t key_len;
+    if (pg_be_parse_backend_key(msg, len, &pid, &key, &key_len) < 0)
+        return PG_E_MALFORMED;
+    ps->server_pid = pid;
+    memcpy(ps->server_key, key, key_len);
+    ps->key_len = key_len;
+    ps->proxy_pid = (uint32_t)(sess->id & 0x7fffffff);
+    random_bytes(ps->proxy_key, key_len);
+    pg_put_u32(msg + 5, ps->proxy_pid);
+    memcpy(msg + 9, ps->proxy_key, key_len);
+    return 0;
+}
+
+static int server_message(struct sy_session *sess, struct pg_sess *ps, uint8_t *msg, size_t len)
+{
+    switch (msg[0]) {
+    case PG_BE_READY_FOR_QUERY: {
+        uint8_t status;
+        if (pg_be_parse_ready(msg, len, &status) < 0)
+            return PG_E_MALFORMED;
+        return ready_for_query(sess, ps, status);
+    }
+    case PG_BE_BACKEND_KEY_DATA:
+        return backend_key(sess, ps, msg, len);
+    case PG_BE_PARAMETER_STATUS: {
+        const char *name, *value;
+        if (pg_be_parse_parameter_status(msg, len, &name, &value) < 0)
+            return PG_E_MALFORMED;
+        store_param(ps, name, value);
+        return 0;
+    }
+    case PG_BE_AUTH: {
+        uint32_t code;
+        if (pg_be_parse_auth(msg, len, &code) < 0)
+            return PG_E_MALFORMED;
+        sy_session_log(sess, SY_LOG_DEBUG, "server authentication request %u", code);
+        return 0;
+    }
+    case PG_BE_ERROR: {
+        struct pg_error_fields f;
+        if (pg_be_parse_error(msg, len, &f) < 0)
+            return PG_E_MALFORMED;
+        sy_session_log(sess, SY_LOG_INFO, "server refused login: %s %s",
+                       f.sqlstate ? f.sqlstate : "(no SQLSTATE)", f.message ? f.message : "");
+        return 0;
+    }
+    }
+    return 0;
+}
+
+static int pg_server_data(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg(sess);
+    struct sy_conn *c = &sess->server;
+    size_t pos = c->ready;
+    struct pg_scan_item item;
+    while (pos < c->len) {
+        size_t off = 0;
+        int rc = pg_scan_next(&ps->be, c->buf + pos, c->len - pos, &item, &off);
+        if (rc == PG_NEED_MORE)
+            break;
+        if (rc >= 0 && item.whole && item.start &&
+            (ps->be.want[item.type >> 3] & (1u << (item.type & 7))))
+            rc = server_message(sess, ps, c->buf + pos, (size_t)rc) < 0 ? PG_E_MALFORMED : rc;
+        else if (rc > 0 && item.start &&
+                 (item.type == PG_BE_COPY_IN || item.type == PG_BE_COPY_OUT ||
+                  item.type == PG_BE_COPY_BOTH))
+            ps->in_copy = 1;
+        if (rc < 0) {
+            c->ready = pos;
+            sy_conn_forward(c);
+            protocol_error(sess, 1, rc, c->buf + pos, c->len - pos);
+            return -1;
+        }
+        pos += (size_t)rc;
+    }
+    c->ready = pos;
+    return sy_conn_forward(c);
+}
+
+/* ---- lifecycle ---- */
+
+static int pg_client_accepted(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg(sess);
+    uint32_t max = sess->proxy->cfg.max_message_size;
+    uint32_t inspect = (uint32_t)sess->proxy->cfg.io_buffer_size;
+    pg_scan_init(&ps->fe, 0, max, inspect);
+    pg_scan_init(&ps->be, 1, max, inspect);
+    static const uint8_t be_wanted[] = {PG_BE_READY_FOR_QUERY, PG_BE_BACKEND_KEY_DATA,
+                                        PG_BE_PARAMETER_STATUS, PG_BE_AUTH, PG_BE_ERROR};
+    for (size_t i = 0; i < sizeof(be_wanted); i++)
+        pg_scan_want(&ps->be, be_wanted[i], 1);
+    return 0;
+}
+
+static void pg_session_free(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg(sess);
+    if (!ps)
+        return;
+    for (size_t i = 0; i < ps->nparams; i++)
+        free(ps->params[i]);
+}
+
+const struct sy_protocol_ops sy_pg_ops = {
+    .name = "postgres",
+    .proto_state_size = sizeof(struct pg_sess),
+    .client_accepted = pg_client_accepted,
+    .client_data = pg_client_data,
+    .server_data = pg_server_data,
+    .server_connected = pg_server_connected,
+    .client_error = pg_client_error,
+    .session_free = pg_session_free,
+};
+
+/* ---- cancel ---- */
+
+struct cancel_req {
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    uv_write_t write;
+    size_t len;
+    uint8_t pkt[12 + 256];
+};
+
+static void on_cancel_closed(uv_handle_t *h) { free(h->data); }
+
+static void on_cancel_written(uv_write_t *w, int status)
+{
+    struct cancel_req *r = w->data;
+    uv_close((uv_handle_t *)&r->tcp, on_cancel_closed);
+}
+
+static void on_cancel_connected(uv_connect_t *req, int status)
+{
+    struct cancel_req *r = req->data;
+    if (status < 0) {
+        sy_warn("cancel: could not connect to the server: %s", uv_strerror(status));
+        uv_close((uv_handle_t *)&r->tcp, on_cancel_closed);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)r->pkt, (unsigned)r->len);
+    r->write.data = r;
+    if (uv_write(&r->write, (uv_stream_t *)&r->tcp, &b, 1, on_cancel_written) != 0)
+        uv_close((uv_handle_t *)&r->tcp, on_cancel_closed);
+}
+
+/* Compares secrets in time that does not depend on where they differ. */
+static int key_equal(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    uint8_t d = 0;
+    for (size_t i = 0; i < n; i++)
+        d |= a[i] ^ b[i];
+    return d == 0;
+}
+
+int sy_pg_cancel(struct sy_proxy *p, uint32_t pid, const uint8_t *key, size_t key_len)
+{
+    for (struct sy_session *s = p->sessions; s; s = s->next) {
+        struct pg_sess *ps = pg(s);
+        if (ps->key_len == 0 || ps->proxy_pid != pid || ps->key_len != key_len ||
+            !key_equal(ps->proxy_key, key, key_len))
+            continue;
+        if (!s->server.open)
+            return 1;
+        struct cancel_req *r = calloc(1, sizeof(*r));
+        if (!r)
+            return 1;
+        int n = pg_fe_write_cancel(r->pkt, sizeof(r->pkt), ps->server_pid, ps->server_key,
+                                   ps->key_len);
+        r->len = n > 0 ? (size_t)n : 0;
+        uv_tcp_init(p->loop, &r->tcp);
+        r->tcp.data = r;
+        r->connect.data = r;
+        if (uv_tcp_connect(&r->connect, &r->tcp, (const struct sockaddr *)&p->server_addr[s->side],
+                           on_cancel_connected) != 0)
+            uv_close((uv_handle_t *)&r->tcp, on_cancel_closed);
+        sy_session_log(s, SY_LOG_INFO, "cancel request forwarded to the %s server",
+                       sy_side_name(s->side));
+        return 1;
+    }
+    sy_info("cancel request matched no session; ignored");
+    return 0;
+}

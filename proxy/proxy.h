@@ -1,0 +1,180 @@
+/*
+ * The proxy core: the process-wide state (struct sy_proxy), client sessions and their two
+ * connections, and the protocol plug-in interface that PostgreSQL (and later MySQL) implement.
+ *
+ * A session owns a client connection and, once it has logged in, one server connection to the
+ * active database (session mode). The generic code here does the I/O: reading into a reused
+ * per-connection buffer, forwarding with a write attempted before any queueing, back-pressure
+ * (a source stops reading while its bytes are queued on the other side), timers and closing.
+ * The protocol plug-in decides what the bytes mean.
+ */
+#ifndef SY_PROXY_H
+#define SY_PROXY_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "config/config.h"
+
+struct sy_session;
+struct sy_proxy;
+
+/* Where a connection's bytes stand. */
+struct sy_conn {
+    uv_tcp_t tcp;
+    struct sy_session *sess;
+    uint8_t *buf;   /* read buffer, allocated once per connection */
+    size_t cap;     /* its size (io_buffer_size) */
+    size_t len;     /* bytes held: [0, ready) may be forwarded, [ready, len) are not yet scanned */
+    size_t ready;
+    uint32_t inflight; /* this connection's bytes queued on the peer: reading is stopped meanwhile */
+    uv_write_t wreq;   /* the queued write of those bytes */
+    uint8_t open;      /* the handle is initialised and not yet closing */
+    uint8_t reading;   /* uv_read_start is in force */
+    uint8_t eof;       /* the peer closed its side */
+    uint8_t is_server; /* 1: the server connection */
+    uint64_t bytes_in; /* bytes read from this connection */
+};
+
+/* Session lifecycle, as shown by the admin socket. */
+enum sy_sess_phase {
+    SY_PHASE_LOGIN = 1,   /* startup, TLS negotiation or authentication in progress */
+    SY_PHASE_READY = 2,   /* logged in; relaying */
+    SY_PHASE_CLOSING = 3, /* closing both connections */
+};
+
+/* Transaction state, from the protocol's own signal (ReadyForQuery in PostgreSQL). */
+enum sy_tx_state {
+    SY_TX_IDLE = 1,   /* between transactions, nothing outstanding */
+    SY_TX_ACTIVE = 2, /* a query or pipeline is running outside a transaction block */
+    SY_TX_IN_TX = 3,  /* inside a transaction block */
+    SY_TX_FAILED = 4, /* inside a failed transaction block */
+};
+
+/* The protocol plug-in. Every callback gets the session; per-session protocol state lives in
+ * sess->proto_state (proto_state_size bytes, zeroed). Callbacks that can fail return 0 or -1; on
+ * -1 they have already called sy_session_fail() or sy_session_close(). */
+struct sy_protocol_ops {
+    const char *name;
+    size_t proto_state_size;
+    /* A client connection was accepted; client reading starts after this returns 0. */
+    int (*client_accepted)(struct sy_session *sess);
+    /* New bytes in sess->client: scan them, set client.ready, act on what they say. */
+    int (*client_data)(struct sy_session *sess);
+    /* New bytes in sess->server. */
+    int (*server_data)(struct sy_session *sess);
+    /* The server connection is open. */
+    int (*server_connected)(struct sy_session *sess);
+    /* Sends a fatal error to the client in the protocol's own form (no close). */
+    void (*client_error)(struct sy_session *sess, const char *code, const char *message);
+    /* Frees protocol state (not the session). */
+    void (*session_free)(struct sy_session *sess);
+};
+
+struct sy_session {
+    struct sy_proxy *proxy;
+    struct sy_session *prev, *next; /* in proxy->sessions */
+    uint64_t id;
+    enum sy_sess_phase phase;
+    enum sy_tx_state tx;
+    enum sy_side side;     /* which database the server connection goes to */
+    struct sy_conn client;
+    struct sy_conn server;
+    uint8_t server_wanted; /* a server connection was started (its handle needs closing) */
+    uv_timer_t timer;      /* login timeout, server connect timeout, close linger */
+    uint8_t timer_open;
+    uint8_t server_counted; /* counted in proxy->side[side].server_conns */
+    const char *timeout_code;    /* what the session fails with when the timer fires */
+    const char *timeout_message;
+    uv_connect_t connect_req;
+    int handles_open;      /* handles whose close callback has not yet run */
+    uint64_t started_ms;   /* uv_now at accept */
+    char client_addr[64];  /* "ip:port" of the client */
+    char user[64];         /* login user, for the admin socket and logs */
+    char database[64];
+    uint64_t queries;      /* queries (simple Query and Execute) sent by the client */
+    void *proto_state;
+};
+
+struct sy_side_stats {
+    uint32_t server_conns; /* open server connections to this side */
+    int healthy;           /* -1 unknown, 0 down, 1 up (from the last connect or probe) */
+    uint64_t last_check_ms;
+    char last_error[128];
+};
+
+struct sy_proxy {
+    uv_loop_t *loop;
+    struct sy_config cfg;          /* current config; replaced whole on reload */
+    const struct sy_protocol_ops *ops;
+    enum sy_side active;
+    uv_tcp_t listeners[SY_LISTEN_MAX];
+    size_t nlisteners;
+    struct sockaddr_storage server_addr[2]; /* resolved [blue] and [green] */
+    struct sy_side_stats side[2];
+    struct sy_session *sessions;   /* doubly linked list of every session */
+    uint32_t nsessions;
+    uint64_t next_session_id;
+    uint64_t started_ms;
+    uint64_t started_wall;         /* time(NULL) at start */
+    int shutting_down;
+    /* Totals since start. */
+    uint64_t total_sessions;
+    uint64_t total_queries;
+    uint64_t bytes_client_to_server;
+    uint64_t bytes_server_to_client;
+    uint64_t protocol_errors;
+    uint64_t refused_sessions;
+};
+
+/* ---- session.c: the generic connection machinery ---- */
+
+/* Starts listening on every configured address. Returns 0, or -1 after logging why. */
+int sy_proxy_listen(struct sy_proxy *p);
+/* Stops accepting new clients (graceful shutdown). */
+void sy_proxy_stop_listening(struct sy_proxy *p);
+/* Resolves cfg.server[] into server_addr[]. Returns 0, or -1 after logging which side failed. */
+int sy_proxy_resolve_servers(struct sy_proxy *p, const struct sy_config *cfg,
+                             struct sockaddr_storage out[2]);
+
+/* Opens the server connection to the session's side; calls ops->server_connected when open,
+ * or fails the session with a connection error. Returns 0, or -1 when it could not start. */
+int sy_session_connect_server(struct sy_session *sess);
+/* Forwards conn->ready bytes of conn to the other connection of its session, then moves the
+ * rest of the buffer to its front. Returns 0, or -1 when the session was closed. */
+int sy_conn_forward(struct sy_conn *conn);
+/* Drops n bytes from the front of conn's buffer without forwarding them (n <= ready). */
+void sy_conn_consume(struct sy_conn *conn, size_t n);
+/* Sends bytes the proxy made (copied). Returns 0, or -1 when the session was closed. */
+int sy_conn_send(struct sy_conn *conn, const void *data, size_t len);
+/* Stops or resumes reading a connection. */
+void sy_conn_pause(struct sy_conn *conn);
+void sy_conn_resume(struct sy_conn *conn);
+/* (Re)arms the session timer; when it fires, the session fails with code/message. */
+void sy_session_set_timeout(struct sy_session *sess, uint64_t ms, const char *code,
+                            const char *message);
+void sy_session_clear_timeout(struct sy_session *sess);
+/* Sends the client an error in the protocol's form (when its stream is at a message boundary),
+ * logs the reason and closes the session. */
+void sy_session_fail(struct sy_session *sess, const char *code, const char *message);
+/* Closes both connections after the bytes already queued to the client are sent. */
+void sy_session_close(struct sy_session *sess, const char *reason);
+/* Logs a line that names the session. */
+void sy_session_log(struct sy_session *sess, enum sy_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Counts of sessions by admin state. */
+const char *sy_session_state_name(const struct sy_session *sess);
+
+/* ---- pg_session.c ---- */
+extern const struct sy_protocol_ops sy_pg_ops;
+/* Sends a cancel to the server of the session whose proxy-issued key this is. Returns 1 when a
+ * session matched. */
+int sy_pg_cancel(struct sy_proxy *p, uint32_t pid, const uint8_t *key, size_t key_len);
+
+/* ---- admin.c ---- */
+int sy_admin_start(struct sy_proxy *p);
+void sy_admin_stop(struct sy_proxy *p);
+
+#endif

@@ -1,0 +1,585 @@
+/*
+ * Generic connection machinery: listeners, accepting clients, the relay's read and write path,
+ * timers and closing. Protocol meaning lives in the protocol plug-in (pg_session.c).
+ *
+ * The relay path is the hot path. Each connection reads into its own buffer, allocated once.
+ * Forwarding first tries a direct write (uv_try_write); only what the kernel did not take is
+ * queued, pointing into the same buffer, and the source stops reading until that write is done,
+ * so a slow reader pushes back on a fast writer instead of growing memory.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "proxy.h"
+
+#define CLOSE_LINGER_MS 5000 /* how long a closing client may take to read its last bytes */
+
+struct send_req {
+    uv_write_t req;
+    size_t len;
+    uint8_t data[];
+};
+
+static void session_maybe_free(struct sy_session *sess);
+
+/* ---- logging ---- */
+
+void sy_session_log(struct sy_session *sess, enum sy_log_level level, const char *fmt, ...)
+{
+    if (!sy_log_enabled(level))
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    sy_log(level, "session %llu (%s%s%s): %s", (unsigned long long)sess->id, sess->client_addr,
+           sess->user[0] ? " user=" : "", sess->user, msg);
+}
+
+const char *sy_session_state_name(const struct sy_session *sess)
+{
+    if (sess->phase == SY_PHASE_LOGIN)
+        return "login";
+    switch (sess->tx) {
+    case SY_TX_IDLE: return "idle";
+    case SY_TX_ACTIVE: return "active";
+    case SY_TX_IN_TX: return "idle_in_transaction";
+    case SY_TX_FAILED: return "failed_transaction";
+    }
+    return "unknown";
+}
+
+/* ---- closing ---- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct sy_session *sess = h->data;
+    sess->handles_open--;
+    session_maybe_free(sess);
+}
+
+static void session_maybe_free(struct sy_session *sess)
+{
+    if (sess->handles_open > 0)
+        return;
+    if (sess->proxy->ops->session_free)
+        sess->proxy->ops->session_free(sess);
+    free(sess->proto_state);
+    free(sess->client.buf);
+    free(sess->server.buf);
+    free(sess);
+}
+
+static void conn_close(struct sy_conn *c)
+{
+    if (!c->open)
+        return;
+    c->open = 0;
+    c->reading = 0;
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+static void on_client_shutdown(uv_shutdown_t *req, int status)
+{
+    struct sy_session *sess = req->data;
+    free(req);
+    conn_close(&sess->client);
+    if (sess->timer_open) {
+        sess->timer_open = 0;
+        uv_close((uv_handle_t *)&sess->timer, on_handle_closed);
+    }
+}
+
+static void on_linger_timeout(uv_timer_t *t)
+{
+    struct sy_session *sess = t->data;
+    conn_close(&sess->client);
+    if (sess->timer_open) {
+        sess->timer_open = 0;
+        uv_close((uv_handle_t *)&sess->timer, on_handle_closed);
+    }
+}
+
+static void session_unlink(struct sy_session *sess)
+{
+    struct sy_proxy *p = sess->proxy;
+    if (sess->prev)
+        sess->prev->next = sess->next;
+    else
+        p->sessions = sess->next;
+    if (sess->next)
+        sess->next->prev = sess->prev;
+    sess->prev = sess->next = NULL;
+    p->nsessions--;
+}
+
+void sy_session_close(struct sy_session *sess, const char *reason)
+{
+    if (sess->phase == SY_PHASE_CLOSING)
+        return;
+    sy_session_log(sess, SY_LOG_INFO, "closing: %s", reason);
+    sess->phase = SY_PHASE_CLOSING;
+    session_unlink(sess);
+    if (sess->server_counted) {
+        sess->proxy->side[sess->side].server_conns--;
+        sess->server_counted = 0;
+    }
+    conn_close(&sess->server);
+    if (sess->timer_open)
+        uv_timer_stop(&sess->timer);
+    /* Let the client read what is queued to it (an error message, the server's last words),
+     * but no longer than CLOSE_LINGER_MS. */
+    if (sess->client.open) {
+        uv_read_stop((uv_stream_t *)&sess->client.tcp);
+        sess->client.reading = 0;
+        uv_shutdown_t *req = malloc(sizeof(*req));
+        if (req) {
+            req->data = sess;
+            if (uv_shutdown(req, (uv_stream_t *)&sess->client.tcp, on_client_shutdown) == 0) {
+                if (sess->timer_open)
+                    uv_timer_start(&sess->timer, on_linger_timeout, CLOSE_LINGER_MS, 0);
+                return;
+            }
+            free(req);
+        }
+        conn_close(&sess->client);
+    }
+    if (sess->timer_open) {
+        sess->timer_open = 0;
+        uv_close((uv_handle_t *)&sess->timer, on_handle_closed);
+    }
+}
+
+void sy_session_fail(struct sy_session *sess, const char *code, const char *message)
+{
+    if (sess->phase == SY_PHASE_CLOSING)
+        return;
+    sess->proxy->ops->client_error(sess, code, message);
+    sy_session_close(sess, message);
+}
+
+/* ---- timers ---- */
+
+static void on_session_timeout(uv_timer_t *t)
+{
+    struct sy_session *sess = t->data;
+    sy_session_fail(sess, sess->timeout_code, sess->timeout_message);
+}
+
+void sy_session_set_timeout(struct sy_session *sess, uint64_t ms, const char *code,
+                            const char *message)
+{
+    if (!sess->timer_open)
+        return;
+    sess->timeout_code = code;
+    sess->timeout_message = message;
+    uv_timer_start(&sess->timer, on_session_timeout, ms, 0);
+}
+
+void sy_session_clear_timeout(struct sy_session *sess)
+{
+    if (sess->timer_open)
+        uv_timer_stop(&sess->timer);
+}
+
+/* ---- reading ---- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
+{
+    struct sy_conn *c = (struct sy_conn *)h; /* tcp is the first member */
+    out->base = (char *)c->buf + c->len;
+    out->len = c->cap - c->len;
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *unused)
+{
+    struct sy_conn *c = (struct sy_conn *)stream;
+    struct sy_session *sess = c->sess;
+    if (nread > 0) {
+        c->len += (size_t)nread;
+        c->bytes_in += (uint64_t)nread;
+        if (c->is_server)
+            sess->proxy->ops->server_data(sess);
+        else
+            sess->proxy->ops->client_data(sess);
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (nread == UV_ENOBUFS) {
+        /* The protocol left a full buffer unscanned: it can never make progress. */
+        sess->proxy->protocol_errors++;
+        sy_session_fail(sess, "08P01", c->is_server ? "server message does not fit the buffer"
+                                                    : "client message does not fit the buffer");
+        return;
+    }
+    c->eof = 1;
+    if (nread == UV_EOF)
+        sy_session_close(sess, c->is_server ? "server closed the connection"
+                                            : "client closed the connection");
+    else {
+        char why[128];
+        snprintf(why, sizeof(why), "%s read error: %s", c->is_server ? "server" : "client",
+                 uv_strerror((int)nread));
+        /* The session is gone after this; the literal reason is logged first. */
+        sy_session_log(sess, SY_LOG_INFO, "%s", why);
+        sy_session_close(sess, c->is_server ? "server read error" : "client read error");
+    }
+}
+
+void sy_conn_pause(struct sy_conn *c)
+{
+    if (c->open && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+}
+
+void sy_conn_resume(struct sy_conn *c)
+{
+    if (c->open && !c->reading && c->inflight == 0 && c->sess->phase != SY_PHASE_CLOSING) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+            c->reading = 1;
+    }
+}
+
+/* ---- writing ---- */
+
+void sy_conn_consume(struct sy_conn *c, size_t n)
+{
+    if (n >= c->len) {
+        c->len = c->ready = 0;
+        return;
+    }
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+    c->ready = c->ready > n ? c->ready - n : 0;
+}
+
+static struct sy_conn *conn_peer(struct sy_conn *c)
+{
+    return c->is_server ? &c->sess->client : &c->sess->server;
+}
+
+static void on_forward_written(uv_write_t *req, int status)
+{
+    struct sy_conn *c = req->data;
+    struct sy_session *sess = c->sess;
+    size_t n = c->inflight;
+    c->inflight = 0;
+    if (status < 0) {
+        if (status != UV_ECANCELED)
+            sy_session_close(sess, c->is_server ? "write to client failed" : "write to server failed");
+        return;
+    }
+    sy_conn_consume(c, n);
+    sy_conn_resume(c);
+}
+
+int sy_conn_forward(struct sy_conn *c)
+{
+    size_t n = c->ready;
+    if (n == 0)
+        return 0;
+    struct sy_conn *peer = conn_peer(c);
+    struct sy_proxy *p = c->sess->proxy;
+    if (c->is_server)
+        p->bytes_server_to_client += n;
+    else
+        p->bytes_client_to_server += n;
+    if (!peer->open) {
+        sy_conn_consume(c, n);
+        return 0;
+    }
+    uv_buf_t b = uv_buf_init((char *)c->buf, (unsigned)n);
+    int w = uv_try_write((uv_stream_t *)&peer->tcp, &b, 1);
+    if (w == (int)n) {
+        sy_conn_consume(c, n);
+        return 0;
+    }
+    if (w < 0 && w != UV_EAGAIN) {
+        sy_session_close(c->sess, c->is_server ? "write to client failed" : "write to server failed");
+        return -1;
+    }
+    size_t done = w > 0 ? (size_t)w : 0;
+    /* Queue the rest straight from this buffer; stop reading into it until it is written. */
+    sy_conn_consume(c, done);
+    b = uv_buf_init((char *)c->buf, (unsigned)(n - done));
+    c->wreq.data = c;
+    if (uv_write(&c->wreq, (uv_stream_t *)&peer->tcp, &b, 1, on_forward_written) != 0) {
+        sy_session_close(c->sess, c->is_server ? "write to client failed" : "write to server failed");
+        return -1;
+    }
+    c->inflight = (uint32_t)(n - done);
+    sy_conn_pause(c);
+    return 0;
+}
+
+static void on_send_written(uv_write_t *req, int status)
+{
+    struct sy_conn *c = req->data;
+    free((struct send_req *)req); /* req is its first member */
+    if (status < 0 && status != UV_ECANCELED)
+        sy_session_close(c->sess, c->is_server ? "write to server failed" : "write to client failed");
+}
+
+int sy_conn_send(struct sy_conn *c, const void *data, size_t len)
+{
+    if (!c->open || len == 0)
+        return 0;
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (w == (int)len)
+        return 0;
+    if (w < 0 && w != UV_EAGAIN) {
+        sy_session_close(c->sess, c->is_server ? "write to server failed" : "write to client failed");
+        return -1;
+    }
+    size_t done = w > 0 ? (size_t)w : 0;
+    struct send_req *r = malloc(sizeof(*r) + len - done);
+    if (!r) {
+        sy_session_close(c->sess, "out of memory");
+        return -1;
+    }
+    r->len = len - done;
+    memcpy(r->data, (const uint8_t *)data + done, r->len);
+    r->req.data = c;
+    b = uv_buf_init((char *)r->data, (unsigned)r->len);
+    if (uv_write(&r->req, (uv_stream_t *)&c->tcp, &b, 1, on_send_written) != 0) {
+        free(r);
+        sy_session_close(c->sess, c->is_server ? "write to server failed" : "write to client failed");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the server connection ---- */
+
+static int conn_init(struct sy_session *sess, struct sy_conn *c, int is_server)
+{
+    struct sy_proxy *p = sess->proxy;
+    c->sess = sess;
+    c->is_server = (uint8_t)is_server;
+    c->cap = p->cfg.io_buffer_size;
+    c->buf = malloc(c->cap);
+    if (!c->buf)
+        return -1;
+    if (uv_tcp_init(p->loop, &c->tcp) != 0) {
+        free(c->buf);
+        c->buf = NULL;
+        return -1;
+    }
+    c->tcp.data = sess;
+    c->open = 1;
+    sess->handles_open++;
+    return 0;
+}
+
+static void on_server_connect(uv_connect_t *req, int status)
+{
+    struct sy_session *sess = req->data;
+    struct sy_proxy *p = sess->proxy;
+    if (status == UV_ECANCELED || sess->phase == SY_PHASE_CLOSING)
+        return;
+    sy_session_clear_timeout(sess);
+    if (status < 0) {
+        struct sy_side_stats *st = &p->side[sess->side];
+        st->healthy = 0;
+        snprintf(st->last_error, sizeof(st->last_error), "connect: %s", uv_strerror(status));
+        char msg[512];
+        snprintf(msg, sizeof(msg), "switchyard could not connect to the %s server %s:%d: %s",
+                 sy_side_name(sess->side), p->cfg.server[sess->side].host,
+                 p->cfg.server[sess->side].port, uv_strerror(status));
+        sy_session_fail(sess, "08006", msg);
+        return;
+    }
+    p->side[sess->side].healthy = 1;
+    p->side[sess->side].server_conns++;
+    sess->server_counted = 1;
+    uv_tcp_nodelay(&sess->server.tcp, 1);
+    uv_tcp_keepalive(&sess->server.tcp, 1, 60);
+    sy_conn_resume(&sess->server);
+    p->ops->server_connected(sess);
+}
+
+int sy_session_connect_server(struct sy_session *sess)
+{
+    struct sy_proxy *p = sess->proxy;
+    if (conn_init(sess, &sess->server, 1) != 0) {
+        sy_session_fail(sess, "53200", "switchyard is out of memory");
+        return -1;
+    }
+    sess->server_wanted = 1;
+    sess->connect_req.data = sess;
+    int rc = uv_tcp_connect(&sess->connect_req, &sess->server.tcp,
+                            (const struct sockaddr *)&p->server_addr[sess->side], on_server_connect);
+    if (rc != 0) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "switchyard could not connect to the %s server: %s",
+                 sy_side_name(sess->side), uv_strerror(rc));
+        sy_session_fail(sess, "08006", msg);
+        return -1;
+    }
+    sy_session_set_timeout(sess, p->cfg.server_connect_timeout_ms, "08006",
+                           "switchyard timed out connecting to the database server");
+    return 0;
+}
+
+/* ---- accepting clients ---- */
+
+static void format_peer(uv_tcp_t *tcp, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            uv_ip4_name(a, host, sizeof(host));
+            port = ntohs(a->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            uv_ip6_name(a, host, sizeof(host));
+            port = ntohs(a->sin6_port);
+        }
+    }
+    snprintf(out, cap, "%s:%d", host, port);
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    struct sy_proxy *p = listener->data;
+    if (status < 0) {
+        sy_warn("accept failed: %s", uv_strerror(status));
+        return;
+    }
+    struct sy_session *sess = calloc(1, sizeof(*sess));
+    if (!sess || (p->ops->proto_state_size &&
+                  !(sess->proto_state = calloc(1, p->ops->proto_state_size)))) {
+        free(sess);
+        sy_error("out of memory accepting a client");
+        return;
+    }
+    sess->proxy = p;
+    sess->id = ++p->next_session_id;
+    sess->phase = SY_PHASE_LOGIN;
+    sess->tx = SY_TX_IDLE;
+    sess->side = p->active;
+    sess->started_ms = uv_now(p->loop);
+    if (conn_init(sess, &sess->client, 0) != 0) {
+        free(sess->proto_state);
+        free(sess);
+        sy_error("out of memory accepting a client");
+        return;
+    }
+    if (uv_timer_init(p->loop, &sess->timer) == 0) {
+        sess->timer.data = sess;
+        sess->timer_open = 1;
+        sess->handles_open++;
+    }
+    /* Linked before anything can close it, so close and unlink always pair. */
+    sess->next = p->sessions;
+    if (p->sessions)
+        p->sessions->prev = sess;
+    p->sessions = sess;
+    p->nsessions++;
+    p->total_sessions++;
+    if (uv_accept(listener, (uv_stream_t *)&sess->client.tcp) != 0) {
+        snprintf(sess->client_addr, sizeof(sess->client_addr), "?");
+        sy_session_close(sess, "accept failed");
+        return;
+    }
+    format_peer(&sess->client.tcp, sess->client_addr, sizeof(sess->client_addr));
+    uv_tcp_nodelay(&sess->client.tcp, 1);
+    uv_tcp_keepalive(&sess->client.tcp, 1, 60);
+    if (p->shutting_down) {
+        p->refused_sessions++;
+        sy_session_fail(sess, "57P01", "switchyard is shutting down");
+        return;
+    }
+    if (p->nsessions > p->cfg.max_client_conn) {
+        p->refused_sessions++;
+        sy_session_fail(sess, "53300",
+                        "too many client connections to switchyard (max_client_conn)");
+        return;
+    }
+    sy_session_log(sess, SY_LOG_DEBUG, "accepted");
+    sy_session_set_timeout(sess, p->cfg.client_login_timeout_ms, "08P01",
+                           "client did not complete login in time (client_login_timeout)");
+    if (p->ops->client_accepted(sess) != 0)
+        return;
+    sy_conn_resume(&sess->client);
+}
+
+/* ---- listeners and addresses ---- */
+
+static int parse_listen(const struct sy_listen_addr *l, struct sockaddr_storage *ss)
+{
+    const char *host = strcmp(l->host, "localhost") == 0 ? "127.0.0.1" : l->host;
+    if (strchr(host, ':'))
+        return uv_ip6_addr(host, l->port, (struct sockaddr_in6 *)ss);
+    return uv_ip4_addr(host, l->port, (struct sockaddr_in *)ss);
+}
+
+int sy_proxy_listen(struct sy_proxy *p)
+{
+    for (size_t i = 0; i < p->cfg.nlisten; i++) {
+        const struct sy_listen_addr *l = &p->cfg.listen[i];
+        struct sockaddr_storage ss;
+        if (parse_listen(l, &ss) != 0) {
+            sy_error("listen address %s:%d is not a numeric IP address; use e.g. 127.0.0.1 or [::1]",
+                     l->host, l->port);
+            return -1;
+        }
+        uv_tcp_t *t = &p->listeners[p->nlisteners];
+        uv_tcp_init(p->loop, t);
+        t->data = p;
+        p->nlisteners++;
+        int rc = uv_tcp_bind(t, (struct sockaddr *)&ss, 0);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)t, 1024, on_connection);
+        if (rc != 0) {
+            sy_error("cannot listen on %s:%d: %s (is another process using the port?)", l->host,
+                     l->port, uv_strerror(rc));
+            return -1;
+        }
+        sy_info("listening on %s:%d", l->host, l->port);
+    }
+    return 0;
+}
+
+void sy_proxy_stop_listening(struct sy_proxy *p)
+{
+    for (size_t i = 0; i < p->nlisteners; i++)
+        if (!uv_is_closing((uv_handle_t *)&p->listeners[i]))
+            uv_close((uv_handle_t *)&p->listeners[i], NULL);
+}
+
+int sy_proxy_resolve_servers(struct sy_proxy *p, const struct sy_config *cfg,
+                             struct sockaddr_storage out[2])
+{
+    for (int s = 0; s < 2; s++) {
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+        struct addrinfo *res = NULL;
+        char port[16];
+        snprintf(port, sizeof(port), "%d", cfg->server[s].port);
+        int rc = getaddrinfo(cfg->server[s].host, port, &hints, &res);
+        if (rc != 0 || !res) {
+            sy_error("cannot resolve the %s server host '%s': %s", sy_side_name((enum sy_side)s),
+                     cfg->server[s].host, gai_strerror(rc));
+            return -1;
+        }
+        memset(&out[s], 0, sizeof(out[s]));
+        memcpy(&out[s], res->ai_addr, res->ai_addrlen);
+        freeaddrinfo(res);
+    }
+    return 0;
+}
