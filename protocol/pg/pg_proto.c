@@ -1,6 +1,7 @@
 /* PostgreSQL protocol v3 codec. See pg_proto.h for the contracts. */
 #include "pg_proto.h"
 
+#include <limits.h>
 #include <string.h>
 
 const char *pg_strerror(int err)
@@ -185,14 +186,20 @@ int pg_fe_parse_startup(const uint8_t *buf, size_t len, uint32_t max_len, struct
     return startup_params(buf, plen, out, err_off);
 }
 
-/* Checks a whole message's header against its type and returns the body length, or < 0. */
+/*
+ * Checks a whole message's header against its type and returns the body length, or < 0. The
+ * decoders return len as an int, so a message longer than INT_MAX (length field 0x7fffffff) is
+ * refused rather than returned as a negative number.
+ */
 static int whole_body(const uint8_t *msg, size_t len, uint8_t type, size_t *body_len)
 {
     if (len < PG_HEADER_LEN || msg[0] != type)
         return PG_E_MALFORMED;
     uint32_t l = pg_get_u32(msg + 1);
-    if (l < 4 || (size_t)l + 1 != len)
+    if (l < 4 || l > 0x7fffffffu || (size_t)l + 1 != len)
         return PG_E_LENGTH;
+    if (len > INT_MAX)
+        return PG_E_TOO_LARGE;
     *body_len = l - 4;
     return 0;
 }
@@ -254,15 +261,11 @@ int pg_be_parse_auth(const uint8_t *msg, size_t len, uint32_t *code)
 int pg_be_parse_error(const uint8_t *msg, size_t len, struct pg_error_fields *out)
 {
     size_t bl;
-    if (len >= 1 && msg[0] == PG_BE_NOTICE) {
-        /* Same layout as ErrorResponse. */
-        if (len < PG_HEADER_LEN || (size_t)pg_get_u32(msg + 1) + 1 != len)
-            return PG_E_LENGTH;
-    } else {
-        int rc = whole_body(msg, len, PG_BE_ERROR, &bl);
-        if (rc < 0)
-            return rc;
-    }
+    /* NoticeResponse has the same layout as ErrorResponse. */
+    uint8_t type = len >= 1 && msg[0] == PG_BE_NOTICE ? PG_BE_NOTICE : PG_BE_ERROR;
+    int rc = whole_body(msg, len, type, &bl);
+    if (rc < 0)
+        return rc;
     memset(out, 0, sizeof(*out));
     const char *sev_s = NULL;
     size_t pos = PG_HEADER_LEN;
@@ -429,21 +432,23 @@ int pg_scan_next(struct pg_scan *s, const uint8_t *buf, size_t len, struct pg_sc
         item->whole = 0;
         return (int)n;
     }
-    struct pg_header h;
-    int rc = pg_header_read(buf, len, s->max_len, &h, err_off);
-    if (rc <= 0)
-        return rc;
-    int known = s->backend ? pg_be_type_valid(h.type) : pg_fe_type_valid(h.type);
+    /* The type byte is judged first: it is the most telling sign of a stream that is not ours. */
+    int known = s->backend ? pg_be_type_valid(buf[0]) : pg_fe_type_valid(buf[0]);
     if (!known) {
         if (err_off)
             *err_off = 0;
         return PG_E_UNKNOWN_TYPE;
     }
+    struct pg_header h;
+    int rc = pg_header_read(buf, len, s->max_len, &h, err_off);
+    if (rc <= 0)
+        return rc;
     size_t total = (size_t)h.len + 1;
     item->type = h.type;
     item->start = 1;
     if (s->want[h.type >> 3] & (1u << (h.type & 7))) {
-        if (total > s->inspect_max) {
+        /* The piece's length is returned as an int: 2 GiB cannot be handed over whole. */
+        if (total > s->inspect_max || total > INT_MAX) {
             if (err_off)
                 *err_off = 1;
             return PG_E_TOO_LARGE;
