@@ -221,7 +221,8 @@ static inline int pg_scan_at_boundary(const struct pg_scan *s) { return s->body_
  * Scans the next piece of buf. Returns the piece's length (> 0) and fills *item, PG_NEED_MORE
  * when buf holds only part of a header or part of a wanted message (keep those bytes and call
  * again with more appended), or PG_E_LENGTH, PG_E_TOO_LARGE (over max_len, or a wanted message
- * over inspect_max) or PG_E_UNKNOWN_TYPE with *err_off at the offending byte.
+ * over inspect_max) or PG_E_UNKNOWN_TYPE with *err_off at the offending byte. The type byte is
+ * judged as soon as it arrives, so an unknown type fails even when the length is not yet here.
  */
 int pg_scan_next(struct pg_scan *s, const uint8_t *buf, size_t len, struct pg_scan_item *item,
                  size_t *err_off);
