@@ -96,6 +96,26 @@ int h_tcp_connect(int port)
     return fd;
 }
 
+/* Proxies still running when the test process exits (a failed assertion skips their stop) are
+ * killed, so a failing test leaves nothing behind. */
+static pid_t started[64];
+static int nstarted;
+
+static void kill_leftovers(void)
+{
+    for (int i = 0; i < nstarted; i++)
+        if (started[i] > 0 && kill(started[i], 0) == 0 && waitpid(started[i], NULL, WNOHANG) == 0)
+            kill(started[i], SIGKILL);
+}
+
+static void remember(pid_t pid)
+{
+    if (nstarted == 0)
+        atexit(kill_leftovers);
+    if (nstarted < 64)
+        started[nstarted++] = pid;
+}
+
 int h_proxy_start(struct h_proxy *p, const struct h_env *env, int blue_port, int green_port,
                   const char *extra)
 {
@@ -130,6 +150,7 @@ int h_proxy_start(struct h_proxy *p, const struct h_env *env, int blue_port, int
         execl(bin, "switchyard", "-c", p->config, (char *)NULL);
         _exit(127);
     }
+    remember(p->pid);
     long deadline = now_ms() + 10000;
     while (now_ms() < deadline) {
         int fd = h_tcp_connect(p->port);
