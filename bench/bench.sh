@@ -12,6 +12,10 @@
 #   SKIP_SWITCHYARD  1: leave Switchyard out (to try the script without a built proxy)
 #   --quick          DURATION=3 ROUNDS=1
 #
+# Targets: direct, switchyard, pgbouncer, and floor: bench/minrelay.c, the smallest possible relay
+# (two blocking threads doing read then write), built here to show what one extra hop costs on
+# this machine whatever a proxy does.
+#
 # Builds nothing. Starts its own throwaway PostgreSQL server and PgBouncer on free ports in a
 # temporary directory and removes everything on exit. Results go to stdout and to
 # bench/results/last.txt.
@@ -23,7 +27,7 @@ root=$(cd "$here/.." && pwd)
 . "$root/tests/support/pglib.sh"
 
 usage() {
-    sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,21s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -63,9 +67,11 @@ pglib_check_tools || exit 1
 for tool in pgbench pgbouncer psql awk; do
     command -v "$tool" >/dev/null || pglib_die "$tool not found: run scripts/install-deps.sh"
 done
-TARGETS=(direct switchyard pgbouncer)
+# floor: bench/minrelay.c, the smallest possible relay (blocking read/write, no parsing), to show
+# what one extra hop costs on this machine whatever the proxy does.
+TARGETS=(direct switchyard pgbouncer floor)
 if [ "$SKIP_SWITCHYARD" = 1 ]; then
-    TARGETS=(direct pgbouncer)
+    TARGETS=(direct pgbouncer floor)
     pglib_log "SKIP_SWITCHYARD=1: benchmarking direct and pgbouncer only"
 else
     abs_build=$(cd "$BUILD_DIR" 2>/dev/null && pwd) ||
@@ -94,6 +100,7 @@ TMP=""
 PG_DATA=""
 PGB_PID=""
 SY_PID=""
+FLOOR_PID=""
 BG_PIDS=()
 cleanup() {
     local rc=$? p
@@ -103,6 +110,9 @@ cleanup() {
     done
     if [ -n "$SY_PID" ]; then
         pglib_stop_pid "$SY_PID" TERM 10 || true
+    fi
+    if [ -n "$FLOOR_PID" ]; then
+        pglib_stop_pid "$FLOOR_PID" TERM 10 || true
     fi
     if [ -n "$PGB_PID" ]; then
         pglib_stop_pid "$PGB_PID" TERM 10 || true
@@ -182,9 +192,17 @@ EOF
     fi
 fi
 
+FLOOR_PORT=$(pglib_free_port "${used_ports[@]}" "$SY_PORT") || pglib_die "no free port for minrelay"
+cc -O2 -pthread -o "$TMP/minrelay" "$here/minrelay.c" || pglib_die "cannot build bench/minrelay.c"
+say "starting minrelay (the floor) on 127.0.0.1:$FLOOR_PORT"
+setsid "$TMP/minrelay" "$FLOOR_PORT" "$PG_PORT" >"$TMP/minrelay.log" 2>&1 &
+FLOOR_PID=$!
+pglib_wait_port 127.0.0.1 "$FLOOR_PORT" 10 "$FLOOR_PID" || pglib_die "minrelay did not start"
+
 target_port() {
     case "$1" in
     direct) echo "$PG_PORT" ;;
+    floor) echo "$FLOOR_PORT" ;;
     switchyard) echo "$SY_PORT" ;;
     pgbouncer) echo "$PGB_PORT" ;;
     esac
@@ -192,6 +210,7 @@ target_port() {
 target_pid() {
     case "$1" in
     direct) echo "" ;;
+    floor) echo "$FLOOR_PID" ;;
     switchyard) echo "$SY_PID" ;;
     pgbouncer) echo "$PGB_PID" ;;
     esac
@@ -199,6 +218,7 @@ target_pid() {
 target_log() {
     case "$1" in
     direct) echo "$TMP/pg/pg.log" ;;
+    floor) echo "$TMP/minrelay.log" ;;
     switchyard) echo "$TMP/switchyard.log" ;;
     pgbouncer) echo "$TMP/pgbouncer/pgbouncer.log" ;;
     esac
@@ -348,7 +368,7 @@ rss_test() {
 }
 # Switchyard first: PgBouncer keeps its server connections pooled after its clients leave.
 for tgt in "${TARGETS[@]}"; do
-    if [ "$tgt" != direct ]; then
+    if [ "$tgt" != direct ] && [ "$tgt" != floor ]; then
         rss_test "$tgt"
     fi
 done
@@ -427,9 +447,10 @@ report() {
                 "$(fmt '%.3f' "$lat")" "$failed" "$(fmt '%.2f' "$cpu")" "$runs/$ROUNDS"
         done
         if [ "$SKIP_SWITCHYARD" != 1 ]; then
-            printf 'tps ratio   switchyard/direct %s   pgbouncer/direct %s   switchyard/pgbouncer %s\n' \
+            printf 'tps ratio   switchyard/direct %s   pgbouncer/direct %s   floor/direct %s   switchyard/pgbouncer %s\n' \
                 "$(ratio "${mtps[switchyard]}" "${mtps[direct]}")" \
                 "$(ratio "${mtps[pgbouncer]}" "${mtps[direct]}")" \
+                "$(ratio "${mtps[floor]}" "${mtps[direct]}")" \
                 "$(ratio "${mtps[switchyard]}" "${mtps[pgbouncer]}")"
         else
             printf 'tps ratio   pgbouncer/direct %s\n' "$(ratio "${mtps[pgbouncer]}" "${mtps[direct]}")"
@@ -447,7 +468,7 @@ report() {
     echo "== resident memory (VmRSS) with $IDLE_SESSIONS idle sessions (SELECT 1, then \\sleep $IDLE_SLEEP_S s; sampled ${RSS_SAMPLE_AFTER_S}-$((IDLE_SLEEP_S - 3)) s in, once the sessions reach the server) =="
     printf '%-12s %12s %16s %14s %16s  %s\n' target baseline "with sessions" "per session" "server sessions" status
     for tgt in "${TARGETS[@]}"; do
-        [ "$tgt" = direct ] && continue
+        [ "$tgt" = direct ] || [ "$tgt" = floor ] && continue
         local base=${RSS_BASE[$tgt]:-} loaded=${RSS_LOADED[$tgt]:-} per="?"
         if [[ "$base" =~ ^[0-9]+$ && "$loaded" =~ ^[0-9]+$ ]]; then
             per=$(awk -v a="$loaded" -v b="$base" -v n="$IDLE_SESSIONS" 'BEGIN { printf "%.1f KB", (a - b) / n }')
