@@ -31,17 +31,20 @@ enum cfg_section {
     CFG_SEC_SWITCHYARD = 1, /* [switchyard]: the proxy itself */
     CFG_SEC_BLUE = 2,       /* [blue]: the database live at the start */
     CFG_SEC_GREEN = 3,      /* [green]: the database switched to */
-    CFG_SEC_COUNT = 4,
+    CFG_SEC_USERS = 4,      /* [users]: optional per-user auth_type */
+    CFG_SEC_COUNT = 5,
 };
 
 /* Indices into cfg_side_keys; the completeness check looks these up. */
 enum cfg_side_key {
     CFG_SIDE_HOST = 0, /* host = ADDRESS */
     CFG_SIDE_PORT = 1, /* port = NUMBER */
-    CFG_SIDE_KEYS = 2,
+    CFG_SIDE_TLS = 2,  /* server_tls = MODE */
+    CFG_SIDE_TLS_CA = 3, /* server_tls_ca = PATH */
+    CFG_SIDE_KEYS = 4,
 };
 
-#define CFG_KEYS_MAX 16 /* at least the number of keys in the largest section */
+#define CFG_KEYS_MAX 32 /* at least the number of keys in the largest section */
 
 struct cfg_parser {
     const char *name;         /* file name used in messages */
@@ -64,7 +67,7 @@ struct cfg_key {
 
 static const char *const cfg_section_names[CFG_SEC_COUNT] = {
     [CFG_SEC_NONE] = "", [CFG_SEC_SWITCHYARD] = "switchyard",
-    [CFG_SEC_BLUE] = "blue", [CFG_SEC_GREEN] = "green",
+    [CFG_SEC_BLUE] = "blue", [CFG_SEC_GREEN] = "green", [CFG_SEC_USERS] = "users",
 };
 
 /* ---- small helpers ---- */
@@ -561,6 +564,105 @@ static int cfg_set_shutdown_grace(struct cfg_parser *p, const char *v)
     return cfg_value_duration(p, v, 1, &p->cfg->shutdown_grace_ms);
 }
 
+static const char *const cfg_auth_words[] = {
+    [SY_AUTH_SCRAM] = "scram-sha-256", [SY_AUTH_MD5] = "md5", [SY_AUTH_PASSWORD] = "password",
+    [SY_AUTH_TRUST] = "trust", [SY_AUTH_CERT] = "cert",
+};
+
+static int cfg_auth_word(struct cfg_parser *p, const char *v, enum sy_auth_type *out)
+{
+    char show[CFG_SHOW_MAX];
+    int i;
+    if (cfg_value_word(v, cfg_auth_words, 6, &i) != 0 || i == 0)
+        return cfg_fail(p, "%s must be scram-sha-256, md5, password, trust or cert, not '%s'",
+                        p->key, cfg_show(v, strlen(v), show));
+    *out = (enum sy_auth_type)i;
+    return 0;
+}
+
+static int cfg_set_auth_type(struct cfg_parser *p, const char *v)
+{
+    return cfg_auth_word(p, v, &p->cfg->auth_type);
+}
+
+/* Copies a string value into a fixed field, or fails naming the limit. */
+static int cfg_copy(struct cfg_parser *p, const char *v, char *dst, size_t cap)
+{
+    size_t n = strlen(v);
+    if (n >= cap)
+        return cfg_fail(p, "%s is %zu characters; the limit is %zu", p->key, n, cap - 1);
+    memcpy(dst, v, n + 1);
+    return 0;
+}
+
+static int cfg_set_auth_file(struct cfg_parser *p, const char *v)
+{
+    return cfg_copy(p, v, p->cfg->auth_file, sizeof p->cfg->auth_file);
+}
+
+static int cfg_set_auth_query(struct cfg_parser *p, const char *v)
+{
+    if (strstr(v, "$1") == NULL)
+        return cfg_fail(p, "auth_query must use $1 for the user name");
+    return cfg_copy(p, v, p->cfg->auth_query, sizeof p->cfg->auth_query);
+}
+
+static int cfg_set_auth_user(struct cfg_parser *p, const char *v)
+{
+    return cfg_copy(p, v, p->cfg->auth_user, sizeof p->cfg->auth_user);
+}
+
+static int cfg_set_auth_password(struct cfg_parser *p, const char *v)
+{
+    return cfg_copy(p, v, p->cfg->auth_password, sizeof p->cfg->auth_password);
+}
+
+static int cfg_set_auth_dbname(struct cfg_parser *p, const char *v)
+{
+    return cfg_copy(p, v, p->cfg->auth_dbname, sizeof p->cfg->auth_dbname);
+}
+
+static int cfg_set_auth_cleartext(struct cfg_parser *p, const char *v)
+{
+    static const char *const words[] = {"off", "on"};
+    char show[CFG_SHOW_MAX];
+    int i;
+    if (cfg_value_word(v, words, 2, &i) != 0)
+        return cfg_fail(p, "%s must be on or off, not '%s'", p->key,
+                        cfg_show(v, strlen(v), show));
+    p->cfg->auth_cleartext_without_tls = i;
+    return 0;
+}
+
+static int cfg_set_client_tls(struct cfg_parser *p, const char *v)
+{
+    static const char *const words[] = {[SY_CLIENT_TLS_DISABLE] = "disable",
+                                        [SY_CLIENT_TLS_ALLOW] = "allow",
+                                        [SY_CLIENT_TLS_REQUIRE] = "require"};
+    char show[CFG_SHOW_MAX];
+    int i;
+    if (cfg_value_word(v, words, 3, &i) != 0)
+        return cfg_fail(p, "client_tls must be disable, allow or require, not '%s'",
+                        cfg_show(v, strlen(v), show));
+    p->cfg->client_tls = (enum sy_client_tls)i;
+    return 0;
+}
+
+static int cfg_set_client_tls_cert(struct cfg_parser *p, const char *v)
+{
+    return cfg_copy(p, v, p->cfg->client_tls_cert, sizeof p->cfg->client_tls_cert);
+}
+
+static int cfg_set_client_tls_key(struct cfg_parser *p, const char *v)
+{
+    return cfg_copy(p, v, p->cfg->client_tls_key, sizeof p->cfg->client_tls_key);
+}
+
+static int cfg_set_client_tls_ca(struct cfg_parser *p, const char *v)
+{
+    return cfg_copy(p, v, p->cfg->client_tls_ca, sizeof p->cfg->client_tls_ca);
+}
+
 /* The side being filled: only called while the section is [blue] or [green]. */
 static struct sy_server_config *cfg_side(struct cfg_parser *p)
 {
@@ -594,6 +696,51 @@ static int cfg_set_port(struct cfg_parser *p, const char *v)
     return 0;
 }
 
+static const char *const cfg_server_tls_words[] = {
+    [SY_SERVER_TLS_DISABLE] = "disable", [SY_SERVER_TLS_PREFER] = "prefer",
+    [SY_SERVER_TLS_REQUIRE] = "require", [SY_SERVER_TLS_VERIFY_CA] = "verify-ca",
+    [SY_SERVER_TLS_VERIFY_FULL] = "verify-full",
+};
+
+static int cfg_set_server_tls(struct cfg_parser *p, const char *v)
+{
+    char show[CFG_SHOW_MAX];
+    int i;
+    if (cfg_value_word(v, cfg_server_tls_words, 5, &i) != 0)
+        return cfg_fail(p, "server_tls in [%s] must be disable, prefer, require, verify-ca or "
+                        "verify-full, not '%s'", cfg_section_names[p->section],
+                        cfg_show(v, strlen(v), show));
+    cfg_side(p)->tls = (enum sy_server_tls)i;
+    return 0;
+}
+
+static int cfg_set_server_tls_ca(struct cfg_parser *p, const char *v)
+{
+    return cfg_copy(p, v, cfg_side(p)->tls_ca, sizeof cfg_side(p)->tls_ca);
+}
+
+/* A [users] line: NAME = AUTH_TYPE. */
+static int cfg_set_user_auth(struct cfg_parser *p, const char *name, size_t nn, const char *v)
+{
+    struct sy_config *c = p->cfg;
+    if (nn >= sizeof c->user_auth[0].user)
+        return cfg_fail(p, "user name in [users] is %zu characters; the limit is %zu", nn,
+                        sizeof c->user_auth[0].user - 1);
+    for (size_t i = 0; i < c->nuser_auth; i++)
+        if (cfg_span_eq(name, nn, c->user_auth[i].user))
+            return cfg_fail(p, "user '%s' appears twice in [users]; keep only one",
+                            c->user_auth[i].user);
+    if (c->nuser_auth == SY_USER_AUTH_MAX)
+        return cfg_fail(p, "more than %d users in [users]", SY_USER_AUTH_MAX);
+    struct sy_user_auth *u = &c->user_auth[c->nuser_auth];
+    memcpy(u->user, name, nn);
+    u->user[nn] = 0;
+    if (cfg_auth_word(p, v, &u->type) != 0)
+        return -1;
+    c->nuser_auth++;
+    return 0;
+}
+
 static const struct cfg_key cfg_switchyard_keys[] = {
     {"protocol", cfg_set_protocol, 0},
     {"listen", cfg_set_listen, 1},
@@ -608,11 +755,24 @@ static const struct cfg_key cfg_switchyard_keys[] = {
     {"client_login_timeout", cfg_set_client_login_timeout, 0},
     {"server_connect_timeout", cfg_set_server_connect_timeout, 0},
     {"shutdown_grace", cfg_set_shutdown_grace, 0},
+    {"auth_type", cfg_set_auth_type, 0},
+    {"auth_file", cfg_set_auth_file, 0},
+    {"auth_query", cfg_set_auth_query, 0},
+    {"auth_user", cfg_set_auth_user, 0},
+    {"auth_password", cfg_set_auth_password, 0},
+    {"auth_dbname", cfg_set_auth_dbname, 0},
+    {"auth_allow_cleartext_without_tls", cfg_set_auth_cleartext, 0},
+    {"client_tls", cfg_set_client_tls, 0},
+    {"client_tls_cert", cfg_set_client_tls_cert, 0},
+    {"client_tls_key", cfg_set_client_tls_key, 0},
+    {"client_tls_ca", cfg_set_client_tls_ca, 0},
 };
 
 static const struct cfg_key cfg_side_keys[CFG_SIDE_KEYS] = {
     [CFG_SIDE_HOST] = {"host", cfg_set_host, 0},
     [CFG_SIDE_PORT] = {"port", cfg_set_port, 0},
+    [CFG_SIDE_TLS] = {"server_tls", cfg_set_server_tls, 0},
+    [CFG_SIDE_TLS_CA] = {"server_tls_ca", cfg_set_server_tls_ca, 0},
 };
 
 #define CFG_NKEYS(a) (sizeof(a) / sizeof((a)[0]))
@@ -730,6 +890,12 @@ static int cfg_parse_pair(struct cfg_parser *p, const char *s, size_t n)
     cfg_trim(&k, &kn);
     if (kn == 0)
         return cfg_fail(p, "missing key before '='; write key = value");
+    if (p->section == CFG_SEC_USERS) {
+        p->key = "the auth_type in [users]";
+        if (cfg_value_extract(p, eq + 1, (size_t)(s + n - eq - 1)) != 0)
+            return -1;
+        return cfg_set_user_auth(p, k, kn, p->val);
+    }
     size_t nkeys;
     const struct cfg_key *keys = cfg_section_keys(p->section, &nkeys);
     size_t i = cfg_key_find(keys, nkeys, k, kn);
@@ -812,6 +978,25 @@ static int cfg_parse_line(struct cfg_parser *p, const char *s, size_t n)
     return cfg_parse_pair(p, s, n);
 }
 
+/* Checks that the auth and client TLS keys fit together. Returns 0 or -1 with the error. */
+static int cfg_check_auth(struct cfg_parser *p)
+{
+    const struct sy_config *c = p->cfg;
+    size_t at = p->section_line[CFG_SEC_SWITCHYARD];
+    int uses_cert = c->auth_type == SY_AUTH_CERT;
+    for (size_t i = 0; i < c->nuser_auth; i++)
+        uses_cert |= c->user_auth[i].type == SY_AUTH_CERT;
+    if (c->client_tls != SY_CLIENT_TLS_DISABLE && (!c->client_tls_cert[0] || !c->client_tls_key[0]))
+        return cfg_fail_at(p, at, "client_tls is on but client_tls_cert and client_tls_key are "
+                           "not both set; give the server certificate and key files");
+    if (uses_cert && (c->client_tls == SY_CLIENT_TLS_DISABLE || !c->client_tls_ca[0]))
+        return cfg_fail_at(p, at, "auth_type cert needs client_tls (allow or require) and "
+                           "client_tls_ca (the CA that signs client certificates)");
+    if (c->auth_user[0] && !c->auth_query[0])
+        return cfg_fail_at(p, at, "auth_user is set but auth_query is empty");
+    return 0;
+}
+
 /* Checks that every required section and key was given. Returns 0 or -1 with the error. */
 static int cfg_check_complete(struct cfg_parser *p)
 {
@@ -819,7 +1004,7 @@ static int cfg_check_complete(struct cfg_parser *p)
         [CFG_SEC_SWITCHYARD] = "at least one listen address", [CFG_SEC_BLUE] = "host and port",
         [CFG_SEC_GREEN] = "host and port",
     };
-    for (int sec = CFG_SEC_SWITCHYARD; sec < CFG_SEC_COUNT; sec++)
+    for (int sec = CFG_SEC_SWITCHYARD; sec <= CFG_SEC_GREEN; sec++)
         if (p->section_line[sec] == 0)
             return cfg_fail_at(p, 0, "missing section [%s]; add it with %s",
                                cfg_section_names[sec], hint[sec]);
@@ -833,8 +1018,13 @@ static int cfg_check_complete(struct cfg_parser *p)
         if (p->key_line[sec][CFG_SIDE_PORT] == 0)
             return cfg_fail_at(p, p->section_line[sec], "[%s] has no port; add port = 5432",
                                cfg_section_names[sec]);
+        const struct sy_server_config *sv = &p->cfg->server[sec == CFG_SEC_BLUE ? SY_BLUE : SY_GREEN];
+        if (sv->tls >= SY_SERVER_TLS_VERIFY_CA && sv->tls_ca[0] == 0)
+            return cfg_fail_at(p, p->key_line[sec][CFG_SIDE_TLS], "server_tls = %s in [%s] needs "
+                               "server_tls_ca = PATH (the CA that signed the server's certificate)",
+                               cfg_server_tls_words[sv->tls], cfg_section_names[sec]);
     }
-    return 0;
+    return cfg_check_auth(p);
 }
 
 /* Splits the text into lines and parses each; a UTF-8 byte order mark at the start is skipped. */
@@ -872,6 +1062,12 @@ void sy_config_defaults(struct sy_config *cfg)
     cfg->client_login_timeout_ms = 15000;
     cfg->server_connect_timeout_ms = 5000;
     cfg->shutdown_grace_ms = 30000;
+    cfg->auth_type = SY_AUTH_SCRAM;
+    snprintf(cfg->auth_query, sizeof cfg->auth_query, "%s",
+             "SELECT rolname, CASE WHEN rolvaliduntil < pg_catalog.now() THEN NULL "
+             "ELSE rolpassword END FROM pg_catalog.pg_authid WHERE rolname = $1");
+    snprintf(cfg->auth_dbname, sizeof cfg->auth_dbname, "%s", "postgres");
+    cfg->server[SY_BLUE].tls = cfg->server[SY_GREEN].tls = SY_SERVER_TLS_PREFER;
 }
 
 /*
@@ -974,4 +1170,22 @@ const char *sy_side_name(enum sy_side side)
     case SY_GREEN: return "green";
     default: return "unknown";
     }
+}
+
+enum sy_auth_type sy_config_user_auth(const struct sy_config *cfg, const char *user)
+{
+    for (size_t i = 0; i < cfg->nuser_auth; i++)
+        if (strcmp(cfg->user_auth[i].user, user) == 0)
+            return cfg->user_auth[i].type;
+    return cfg->auth_type;
+}
+
+const char *sy_auth_type_name(enum sy_auth_type t)
+{
+    return t >= SY_AUTH_SCRAM && t <= SY_AUTH_CERT ? cfg_auth_words[t] : "unknown";
+}
+
+const char *sy_server_tls_name(enum sy_server_tls t)
+{
+    return t <= SY_SERVER_TLS_VERIFY_FULL ? cfg_server_tls_words[t] : "unknown";
 }

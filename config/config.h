@@ -29,6 +29,38 @@ enum sy_log_level {
 };
 
 #define SY_LISTEN_MAX 16
+#define SY_PATH_MAX 1024
+#define SY_USER_AUTH_MAX 64
+
+/* How clients prove who they are to Switchyard. */
+enum sy_auth_type {
+    SY_AUTH_SCRAM = 1,    /* scram-sha-256 (the default) */
+    SY_AUTH_MD5 = 2,      /* md5; a user whose secret is a SCRAM verifier gets SCRAM, as in PostgreSQL */
+    SY_AUTH_PASSWORD = 3, /* cleartext password: refused without TLS unless allowed */
+    SY_AUTH_TRUST = 4,    /* no check at all (local tests) */
+    SY_AUTH_CERT = 5,     /* a client certificate whose CN is the user name */
+};
+
+/* TLS on the client leg. */
+enum sy_client_tls {
+    SY_CLIENT_TLS_DISABLE = 0, /* answer SSLRequest 'N' */
+    SY_CLIENT_TLS_ALLOW = 1,   /* TLS when the client asks */
+    SY_CLIENT_TLS_REQUIRE = 2, /* refuse clients without TLS */
+};
+
+/* TLS on the server leg, as libpq's sslmode. */
+enum sy_server_tls {
+    SY_SERVER_TLS_DISABLE = 0,     /* plaintext */
+    SY_SERVER_TLS_PREFER = 1,      /* TLS when the server offers it, unverified */
+    SY_SERVER_TLS_REQUIRE = 2,     /* TLS or fail, unverified */
+    SY_SERVER_TLS_VERIFY_CA = 3,   /* TLS with a certificate from server_tls_ca */
+    SY_SERVER_TLS_VERIFY_FULL = 4, /* and the certificate names the host */
+};
+
+struct sy_user_auth {
+    char user[64];          /* a user name from [users] */
+    enum sy_auth_type type; /* its auth_type */
+};
 
 struct sy_listen_addr {
     char host[64]; /* numeric IPv4 or IPv6 address, or "localhost" */
@@ -38,6 +70,8 @@ struct sy_listen_addr {
 struct sy_server_config {
     char host[256]; /* host name or address of the database server */
     int port;
+    enum sy_server_tls tls;       /* server_tls = prefer */
+    char tls_ca[SY_PATH_MAX];     /* server_tls_ca = PATH (for verify-ca and verify-full) */
 };
 
 struct sy_config {
@@ -57,7 +91,28 @@ struct sy_config {
     uint64_t server_connect_timeout_ms; /* server_connect_timeout = 5s */
     uint64_t shutdown_grace_ms;         /* shutdown_grace = 30s */
     struct sy_server_config server[2];  /* [blue] and [green], indexed by enum sy_side */
+    /* Client authentication (docs/auth.md). */
+    enum sy_auth_type auth_type;        /* auth_type = scram-sha-256 */
+    char auth_file[SY_PATH_MAX];        /* auth_file = PATH ("user" "secret" lines) */
+    char auth_query[1024];              /* auth_query = SQL with $1 for the user name */
+    char auth_user[64];                 /* auth_user: the control user running auth_query */
+    char auth_password[256];            /* auth_password: its password ("" for none) */
+    char auth_dbname[64];               /* auth_dbname = postgres */
+    int auth_cleartext_without_tls;     /* auth_allow_cleartext_without_tls = off */
+    size_t nuser_auth;                  /* [users]: NAME = AUTH_TYPE overrides */
+    struct sy_user_auth user_auth[SY_USER_AUTH_MAX];
+    /* TLS on the client leg. */
+    enum sy_client_tls client_tls;      /* client_tls = disable */
+    char client_tls_cert[SY_PATH_MAX];  /* client_tls_cert = PATH (PEM) */
+    char client_tls_key[SY_PATH_MAX];   /* client_tls_key = PATH (PEM) */
+    char client_tls_ca[SY_PATH_MAX];    /* client_tls_ca = PATH: verify client certificates */
 };
+
+/* The auth_type for a user: its [users] entry, else auth_type. */
+enum sy_auth_type sy_config_user_auth(const struct sy_config *cfg, const char *user);
+/* "scram-sha-256", "md5", ... */
+const char *sy_auth_type_name(enum sy_auth_type t);
+const char *sy_server_tls_name(enum sy_server_tls t);
 
 /*
  * Fills *cfg with every default (no listen address, no servers). Used before parsing and by
