@@ -171,6 +171,7 @@ protocol = postgres
 listen = 127.0.0.1:$SY_PORT
 admin_socket = $TMP/sy.sock
 log_level = warn
+auth_type = trust
 
 [blue]
 host = 127.0.0.1

@@ -573,10 +573,10 @@ static int cfg_auth_word(struct cfg_parser *p, const char *v, enum sy_auth_type 
 {
     char show[CFG_SHOW_MAX];
     int i;
-    if (cfg_value_word(v, cfg_auth_words, 6, &i) != 0 || i == 0)
+    if (cfg_value_word(v, cfg_auth_words + 1, 5, &i) != 0)
         return cfg_fail(p, "%s must be scram-sha-256, md5, password, trust or cert, not '%s'",
                         p->key, cfg_show(v, strlen(v), show));
-    *out = (enum sy_auth_type)i;
+    *out = (enum sy_auth_type)(i + 1);
     return 0;
 }
 

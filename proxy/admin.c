@@ -19,6 +19,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "sy_version.h"
+#include "tls.h"
 
 #define ADMIN_LINE_MAX 4096
 
@@ -137,6 +138,7 @@ static struct json_object *cmd_status(struct sy_proxy *p, int argc, char **argv)
     add_int(t, "bytes_server_to_client", (int64_t)p->bytes_server_to_client);
     add_int(t, "protocol_errors", (int64_t)p->protocol_errors);
     add_int(t, "refused_sessions", (int64_t)p->refused_sessions);
+    add_int(t, "auth_failures", (int64_t)p->auth_failures);
     json_object_object_add(o, "totals", t);
     return o;
 }
@@ -157,6 +159,14 @@ static struct json_object *cmd_clients(struct sy_proxy *p, int argc, char **argv
         add_int(o, "queries", (int64_t)s->queries);
         add_int(o, "bytes_in", (int64_t)s->client.bytes_in);
         add_int(o, "bytes_out", (int64_t)s->server.bytes_in);
+        char tls[96] = "none";
+        if (s->client.tls)
+            sy_tls_describe(s->client.tls, tls, sizeof(tls));
+        add_str(o, "client_tls", tls);
+        snprintf(tls, sizeof(tls), "none");
+        if (s->server.tls)
+            sy_tls_describe(s->server.tls, tls, sizeof(tls));
+        add_str(o, "server_tls", tls);
         json_object_array_add(arr, o);
     }
     struct json_object *o = json_object_new_object();

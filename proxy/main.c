@@ -10,9 +10,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "config/auth_file.h"
 #include "log.h"
+#include "pg_crypto.h"
 #include "proxy.h"
 #include "sy_version.h"
+#include "tls.h"
 
 #define HEALTH_INTERVAL_MS 5000
 #define SHUTDOWN_POLL_MS 100
@@ -87,6 +90,91 @@ static void on_health_timer(uv_timer_t *t)
     }
 }
 
+/* ---- secrets and TLS contexts, built at start and again on reload ---- */
+
+struct runtime {
+    struct sy_tls_ctx *client_ctx;
+    struct sy_tls_ctx *server_ctx[2];
+    struct sy_auth_file *auth_file;
+};
+
+static void runtime_free(struct runtime *rt)
+{
+    sy_tls_ctx_free(rt->client_ctx);
+    sy_tls_ctx_free(rt->server_ctx[0]);
+    sy_tls_ctx_free(rt->server_ctx[1]);
+    if (rt->auth_file) {
+        sy_auth_file_free(rt->auth_file);
+        free(rt->auth_file);
+    }
+    memset(rt, 0, sizeof(*rt));
+}
+
+static void warn_if_readable(const char *what, const char *path)
+{
+    if (path[0] && sy_auth_file_readable_by_others(path) == 1)
+        sy_warn("%s %s can be read by other users; chmod 600 it", what, path);
+}
+
+/* Loads the auth file and makes the TLS contexts the config asks for. Returns 0, or -1 after
+ * logging what is wrong (nothing is changed then). */
+static int runtime_build(const struct sy_config *cfg, struct runtime *rt)
+{
+    char err[512];
+    memset(rt, 0, sizeof(*rt));
+    if (cfg->auth_file[0]) {
+        rt->auth_file = calloc(1, sizeof(*rt->auth_file));
+        if (!rt->auth_file || sy_auth_file_load(cfg->auth_file, rt->auth_file, err, sizeof(err)) != 0) {
+            sy_error("auth_file: %s", rt->auth_file ? err : "out of memory");
+            free(rt->auth_file);
+            rt->auth_file = NULL;
+            return -1;
+        }
+        warn_if_readable("auth_file", cfg->auth_file);
+    }
+    if (cfg->client_tls != SY_CLIENT_TLS_DISABLE) {
+        rt->client_ctx = sy_tls_ctx_new_server(cfg->client_tls_cert, cfg->client_tls_key,
+                                               cfg->client_tls_ca[0] ? cfg->client_tls_ca : NULL,
+                                               0, SY_TLS_ALPN_STRICT, err, sizeof(err));
+        if (!rt->client_ctx) {
+            sy_error("client TLS: %s", err);
+            runtime_free(rt);
+            return -1;
+        }
+        warn_if_readable("client_tls_key", cfg->client_tls_key);
+    }
+    for (int s = 0; s < 2; s++) {
+        const struct sy_server_config *sc = &cfg->server[s];
+        if (sc->tls == SY_SERVER_TLS_DISABLE)
+            continue;
+        static const enum sy_tls_mode modes[] = {
+            [SY_SERVER_TLS_PREFER] = SY_TLS_PREFER, [SY_SERVER_TLS_REQUIRE] = SY_TLS_REQUIRE,
+            [SY_SERVER_TLS_VERIFY_CA] = SY_TLS_VERIFY_CA,
+            [SY_SERVER_TLS_VERIFY_FULL] = SY_TLS_VERIFY_FULL};
+        rt->server_ctx[s] = sy_tls_ctx_new_client(sc->tls_ca[0] ? sc->tls_ca : NULL, modes[sc->tls],
+                                                  err, sizeof(err));
+        if (!rt->server_ctx[s]) {
+            sy_error("server_tls for [%s]: %s", sy_side_name((enum sy_side)s), err);
+            runtime_free(rt);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void runtime_install(struct runtime *rt)
+{
+    struct runtime old = {proxy.client_tls_ctx, {proxy.server_tls_ctx[0], proxy.server_tls_ctx[1]},
+                          proxy.auth_file};
+    /* Sessions in the middle of a login copied what they need; connections hold their own
+     * reference to their TLS context. */
+    proxy.client_tls_ctx = rt->client_ctx;
+    proxy.server_tls_ctx[0] = rt->server_ctx[0];
+    proxy.server_tls_ctx[1] = rt->server_ctx[1];
+    proxy.auth_file = rt->auth_file;
+    runtime_free(&old);
+}
+
 /* ---- reload ---- */
 
 static void reload(void)
@@ -101,11 +189,13 @@ static void reload(void)
         free(cfg);
         return;
     }
-    if (sy_proxy_resolve_servers(&proxy, cfg, addr) != 0) {
+    struct runtime rt;
+    if (sy_proxy_resolve_servers(&proxy, cfg, addr) != 0 || runtime_build(cfg, &rt) != 0) {
         sy_error("reload failed, keeping the running config");
         free(cfg);
         return;
     }
+    runtime_install(&rt);
     if (cfg->nlisten != proxy.cfg.nlisten ||
         memcmp(cfg->listen, proxy.cfg.listen, sizeof(cfg->listen[0]) * cfg->nlisten) != 0)
         sy_warn("reload: listen addresses changed; that takes effect at the next restart");
@@ -143,6 +233,8 @@ static void finish(void)
     close_if_open((uv_handle_t *)&sig_hup);
     close_if_open((uv_handle_t *)&health_timer);
     close_if_open((uv_handle_t *)&shutdown_timer);
+    struct runtime none = {0};
+    runtime_install(&none);
     sy_info("stopped");
 }
 
@@ -229,8 +321,15 @@ int main(int argc, char **argv)
     proxy.started_ms = uv_now(proxy.loop);
     proxy.started_wall = (uint64_t)time(NULL);
     proxy.side[0].healthy = proxy.side[1].healthy = -1;
-    if (sy_proxy_resolve_servers(&proxy, &proxy.cfg, proxy.server_addr) != 0)
+    struct runtime rt;
+    if (sy_proxy_resolve_servers(&proxy, &proxy.cfg, proxy.server_addr) != 0 ||
+        runtime_build(&proxy.cfg, &rt) != 0)
         return 1;
+    runtime_install(&rt);
+    if (pg_crypto_random(proxy.mock_secret, sizeof(proxy.mock_secret)) != 0) {
+        sy_error("no random numbers from OpenSSL");
+        return 1;
+    }
     if (sy_proxy_listen(&proxy) != 0 || sy_admin_start(&proxy) != 0)
         return 1;
     uv_signal_init(proxy.loop, &sig_term);

@@ -13,34 +13,8 @@
 #include <sys/random.h>
 
 #include "log.h"
-#include "protocol/pg/pg_proto.h"
-#include "proxy.h"
-
-#define PG_PARAMS_MAX 32
-
-enum pg_sess_stage {
-    PG_STAGE_STARTUP = 0,    /* reading startup-phase packets from the client */
-    PG_STAGE_CONNECTING = 1, /* StartupMessage held while the server connection opens */
-    PG_STAGE_RELAY = 2,      /* framing typed messages both ways */
-};
-
-struct pg_sess {
-    enum pg_sess_stage stage;
-    struct pg_scan fe; /* client to server */
-    struct pg_scan be; /* server to client */
-    size_t startup_len;     /* length of the held StartupMessage at the front of client.buf */
-    uint8_t ssl_seen, gss_seen, terminating;
-    uint8_t in_copy;        /* a CopyIn/CopyOut/CopyBoth response was seen, until ReadyForQuery */
-    uint8_t ext_open;       /* extended-query messages sent since the last Sync */
-    uint32_t pending_ready; /* ReadyForQuery replies the client still waits for */
-    uint32_t proxy_pid;     /* the BackendKeyData the client was given */
-    uint8_t proxy_key[256];
-    uint32_t server_pid;    /* the server's own BackendKeyData */
-    uint8_t server_key[256];
-    size_t key_len;         /* 0 until the server sent BackendKeyData */
-    size_t nparams;
-    char *params[PG_PARAMS_MAX]; /* "name\0value\0" from ParameterStatus */
-};
+#include "pg_session.h"
+#include "tls.h"
 
 static struct pg_sess *pg(struct sy_session *sess) { return sess->proto_state; }
 
@@ -58,14 +32,18 @@ static void pg_client_error(struct sy_session *sess, const char *code, const cha
         sy_conn_send(&sess->client, buf, (size_t)n);
 }
 
-static void protocol_error(struct sy_session *sess, int from_server, int err, const uint8_t *at,
-                           size_t avail)
+void pg_session_fail(struct sy_session *sess, const char *sqlstate, const char *message)
+{
+    sy_session_fail(sess, sqlstate, message);
+}
+
+static void protocol_error(struct sy_session *sess, int from_server, int err, uint8_t type)
 {
     char msg[200];
     sess->proxy->protocol_errors++;
-    if (err == PG_E_UNKNOWN_TYPE && avail > 0)
+    if (err == PG_E_UNKNOWN_TYPE)
         snprintf(msg, sizeof(msg), "%s sent an invalid message type 0x%02x",
-                 from_server ? "the server" : "the client", at[0]);
+                 from_server ? "the server" : "the client", type);
     else
         snprintf(msg, sizeof(msg), "%s sent an invalid message: %s",
                  from_server ? "the server" : "the client", pg_strerror(err));
@@ -91,17 +69,65 @@ static void copy_str(char *dst, size_t cap, const char *src)
     snprintf(dst, cap, "%s", src ? src : "");
 }
 
+/* Protocol 3.x with x > 0, or _pq_ options: Switchyard speaks 3.0 and says so, as a server
+ * would (NegotiateProtocolVersion), before anything else. */
+static int negotiate_version(struct sy_session *sess, const struct pg_startup *st)
+{
+    uint8_t msg[1024];
+    size_t n = 13, unsupported = 0;
+    for (size_t i = 0; i < st->nparams; i++) {
+        if (strncmp(st->params[i].name, "_pq_.", 5) != 0)
+            continue;
+        size_t l = strlen(st->params[i].name) + 1;
+        if (n + l > sizeof(msg))
+            break;
+        memcpy(msg + n, st->params[i].name, l);
+        n += l;
+        unsupported++;
+    }
+    if ((st->version & 0xffff) == 0 && unsupported == 0)
+        return 0;
+    msg[0] = PG_BE_NEGOTIATE_VERSION;
+    pg_put_u32(msg + 1, (uint32_t)(n - 1));
+    pg_put_u32(msg + 5, PG_PROTO_V3);
+    pg_put_u32(msg + 9, (uint32_t)unsupported);
+    return sy_conn_send(&sess->client, msg, n);
+}
+
 static int startup_message(struct sy_session *sess, const struct pg_startup *st, size_t len)
 {
     struct pg_sess *ps = pg(sess);
+    struct sy_conn *c = &sess->client;
     copy_str(sess->user, sizeof(sess->user), st->user);
     copy_str(sess->database, sizeof(sess->database), st->database ? st->database : st->user);
+    if (sess->proxy->cfg.client_tls == SY_CLIENT_TLS_REQUIRE && !c->tls) {
+        pg_session_fail(sess, "28000",
+                        "switchyard requires TLS (client_tls = require); connect with "
+                        "sslmode=require");
+        return -1;
+    }
+    if (negotiate_version(sess, st) != 0)
+        return -1;
+    ps->startup = malloc(len);
+    if (!ps->startup) {
+        pg_session_fail(sess, "53200", "switchyard is out of memory");
+        return -1;
+    }
+    memcpy(ps->startup, c->buf, len);
     ps->startup_len = len;
-    ps->stage = PG_STAGE_CONNECTING;
-    sy_conn_pause(&sess->client);
-    sy_session_log(sess, SY_LOG_DEBUG, "startup for database %s, connecting to %s",
-                   sess->database, sy_side_name(sess->side));
-    return sy_session_connect_server(sess);
+    sy_conn_consume(c, len);
+    sy_session_log(sess, SY_LOG_DEBUG, "startup for database %s", sess->database);
+    if (pg_auth_client_begin(sess) != 0)
+        return -1;
+    /* A client may pipeline its first answer behind the StartupMessage. */
+    if (ps->stage == PG_STAGE_CLIENT_AUTH && c->len > 0)
+        return pg_auth_client_data(sess);
+    return 0;
+}
+
+static int start_client_tls(struct sy_session *sess, const uint8_t *initial, size_t n)
+{
+    return sy_conn_start_tls(&sess->client, sess->proxy->client_tls_ctx, NULL, initial, n);
 }
 
 static int startup_packet(struct sy_session *sess)
@@ -112,6 +138,18 @@ static int startup_packet(struct sy_session *sess)
     uint32_t max = p->cfg.max_startup_packet;
     if (max > c->cap)
         max = (uint32_t)c->cap;
+    /* PostgreSQL 17's direct TLS: a TLS ClientHello where the first packet would be. */
+    if (!c->tls && !ps->ssl_seen && !ps->gss_seen && c->len > 0 && c->buf[0] == 0x16) {
+        if (!p->client_tls_ctx) {
+            p->protocol_errors++;
+            sy_session_close(sess, "direct TLS from a client, but client_tls = disable");
+            return -1;
+        }
+        ps->direct_tls = 1;
+        size_t n = c->len;
+        c->len = c->ready = 0;
+        return start_client_tls(sess, c->buf, n);
+    }
     struct pg_startup st;
     int rc = pg_fe_parse_startup(c->buf, c->len, max, &st, NULL);
     if (rc == PG_NEED_MORE)
@@ -155,7 +193,12 @@ static int startup_packet(struct sy_session *sess)
         }
         *seen = 1;
         sy_conn_consume(c, (size_t)rc);
-        return sy_conn_send(c, "N", 1);
+        if (st.kind == PG_STARTUP_SSL && p->client_tls_ctx && !c->tls) {
+            if (sy_conn_send_raw(c, "S", 1) != 0)
+                return -1;
+            return start_client_tls(sess, NULL, 0);
+        }
+        return sy_conn_send_raw(c, "N", 1);
     }
     case PG_STARTUP_CANCEL:
         sy_pg_cancel(p, st.cancel_pid, st.cancel_key, st.cancel_key_len);
@@ -169,15 +212,32 @@ static int startup_packet(struct sy_session *sess)
 
 static int pg_server_connected(struct sy_session *sess)
 {
+    return pg_auth_server_connected(sess);
+}
+
+static int pg_tls_ready(struct sy_session *sess, struct sy_conn *conn)
+{
+    struct pg_sess *ps = pg(sess);
+    if (conn->is_server)
+        return pg_auth_server_tls_ready(sess);
+    if (ps->direct_tls && !sy_tls_alpn_ok(conn->tls)) {
+        sess->proxy->protocol_errors++;
+        sy_session_close(sess, "direct TLS without ALPN \"postgresql\"");
+        return -1;
+    }
+    return 0; /* the startup phase goes on, now encrypted */
+}
+
+int pg_session_start_relay(struct sy_session *sess)
+{
     struct pg_sess *ps = pg(sess);
     ps->stage = PG_STAGE_RELAY;
-    /* Forward the held StartupMessage unchanged, then relay the rest. */
-    sess->client.ready = ps->startup_len;
-    if (sy_conn_forward(&sess->client) != 0)
-        return -1;
     sy_conn_resume(&sess->client);
-    if (sess->client.len > 0)
-        sess->proxy->ops->client_data(sess);
+    /* What the server sent after AuthenticationOk (ParameterStatus, BackendKeyData,
+     * ReadyForQuery) goes through the relay like everything after it. */
+    if (sess->server.len > 0 && sess->proxy->ops->server_data(sess) != 0)
+        return -1;
+    sy_conn_pump(&sess->client);
     return 0;
 }
 
@@ -223,8 +283,19 @@ static int pg_client_data(struct sy_session *sess)
 {
     struct pg_sess *ps = pg(sess);
     struct sy_conn *c = &sess->client;
-    if (ps->stage == PG_STAGE_STARTUP)
-        return startup_packet(sess);
+    if (ps->stage == PG_STAGE_STARTUP) {
+        /* Several startup packets may arrive together (GSSENCRequest refused, then ...). */
+        while (ps->stage == PG_STAGE_STARTUP && c->len > 0 && !c->tls_handshaking) {
+            size_t before = c->len;
+            if (startup_packet(sess) != 0)
+                return -1;
+            if (c->len == before)
+                break;
+        }
+        return 0;
+    }
+    if (ps->stage == PG_STAGE_CLIENT_AUTH)
+        return pg_auth_client_data(sess);
     if (ps->stage != PG_STAGE_RELAY)
         return 0;
     size_t pos = c->ready;
@@ -235,9 +306,10 @@ static int pg_client_data(struct sy_session *sess)
         if (rc == PG_NEED_MORE)
             break;
         if (rc < 0) {
+            uint8_t bad = c->buf[pos];
             c->ready = pos;
-            sy_conn_forward(c);
-            protocol_error(sess, 0, rc, c->buf + pos, c->len - pos);
+            sy_conn_forward(c); /* what came before the bad message is delivered */
+            protocol_error(sess, 0, rc, bad);
             return -1;
         }
         if (item.start)
@@ -291,9 +363,6 @@ static int ready_for_query(struct sy_session *sess, struct pg_sess *ps, uint8_t 
     if (sess->phase == SY_PHASE_LOGIN) {
         sess->phase = SY_PHASE_READY;
         sy_session_clear_timeout(sess);
-        /* Logins are checked; the rest of the session carries no wanted login-only types. */
-        pg_scan_want(&ps->be, PG_BE_AUTH, 0);
-        pg_scan_want(&ps->be, PG_BE_ERROR, 0);
         sy_session_log(sess, SY_LOG_INFO, "logged in to %s, database %s", sy_side_name(sess->side),
                        sess->database);
     }
@@ -336,21 +405,6 @@ static int server_message(struct sy_session *sess, struct pg_sess *ps, uint8_t *
         store_param(ps, name, value);
         return 0;
     }
-    case PG_BE_AUTH: {
-        uint32_t code;
-        if (pg_be_parse_auth(msg, len, &code) < 0)
-            return PG_E_MALFORMED;
-        sy_session_log(sess, SY_LOG_DEBUG, "server authentication request %u", code);
-        return 0;
-    }
-    case PG_BE_ERROR: {
-        struct pg_error_fields f;
-        if (pg_be_parse_error(msg, len, &f) < 0)
-            return PG_E_MALFORMED;
-        sy_session_log(sess, SY_LOG_INFO, "server refused login: %s %s",
-                       f.sqlstate ? f.sqlstate : "(no SQLSTATE)", f.message ? f.message : "");
-        return 0;
-    }
     }
     return 0;
 }
@@ -359,6 +413,10 @@ static int pg_server_data(struct sy_session *sess)
 {
     struct pg_sess *ps = pg(sess);
     struct sy_conn *c = &sess->server;
+    if (ps->stage == PG_STAGE_SERVER_LOGIN)
+        return pg_auth_server_data(sess);
+    if (ps->stage != PG_STAGE_RELAY)
+        return 0;
     size_t pos = c->ready;
     struct pg_scan_item item;
     while (pos < c->len) {
@@ -374,9 +432,10 @@ static int pg_server_data(struct sy_session *sess)
                   item.type == PG_BE_COPY_BOTH))
             ps->in_copy = 1;
         if (rc < 0) {
+            uint8_t bad = c->buf[pos];
             c->ready = pos;
-            sy_conn_forward(c);
-            protocol_error(sess, 1, rc, c->buf + pos, c->len - pos);
+            sy_conn_forward(c); /* what came before the bad message is delivered */
+            protocol_error(sess, 1, rc, bad);
             return -1;
         }
         pos += (size_t)rc;
@@ -395,7 +454,7 @@ static int pg_client_accepted(struct sy_session *sess)
     pg_scan_init(&ps->fe, 0, max, inspect);
     pg_scan_init(&ps->be, 1, max, inspect);
     static const uint8_t be_wanted[] = {PG_BE_READY_FOR_QUERY, PG_BE_BACKEND_KEY_DATA,
-                                        PG_BE_PARAMETER_STATUS, PG_BE_AUTH, PG_BE_ERROR};
+                                        PG_BE_PARAMETER_STATUS};
     for (size_t i = 0; i < sizeof(be_wanted); i++)
         pg_scan_want(&ps->be, be_wanted[i], 1);
     return 0;
@@ -408,6 +467,8 @@ static void pg_session_free(struct sy_session *sess)
         return;
     for (size_t i = 0; i < ps->nparams; i++)
         free(ps->params[i]);
+    pg_auth_free(ps);
+    free(ps->startup);
 }
 
 const struct sy_protocol_ops sy_pg_ops = {
@@ -417,6 +478,7 @@ const struct sy_protocol_ops sy_pg_ops = {
     .client_data = pg_client_data,
     .server_data = pg_server_data,
     .server_connected = pg_server_connected,
+    .tls_ready = pg_tls_ready,
     .client_error = pg_client_error,
     .session_free = pg_session_free,
 };

@@ -18,6 +18,8 @@
 #include "config/config.h"
 
 struct sy_session;
+struct sy_tls_conn;
+struct sy_tls_ctx;
 struct sy_proxy;
 
 /* Where a connection's bytes stand. */
@@ -34,7 +36,10 @@ struct sy_conn {
     uint8_t reading;   /* uv_read_start is in force */
     uint8_t eof;       /* the peer closed its side */
     uint8_t is_server; /* 1: the server connection */
-    uint64_t bytes_in; /* bytes read from this connection */
+    uint8_t tls_handshaking; /* TLS started, handshake not yet done */
+    uint8_t drain_resume;    /* the peer stopped reading until this connection's queue drains */
+    uint64_t bytes_in; /* bytes read from this connection (plaintext) */
+    struct sy_tls_conn *tls; /* NULL while plaintext */
 };
 
 /* Session lifecycle, as shown by the admin socket. */
@@ -66,6 +71,8 @@ struct sy_protocol_ops {
     int (*server_data)(struct sy_session *sess);
     /* The server connection is open. */
     int (*server_connected)(struct sy_session *sess);
+    /* The TLS handshake on conn (client or server connection) is done. */
+    int (*tls_ready)(struct sy_session *sess, struct sy_conn *conn);
     /* Sends a fatal error to the client in the protocol's own form (no close). */
     void (*client_error)(struct sy_session *sess, const char *code, const char *message);
     /* Frees protocol state (not the session). */
@@ -126,6 +133,12 @@ struct sy_proxy {
     uint64_t bytes_server_to_client;
     uint64_t protocol_errors;
     uint64_t refused_sessions;
+    uint64_t auth_failures;
+    /* TLS contexts, rebuilt on reload (connections keep their own reference). */
+    struct sy_tls_ctx *client_tls_ctx;       /* NULL when client_tls = disable */
+    struct sy_tls_ctx *server_tls_ctx[2];    /* NULL when that side's server_tls = disable */
+    struct sy_auth_file *auth_file;          /* NULL without auth_file */
+    uint8_t mock_secret[32];                 /* salts for unknown users' mock SCRAM exchanges */
 };
 
 /* ---- session.c: the generic connection machinery ---- */
@@ -146,8 +159,20 @@ int sy_session_connect_server(struct sy_session *sess);
 int sy_conn_forward(struct sy_conn *conn);
 /* Drops n bytes from the front of conn's buffer without forwarding them (n <= ready). */
 void sy_conn_consume(struct sy_conn *conn, size_t n);
-/* Sends bytes the proxy made (copied). Returns 0, or -1 when the session was closed. */
+/* Sends bytes the proxy made (copied; encrypted first on a TLS connection). Returns 0, or -1
+ * when the session was closed. */
 int sy_conn_send(struct sy_conn *conn, const void *data, size_t len);
+/* Sends bytes as they are, bypassing TLS (the 'S'/'N' answer, an SSLRequest). */
+int sy_conn_send_raw(struct sy_conn *conn, const void *data, size_t len);
+/* Starts TLS on conn with ctx (server or client as the context is); initial holds ciphertext
+ * already read (direct TLS), host names the server for a client. The handshake runs as bytes
+ * arrive; ops->tls_ready is called when it is done. Returns 0, or -1 when the session was
+ * closed. */
+int sy_conn_start_tls(struct sy_conn *conn, struct sy_tls_ctx *ctx, const char *host,
+                      const uint8_t *initial, size_t n);
+/* Processes bytes already held (plaintext in the buffer, or TLS records the engine kept) after
+ * a connection was resumed: no socket event will come for them. */
+void sy_conn_pump(struct sy_conn *conn);
 /* Stops or resumes reading a connection. */
 void sy_conn_pause(struct sy_conn *conn);
 void sy_conn_resume(struct sy_conn *conn);

@@ -17,8 +17,12 @@
 
 #include "log.h"
 #include "proxy.h"
+#include "tls.h"
 
 #define CLOSE_LINGER_MS 5000 /* how long a closing client may take to read its last bytes */
+#define TLS_READ_CHUNK 16640  /* room offered to a socket read on a TLS connection: a record */
+#define QUEUE_HIGH_WATER(c) (4 * (c)->cap) /* copied bytes queued on a connection before its
+                                                 peer stops reading */
 
 struct send_req {
     uv_write_t req;
@@ -27,6 +31,8 @@ struct send_req {
 };
 
 static void session_maybe_free(struct sy_session *sess);
+static int conn_tls_flush(struct sy_conn *c);
+static struct sy_conn *conn_peer(struct sy_conn *c);
 
 /* ---- logging ---- */
 
@@ -72,6 +78,8 @@ static void session_maybe_free(struct sy_session *sess)
     if (sess->proxy->ops->session_free)
         sess->proxy->ops->session_free(sess);
     free(sess->proto_state);
+    sy_tls_conn_free(sess->client.tls);
+    sy_tls_conn_free(sess->server.tls);
     free(sess->client.buf);
     free(sess->server.buf);
     free(sess);
@@ -139,6 +147,9 @@ void sy_session_close(struct sy_session *sess, const char *reason)
     if (sess->client.open) {
         uv_read_stop((uv_stream_t *)&sess->client.tcp);
         sess->client.reading = 0;
+        if (sess->client.tls && !sess->client.tls_handshaking &&
+            sy_tls_shutdown(sess->client.tls) == 0)
+            conn_tls_flush(&sess->client);
         uv_shutdown_t *req = malloc(sizeof(*req));
         if (req) {
             req->data = sess;
@@ -194,8 +205,101 @@ void sy_session_clear_timeout(struct sy_session *sess)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     struct sy_conn *c = (struct sy_conn *)h; /* tcp is the first member */
+    if (c->tls) {
+        /* Ciphertext goes straight into the engine's input buffer. */
+        size_t cap = 0;
+        uint8_t *room = sy_tls_in_space(c->tls, TLS_READ_CHUNK, &cap);
+        out->base = (char *)room;
+        out->len = room ? cap : 0;
+        return;
+    }
     out->base = (char *)c->buf + c->len;
     out->len = c->cap - c->len;
+}
+
+static void dispatch(struct sy_conn *c)
+{
+    struct sy_session *sess = c->sess;
+    if (c->is_server)
+        sess->proxy->ops->server_data(sess);
+    else
+        sess->proxy->ops->client_data(sess);
+}
+
+static void tls_fail(struct sy_conn *c, const char *what)
+{
+    char msg[300];
+    snprintf(msg, sizeof(msg), "TLS %s %s failed: %s", what,
+             c->is_server ? "with the server" : "with the client", sy_tls_conn_error(c->tls));
+    conn_tls_flush(c); /* an alert may tell the peer why */
+    sy_session_fail(c->sess, "08P01", msg);
+}
+
+/* Runs the handshake and decrypts what the engine holds into the plaintext buffer, handing
+ * each batch to the protocol. Stops when the session closes or the connection is paused. */
+static void conn_tls_input(struct sy_conn *c)
+{
+    struct sy_session *sess = c->sess;
+    if (c->tls_handshaking) {
+        int rc = sy_tls_handshake(c->tls);
+        conn_tls_flush(c);
+        if (sess->phase == SY_PHASE_CLOSING)
+            return;
+        if (rc < 0) {
+            tls_fail(c, "handshake");
+            return;
+        }
+        if (rc != SY_TLS_DONE)
+            return;
+        c->tls_handshaking = 0;
+        char desc[96];
+        sy_tls_describe(c->tls, desc, sizeof(desc));
+        sy_session_log(sess, SY_LOG_DEBUG, "TLS with the %s: %s", c->is_server ? "server" : "client",
+                       desc);
+        if (sess->proxy->ops->tls_ready(sess, c) != 0 || sess->phase == SY_PHASE_CLOSING)
+            return;
+    }
+    for (;;) {
+        size_t before = c->len;
+        while (c->len < c->cap) {
+            ssize_t r = sy_tls_read(c->tls, c->buf + c->len, c->cap - c->len);
+            if (r > 0) {
+                c->len += (size_t)r;
+                c->bytes_in += (uint64_t)r;
+                continue;
+            }
+            conn_tls_flush(c);
+            if (r == SY_TLS_E_CLOSED) {
+                sy_session_close(sess, c->is_server ? "server closed TLS" : "client closed TLS");
+                return;
+            }
+            if (r < 0) {
+                tls_fail(c, "read");
+                return;
+            }
+            break;
+        }
+        if (sess->phase == SY_PHASE_CLOSING)
+            return;
+        if (c->len == before && c->len == c->ready)
+            return; /* nothing new */
+        size_t held = c->len;
+        dispatch(c);
+        if (sess->phase == SY_PHASE_CLOSING || !c->reading || c->inflight)
+            return; /* resumed later with sy_conn_pump */
+        if (!sy_tls_has_buffered(c->tls) || (c->len == held && held == c->cap))
+            return; /* wait for the socket, or no room to make progress */
+    }
+}
+
+void sy_conn_pump(struct sy_conn *c)
+{
+    if (!c->open || c->sess->phase == SY_PHASE_CLOSING)
+        return;
+    if (c->tls)
+        conn_tls_input(c);
+    else if (c->len > c->ready)
+        dispatch(c);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *unused)
@@ -203,12 +307,14 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *unused)
     struct sy_conn *c = (struct sy_conn *)stream;
     struct sy_session *sess = c->sess;
     if (nread > 0) {
+        if (c->tls) {
+            sy_tls_in_commit(c->tls, (size_t)nread);
+            conn_tls_input(c);
+            return;
+        }
         c->len += (size_t)nread;
         c->bytes_in += (uint64_t)nread;
-        if (c->is_server)
-            sess->proxy->ops->server_data(sess);
-        else
-            sess->proxy->ops->client_data(sess);
+        dispatch(c);
         return;
     }
     if (nread == 0)
@@ -281,6 +387,7 @@ static void on_forward_written(uv_write_t *req, int status)
     }
     sy_conn_consume(c, n);
     sy_conn_resume(c);
+    sy_conn_pump(c);
 }
 
 int sy_conn_forward(struct sy_conn *c)
@@ -296,6 +403,21 @@ int sy_conn_forward(struct sy_conn *c)
         p->bytes_client_to_server += n;
     if (!peer->open) {
         sy_conn_consume(c, n);
+        return 0;
+    }
+    if (peer->tls) {
+        /* Encrypting copies the bytes: the buffer is free again at once. */
+        if (sy_tls_write(peer->tls, c->buf, n) < 0) {
+            sy_session_close(c->sess, "TLS encryption failed");
+            return -1;
+        }
+        sy_conn_consume(c, n);
+        if (conn_tls_flush(peer) != 0)
+            return -1;
+        if (uv_stream_get_write_queue_size((uv_stream_t *)&peer->tcp) > QUEUE_HIGH_WATER(peer)) {
+            sy_conn_pause(c);
+            peer->drain_resume = 1;
+        }
         return 0;
     }
     uv_buf_t b = uv_buf_init((char *)c->buf, (unsigned)n);
@@ -326,11 +448,44 @@ static void on_send_written(uv_write_t *req, int status)
 {
     struct sy_conn *c = req->data;
     free((struct send_req *)req); /* req is its first member */
-    if (status < 0 && status != UV_ECANCELED)
-        sy_session_close(c->sess, c->is_server ? "write to server failed" : "write to client failed");
+    if (status < 0) {
+        if (status != UV_ECANCELED)
+            sy_session_close(c->sess, c->is_server ? "write to server failed" : "write to client failed");
+        return;
+    }
+    if (c->drain_resume &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= QUEUE_HIGH_WATER(c) / 2) {
+        struct sy_conn *src = conn_peer(c);
+        c->drain_resume = 0;
+        sy_conn_resume(src);
+        sy_conn_pump(src);
+    }
+}
+
+/* Writes out all ciphertext the TLS engine holds. Returns 0, or -1 when the session closed. */
+static int conn_tls_flush(struct sy_conn *c)
+{
+    uint8_t tmp[16384];
+    size_t n;
+    while (c->tls && (n = sy_tls_take_out(c->tls, tmp, sizeof(tmp))) > 0)
+        if (sy_conn_send_raw(c, tmp, n) != 0)
+            return -1;
+    return 0;
 }
 
 int sy_conn_send(struct sy_conn *c, const void *data, size_t len)
+{
+    if (c->tls && c->open && len > 0) {
+        if (sy_tls_write(c->tls, data, len) < 0) {
+            sy_session_close(c->sess, "TLS encryption failed");
+            return -1;
+        }
+        return conn_tls_flush(c);
+    }
+    return sy_conn_send_raw(c, data, len);
+}
+
+int sy_conn_send_raw(struct sy_conn *c, const void *data, size_t len)
 {
     if (!c->open || len == 0)
         return 0;
@@ -358,6 +513,27 @@ int sy_conn_send(struct sy_conn *c, const void *data, size_t len)
         return -1;
     }
     return 0;
+}
+
+int sy_conn_start_tls(struct sy_conn *c, struct sy_tls_ctx *ctx, const char *host,
+                      const uint8_t *initial, size_t n)
+{
+    char err[256];
+    c->tls = sy_tls_conn_new(ctx, host, err, sizeof(err));
+    if (!c->tls) {
+        char msg[320];
+        snprintf(msg, sizeof(msg), "cannot start TLS with the %s: %s",
+                 c->is_server ? "server" : "client", err);
+        sy_session_fail(c->sess, "08006", msg);
+        return -1;
+    }
+    c->tls_handshaking = 1;
+    if (n > 0 && sy_tls_feed(c->tls, initial, n) != 0) {
+        sy_session_fail(c->sess, "53200", "switchyard is out of memory");
+        return -1;
+    }
+    conn_tls_input(c);
+    return c->sess->phase == SY_PHASE_CLOSING ? -1 : 0;
 }
 
 /* ---- the server connection ---- */

@@ -80,6 +80,7 @@ cat >"$WORK/switchyard.ini" <<EOF
 protocol = postgres
 listen = 127.0.0.1:$SY_PORT
 admin_socket = $SOCK
+auth_type = trust
 log_level = info
 
 [blue]

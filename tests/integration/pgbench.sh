@@ -13,6 +13,7 @@ protocol = postgres
 listen = 127.0.0.1:$port
 admin_socket = $dir/admin.sock
 log_level = warn
+auth_type = trust
 [blue]
 host = $BLUE_HOST
 port = $BLUE_PORT

@@ -227,6 +227,7 @@ struct fake_server {
     int port;
     const uint8_t *reply;
     size_t reply_len;
+    int raw; /* answer the very first packet (the SSLRequest) with reply */
 };
 
 static void *fake_server_main(void *arg)
@@ -239,7 +240,13 @@ static void *fake_server_main(void *arg)
         fd = accept(fs->listen_fd, NULL, NULL);
         if (fd < 0)
             return NULL;
-        if (recv(fd, buf, sizeof(buf), 0) > 0) /* the startup packet */
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n == 8 && buf[4] == 0x04 && buf[5] == 0xd2 && !fs->raw) {
+            /* SSLRequest (server_tls = prefer): no TLS here, then the startup packet. */
+            h_send_all(fd, "N", 1);
+            n = recv(fd, buf, sizeof(buf), 0);
+        }
+        if (n > 0)
             break;
         close(fd);
         fd = -1;
@@ -254,9 +261,9 @@ static void *fake_server_main(void *arg)
     return NULL;
 }
 
-static void run_hostile_server(const uint8_t *reply, size_t len, const char *log_needle)
+static void run_hostile(const uint8_t *reply, size_t len, const char *log_needle, int raw)
 {
-    struct fake_server fs = {.reply = reply, .reply_len = len};
+    struct fake_server fs = {.reply = reply, .reply_len = len, .raw = raw};
     fs.listen_fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t l = sizeof(a);
@@ -278,22 +285,49 @@ static void run_hostile_server(const uint8_t *reply, size_t len, const char *log
     assert_int_equal(h_proxy_stop(&p2, 10000), 0);
 }
 
-static void test_server_sends_garbage(void **state)
+/* AuthenticationOk and ReadyForQuery: a login the proxy accepts, before the bad bytes. */
+#define LOGIN_OK "R\0\0\0\x08\0\0\0\0" "Z\0\0\0\x05I"
+#define LOGIN_OK_LEN 15
+
+static void run_hostile_server(const uint8_t *reply, size_t len, const char *log_needle)
+{
+    run_hostile(reply, len, log_needle, 0);
+}
+
+static void run_hostile_server_raw(const uint8_t *reply, size_t len, const char *log_needle)
+{
+    run_hostile(reply, len, log_needle, 1);
+}
+
+static void test_server_sends_garbage_during_login(void **state)
 {
     static const uint8_t garbage[] = "<html>not a database</html>";
-    run_hostile_server(garbage, sizeof(garbage) - 1, "the server sent an invalid message type 0x3c");
+    run_hostile_server(garbage, sizeof(garbage) - 1, "unexpected message during login");
+}
+
+static void test_server_sends_garbage(void **state)
+{
+    static const uint8_t msg[] = LOGIN_OK "<html>not a database</html>";
+    run_hostile_server(msg, sizeof(msg) - 1, "the server sent an invalid message type 0x3c");
 }
 
 static void test_server_sends_oversize_length(void **state)
 {
-    static const uint8_t msg[] = {'D', 0x7f, 0xff, 0xff, 0xff};
-    run_hostile_server(msg, sizeof(msg), "the server sent an invalid message");
+    static const uint8_t msg[] = LOGIN_OK "D\x7f\xff\xff\xff";
+    run_hostile_server(msg, LOGIN_OK_LEN + 5, "the server sent an invalid message");
 }
 
 static void test_server_sends_bad_ready_for_query(void **state)
 {
-    static const uint8_t msg[] = {'Z', 0, 0, 0, 5, 'Q'};
-    run_hostile_server(msg, sizeof(msg), "the server sent an invalid message");
+    static const uint8_t msg[] = LOGIN_OK "Z\0\0\0\x05Q";
+    run_hostile_server(msg, LOGIN_OK_LEN + 6, "the server sent an invalid message");
+}
+
+static void test_server_sends_bad_tls_answer(void **state)
+{
+    /* Raw: answered straight after the SSLRequest, before any startup packet. */
+    static const uint8_t msg[] = "X";
+    run_hostile_server_raw(msg, 1, "invalid answer to SSLRequest");
 }
 
 static void test_bystander_unharmed(void **state)
@@ -333,7 +367,9 @@ int main(void)
         cmocka_unit_test(test_message_length_below_four),
         cmocka_unit_test(test_oversize_message),
         cmocka_unit_test(test_truncated_message_then_close),
+        cmocka_unit_test(test_server_sends_garbage_during_login),
         cmocka_unit_test(test_server_sends_garbage),
+        cmocka_unit_test(test_server_sends_bad_tls_answer),
         cmocka_unit_test(test_server_sends_oversize_length),
         cmocka_unit_test(test_server_sends_bad_ready_for_query),
         cmocka_unit_test(test_bystander_unharmed),

@@ -132,9 +132,11 @@ int h_proxy_start(struct h_proxy *p, const struct h_env *env, int blue_port, int
         return -1;
     fprintf(f,
             "[switchyard]\nprotocol = postgres\nlisten = 127.0.0.1:%d\nadmin_socket = %s\n"
-            "log_level = debug\n%s\n[blue]\nhost = 127.0.0.1\nport = %d\n[green]\n"
+            "log_level = debug\n%s%s\n[blue]\nhost = 127.0.0.1\nport = %d\n[green]\n"
             "host = 127.0.0.1\nport = %d\n",
-            p->port, p->admin_socket, extra ? extra : "", blue_port, green_port);
+            p->port, p->admin_socket,
+            extra && strstr(extra, "auth_type") ? "" : "auth_type = trust\n", extra ? extra : "",
+            blue_port, green_port);
     fclose(f);
     char bin[600];
     snprintf(bin, sizeof(bin), "%s/switchyard", env->bin_dir);

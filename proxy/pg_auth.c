@@ -1,0 +1,694 @@
+/*
+ * PostgreSQL authentication in Switchyard: first the client proves who it is to Switchyard
+ * (trust, cleartext password, md5, SCRAM-SHA-256 or a client certificate), then Switchyard logs
+ * into the server itself, answering whatever the server asks with the secrets it has: a password
+ * from the auth file or from the client, a stored md5 hash, or, for SCRAM, the ClientKey
+ * recovered from the client's own proof when the server holds the same verifier.
+ *
+ * Failures look exactly like PostgreSQL's: an unknown user goes through a full mock exchange
+ * (a salt derived from the user name and a per-process secret) and fails with 28P01, as a wrong
+ * password does, so a client learns nothing about which users exist. No secret is ever logged.
+ */
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/auth_file.h"
+#include "log.h"
+#include "pg_session.h"
+#include "tls.h"
+
+#define AUTH_OK 0
+#define AUTH_CLEARTEXT 3
+#define AUTH_MD5 5
+#define AUTH_SASL 10
+#define AUTH_SASL_CONTINUE 11
+#define AUTH_SASL_FINAL 12
+
+/* ---- small helpers ---- */
+
+static void auth_failed(struct sy_session *sess, const char *why)
+{
+    char msg[160];
+    sess->proxy->auth_failures++;
+    /* The log says why; the client hears only what PostgreSQL would say. */
+    sy_session_log(sess, SY_LOG_INFO, "authentication failed: %s", why);
+    snprintf(msg, sizeof(msg), "password authentication failed for user \"%s\"", sess->user);
+    pg_session_fail(sess, "28P01", msg);
+}
+
+/* Sends an Authentication request with a code and optional extra bytes. */
+static int send_auth_request(struct sy_session *sess, uint32_t code, const void *extra, size_t n)
+{
+    uint8_t msg[64];
+    if (n > sizeof(msg) - 9)
+        return -1;
+    msg[0] = PG_BE_AUTH;
+    pg_put_u32(msg + 1, (uint32_t)(8 + n));
+    pg_put_u32(msg + 5, code);
+    if (n)
+        memcpy(msg + 9, extra, n);
+    return sy_conn_send(&sess->client, msg, 9 + n);
+}
+
+/* A whole message at the front of conn's buffer: its length, 0 when more is needed, or < 0. */
+static int front_message(struct sy_conn *c, uint32_t max)
+{
+    struct pg_header h;
+    int rc = pg_header_read(c->buf, c->len, max, &h, NULL);
+    if (rc <= 0)
+        return rc;
+    size_t total = (size_t)h.len + 1;
+    if (total > c->cap)
+        return PG_E_TOO_LARGE;
+    return c->len >= total ? (int)total : 0;
+}
+
+/* HMAC-SHA-256(mock_secret, user): the fake salt for a user with no secret. */
+static void mock_salt(struct sy_session *sess, uint8_t out[PG_CRYPTO_KEY_LEN])
+{
+    pg_crypto_client_signature(sess->proxy->mock_secret, sess->user, strlen(sess->user), out);
+}
+
+/* ---- the client's secret ---- */
+
+static void load_secret(struct sy_session *sess, struct pg_sess *ps)
+{
+    const struct sy_auth_file *af = sess->proxy->auth_file;
+    const struct sy_auth_entry *e = af ? sy_auth_file_find(af, sess->user) : NULL;
+    ps->user_known = 0;
+    if (!e || e->kind == SY_SECRET_NONE || strlen(e->secret) >= sizeof(ps->secret))
+        return;
+    snprintf(ps->secret, sizeof(ps->secret), "%s", e->secret);
+    ps->secret_kind = e->kind;
+    ps->user_known = 1;
+}
+
+/* Fills ps->verifier: the stored one, one derived from a plain password, or a mock. */
+static int prepare_verifier(struct sy_session *sess, struct pg_sess *ps)
+{
+    uint8_t salt[PG_CRYPTO_KEY_LEN];
+    if (ps->user_known && ps->secret_kind == SY_SECRET_SCRAM) {
+        if (pg_scram_parse_verifier((const uint8_t *)ps->secret, strlen(ps->secret), &ps->verifier,
+                                    NULL) > 0)
+            return 0;
+        sy_session_log(sess, SY_LOG_WARN, "the auth_file verifier for this user is malformed");
+        ps->user_known = 0;
+    }
+    mock_salt(sess, salt);
+    ps->verifier.iterations = PG_CRYPTO_SCRAM_ITERATIONS;
+    ps->verifier.salt_len = PG_CRYPTO_SCRAM_SALT_LEN;
+    memcpy(ps->verifier.salt, salt, PG_CRYPTO_SCRAM_SALT_LEN);
+    if (ps->user_known && ps->secret_kind == SY_SECRET_PLAIN) {
+        uint8_t ck[PG_CRYPTO_KEY_LEN];
+        int rc = pg_crypto_scram_keys(ps->secret, strlen(ps->secret), ps->verifier.salt,
+                                      ps->verifier.salt_len, ps->verifier.iterations, ck,
+                                      ps->verifier.stored_key, ps->verifier.server_key);
+        OPENSSL_cleanse(ck, sizeof(ck));
+        return rc;
+    }
+    /* A user whose secret cannot do SCRAM (none, or an md5 hash) gets keys nothing matches. */
+    ps->user_known = 0;
+    return pg_crypto_random(ps->verifier.stored_key, PG_CRYPTO_KEY_LEN) |
+           pg_crypto_random(ps->verifier.server_key, PG_CRYPTO_KEY_LEN);
+}
+
+/* ---- after the client is authenticated ---- */
+
+static int client_authenticated(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg_sess_of(sess);
+    sy_session_log(sess, SY_LOG_DEBUG, "client authenticated (%s); logging into the %s server",
+                   sy_auth_type_name(ps->auth), sy_side_name(sess->side));
+    ps->stage = PG_STAGE_SERVER_LOGIN;
+    ps->sl_step = PG_SL_CONNECTING;
+    sy_conn_pause(&sess->client);
+    return sy_session_connect_server(sess);
+}
+
+int pg_auth_client_begin(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg_sess_of(sess);
+    const struct sy_config *cfg = &sess->proxy->cfg;
+    ps->auth = sy_config_user_auth(cfg, sess->user);
+    ps->stage = PG_STAGE_CLIENT_AUTH;
+    load_secret(sess, ps);
+    switch (ps->auth) {
+    case SY_AUTH_TRUST:
+        return client_authenticated(sess);
+    case SY_AUTH_CERT: {
+        char subject[256], want[128];
+        snprintf(want, sizeof(want), "CN=%s", sess->user);
+        if (!sess->client.tls || !sy_tls_peer_verified(sess->client.tls) ||
+            sy_tls_peer_cert_subject(sess->client.tls, subject, sizeof(subject)) != 0 ||
+            (strcmp(subject, want) != 0 && !strstr(subject, want))) {
+            char msg[160];
+            sess->proxy->auth_failures++;
+            snprintf(msg, sizeof(msg), "certificate authentication failed for user \"%s\"",
+                     sess->user);
+            pg_session_fail(sess, "28000", msg);
+            return -1;
+        }
+        return client_authenticated(sess);
+    }
+    case SY_AUTH_PASSWORD:
+        if (!sess->client.tls && !cfg->auth_cleartext_without_tls) {
+            pg_session_fail(sess, "28000",
+                            "switchyard refuses cleartext passwords without TLS: connect with "
+                            "sslmode=require, or set auth_allow_cleartext_without_tls = on");
+            return -1;
+        }
+        ps->ca_step = PG_CA_PASSWORD;
+        return send_auth_request(sess, AUTH_CLEARTEXT, NULL, 0);
+    case SY_AUTH_MD5:
+        /* As in PostgreSQL: a user whose secret is a SCRAM verifier is asked for SCRAM. */
+        if (!(ps->user_known && ps->secret_kind == SY_SECRET_SCRAM)) {
+            ps->ca_step = PG_CA_MD5;
+            pg_crypto_random(ps->md5_salt, sizeof(ps->md5_salt));
+            return send_auth_request(sess, AUTH_MD5, ps->md5_salt, sizeof(ps->md5_salt));
+        }
+        /* fall through */
+    case SY_AUTH_SCRAM: {
+        if (prepare_verifier(sess, ps) != 0) {
+            pg_session_fail(sess, "XX000", "switchyard could not prepare a SCRAM exchange");
+            return -1;
+        }
+        uint8_t msg[64];
+        int n = pg_scram_be_write_auth_sasl(msg, sizeof(msg), 0);
+        ps->ca_step = PG_CA_SASL_INITIAL;
+        return n > 0 ? sy_conn_send(&sess->client, msg, (size_t)n) : -1;
+    }
+    }
+    return -1;
+}
+
+/* ---- the client's answers ---- */
+
+static int check_password(struct sy_session *sess, struct pg_sess *ps, const char *pw, size_t n)
+{
+    if (!ps->user_known)
+        return -1;
+    switch (ps->secret_kind) {
+    case SY_SECRET_PLAIN:
+        return strlen(ps->secret) == n && CRYPTO_memcmp(ps->secret, pw, n) == 0 ? 0 : -1;
+    case SY_SECRET_MD5: {
+        char stored[PG_CRYPTO_MD5_LEN + 1];
+        if (pg_crypto_md5_stored(pw, sess->user, stored) < 0)
+            return -1;
+        return CRYPTO_memcmp(stored, ps->secret, PG_CRYPTO_MD5_LEN + 1) == 0 ? 0 : -1;
+    }
+    case SY_SECRET_SCRAM: {
+        struct pg_scram_verifier v;
+        uint8_t ck[PG_CRYPTO_KEY_LEN], sk[PG_CRYPTO_KEY_LEN], svk[PG_CRYPTO_KEY_LEN];
+        int ok = pg_scram_parse_verifier((const uint8_t *)ps->secret, strlen(ps->secret), &v,
+                                         NULL) > 0 &&
+                 pg_crypto_scram_keys(pw, n, v.salt, v.salt_len, v.iterations, ck, sk, svk) == 0 &&
+                 CRYPTO_memcmp(sk, v.stored_key, sizeof(sk)) == 0 &&
+                 CRYPTO_memcmp(svk, v.server_key, sizeof(svk)) == 0;
+        OPENSSL_cleanse(ck, sizeof(ck));
+        OPENSSL_cleanse(&v, sizeof(v));
+        return ok ? 0 : -1;
+    }
+    }
+    return -1;
+}
+
+static int on_password(struct sy_session *sess, struct pg_sess *ps, const uint8_t *body, size_t n)
+{
+    const uint8_t *nul = memchr(body, 0, n);
+    if (!nul || (size_t)(nul - body) + 1 != n) {
+        pg_session_fail(sess, "08P01", "invalid password packet");
+        return -1;
+    }
+    size_t pl = (size_t)(nul - body);
+    if (ps->ca_step == PG_CA_MD5) {
+        char stored[PG_CRYPTO_MD5_LEN + 1];
+        const char *s = NULL;
+        if (ps->user_known && ps->secret_kind == SY_SECRET_MD5)
+            s = ps->secret;
+        else if (ps->user_known && ps->secret_kind == SY_SECRET_PLAIN &&
+                 pg_crypto_md5_stored(ps->secret, sess->user, stored) > 0)
+            s = stored;
+        if (!s || pg_crypto_md5_verify(s, ps->md5_salt, (const char *)body, pl) != 0) {
+            auth_failed(sess, s ? "wrong md5 password" : "no usable secret for md5");
+            return -1;
+        }
+        return client_authenticated(sess);
+    }
+    if (check_password(sess, ps, (const char *)body, pl) != 0) {
+        auth_failed(sess, ps->user_known ? "wrong password" : "unknown user");
+        return -1;
+    }
+    if (pl < sizeof(ps->password)) {
+        memcpy(ps->password, body, pl + 1);
+        ps->have_password = 1;
+    }
+    return client_authenticated(sess);
+}
+
+static int on_sasl_initial(struct sy_session *sess, struct pg_sess *ps, const uint8_t *body,
+                           size_t n)
+{
+    struct pg_scram_sasl_initial init;
+    struct pg_scram_client_first cf;
+    if (pg_scram_fe_parse_sasl_initial(body, n, &init, NULL) < 0 || !init.has_data) {
+        pg_session_fail(sess, "08P01", "malformed SASLInitialResponse");
+        return -1;
+    }
+    if (strcmp(init.mechanism, PG_SCRAM_MECHANISM) != 0) {
+        pg_session_fail(sess, "28000", "client selected an invalid SASL authentication mechanism");
+        return -1;
+    }
+    if (pg_scram_fe_parse_client_first(init.data, init.data_len, &cf, NULL) < 0) {
+        pg_session_fail(sess, "08P01", "malformed SCRAM client-first-message");
+        return -1;
+    }
+    if (cf.cbind_flag == PG_SCRAM_CBIND_P) {
+        pg_session_fail(sess, "08P01", "channel binding was not offered by switchyard");
+        return -1;
+    }
+    if (cf.bare.len >= sizeof(ps->client_first_bare) || cf.gs2_header.len >= sizeof(ps->gs2_header) ||
+        cf.nonce.len + PG_CRYPTO_NONCE_LEN >= sizeof(ps->nonce)) {
+        pg_session_fail(sess, "08P01", "SCRAM client-first-message too long");
+        return -1;
+    }
+    memcpy(ps->client_first_bare, cf.bare.ptr, cf.bare.len);
+    ps->client_first_bare_len = cf.bare.len;
+    memcpy(ps->gs2_header, cf.gs2_header.ptr, cf.gs2_header.len);
+    ps->gs2_header[cf.gs2_header.len] = 0;
+    memcpy(ps->nonce, cf.nonce.ptr, cf.nonce.len);
+    ps->client_nonce_len = cf.nonce.len;
+    char server_nonce[PG_CRYPTO_NONCE_LEN + 1];
+    if (pg_crypto_scram_nonce(server_nonce) != 0)
+        return -1;
+    memcpy(ps->nonce + cf.nonce.len, server_nonce, PG_CRYPTO_NONCE_LEN + 1);
+    int w = pg_scram_be_write_server_first(ps->server_first, sizeof(ps->server_first),
+                                           cf.nonce.ptr, cf.nonce.len, server_nonce,
+                                           PG_CRYPTO_NONCE_LEN, ps->verifier.salt,
+                                           ps->verifier.salt_len, ps->verifier.iterations);
+    if (w < 0)
+        return -1;
+    ps->server_first_len = (size_t)w;
+    uint8_t msg[PG_SCRAM_MSG_MAX + 16];
+    int m = pg_scram_be_write_auth_sasl_continue(msg, sizeof(msg), ps->server_first, (size_t)w);
+    ps->ca_step = PG_CA_SASL_FINAL;
+    return m > 0 ? sy_conn_send(&sess->client, msg, (size_t)m) : -1;
+}
+
+static int on_sasl_final(struct sy_session *sess, struct pg_sess *ps, const uint8_t *body,
+                         size_t n)
+{
+    struct pg_scram_client_final fin;
+    char auth_msg[3 * PG_SCRAM_MSG_MAX];
+    size_t nl = strlen(ps->nonce);
+    if (pg_scram_fe_parse_client_final(body, n, ps->nonce, nl, &fin, NULL) < 0) {
+        pg_session_fail(sess, "08P01", "malformed SCRAM client-final-message");
+        return -1;
+    }
+    if (fin.cbind_len != strlen(ps->gs2_header) ||
+        memcmp(fin.cbind, ps->gs2_header, fin.cbind_len) != 0) {
+        pg_session_fail(sess, "08P01", "SCRAM channel binding check failed");
+        return -1;
+    }
+    struct pg_scram_view bare = {ps->client_first_bare, ps->client_first_bare_len};
+    struct pg_scram_view sfirst = {ps->server_first, ps->server_first_len};
+    int am = pg_scram_write_auth_message(auth_msg, sizeof(auth_msg), bare, sfirst,
+                                         fin.without_proof);
+    if (am < 0 || !ps->user_known ||
+        pg_crypto_verify_client_proof(ps->verifier.stored_key, auth_msg, (size_t)am, fin.proof,
+                                      ps->client_key) != 0) {
+        auth_failed(sess, ps->user_known ? "wrong SCRAM proof" : "unknown user");
+        return -1;
+    }
+    ps->have_client_key = 1;
+    uint8_t sig[PG_CRYPTO_KEY_LEN];
+    char final[64];
+    uint8_t msg[128];
+    if (pg_crypto_server_signature(ps->verifier.server_key, auth_msg, (size_t)am, sig) != 0)
+        return -1;
+    int f = pg_scram_be_write_server_final(final, sizeof(final), sig);
+    int m = f > 0 ? pg_scram_be_write_auth_sasl_final(msg, sizeof(msg), final, (size_t)f) : -1;
+    if (m < 0 || sy_conn_send(&sess->client, msg, (size_t)m) != 0)
+        return -1;
+    return client_authenticated(sess);
+}
+
+int pg_auth_client_data(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg_sess_of(sess);
+    struct sy_conn *c = &sess->client;
+    while (ps->stage == PG_STAGE_CLIENT_AUTH && c->len > 0) {
+        int total = front_message(c, 65536);
+        if (total == 0)
+            return 0;
+        if (total < 0 || (c->buf[0] != PG_FE_PASSWORD && c->buf[0] != PG_FE_TERMINATE)) {
+            sess->proxy->protocol_errors++;
+            pg_session_fail(sess, "08P01", "expected a password response from the client");
+            return -1;
+        }
+        if (c->buf[0] == PG_FE_TERMINATE) {
+            sy_session_close(sess, "client gave up during authentication");
+            return -1;
+        }
+        const uint8_t *body = c->buf + PG_HEADER_LEN;
+        size_t n = (size_t)total - PG_HEADER_LEN;
+        int rc;
+        switch (ps->ca_step) {
+        case PG_CA_PASSWORD:
+        case PG_CA_MD5: rc = on_password(sess, ps, body, n); break;
+        case PG_CA_SASL_INITIAL: rc = on_sasl_initial(sess, ps, body, n); break;
+        case PG_CA_SASL_FINAL: rc = on_sasl_final(sess, ps, body, n); break;
+        default: rc = -1; break;
+        }
+        if (sess->phase == SY_PHASE_CLOSING)
+            return -1;
+        sy_conn_consume(c, (size_t)total);
+        if (rc != 0) {
+            pg_session_fail(sess, "XX000", "switchyard failed during authentication");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- Switchyard logging into the server ---- */
+
+static void server_login_failed(struct sy_session *sess, const char *sqlstate, const char *fmt,
+                                const char *detail)
+{
+    char msg[400];
+    snprintf(msg, sizeof(msg), fmt, sy_side_name(sess->side), sess->user, detail ? detail : "");
+    pg_session_fail(sess, sqlstate, msg);
+}
+
+/* The StartupMessage for the server: the client's parameters, protocol 3.0, and no protocol
+ * extensions (_pq_.*), which Switchyard answered for the client itself. */
+static int send_startup(struct sy_session *sess, struct pg_sess *ps)
+{
+    struct pg_startup st;
+    if (pg_fe_parse_startup(ps->startup, ps->startup_len, (uint32_t)ps->startup_len, &st, NULL) <= 0)
+        return -1;
+    struct pg_param params[PG_STARTUP_PARAMS_MAX];
+    size_t n = 0;
+    for (size_t i = 0; i < st.nparams; i++)
+        if (strncmp(st.params[i].name, "_pq_.", 5) != 0)
+            params[n++] = st.params[i];
+    uint8_t *pkt = malloc(ps->startup_len + 16);
+    if (!pkt)
+        return -1;
+    int len = pg_fe_write_startup(pkt, ps->startup_len + 16, PG_PROTO_V3, params, n);
+    int rc = len > 0 ? sy_conn_send(&sess->server, pkt, (size_t)len) : -1;
+    free(pkt);
+    ps->sl_step = PG_SL_AUTH;
+    return rc;
+}
+
+int pg_auth_server_connected(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg_sess_of(sess);
+    const struct sy_server_config *sc = &sess->proxy->cfg.server[sess->side];
+    if (sc->tls != SY_SERVER_TLS_DISABLE && sess->proxy->server_tls_ctx[sess->side]) {
+        uint8_t req[8];
+        pg_put_u32(req, 8);
+        pg_put_u32(req + 4, PG_CODE_SSL);
+        ps->sl_step = PG_SL_TLS_ANSWER;
+        return sy_conn_send_raw(&sess->server, req, sizeof(req));
+    }
+    return send_startup(sess, ps);
+}
+
+int pg_auth_server_tls_ready(struct sy_session *sess)
+{
+    return send_startup(sess, pg_sess_of(sess));
+}
+
+static int tls_answer(struct sy_session *sess, struct pg_sess *ps)
+{
+    struct sy_conn *c = &sess->server;
+    const struct sy_server_config *sc = &sess->proxy->cfg.server[sess->side];
+    uint8_t answer = c->buf[0];
+    if (answer == 'S') {
+        if (c->len > 1) {
+            /* Bytes before the handshake could only have been injected (CVE-2021-23214). */
+            sess->proxy->protocol_errors++;
+            pg_session_fail(sess, "08P01", "the server sent unexpected data after its TLS answer");
+            return -1;
+        }
+        sy_conn_consume(c, 1);
+        ps->sl_step = PG_SL_TLS;
+        return sy_conn_start_tls(c, sess->proxy->server_tls_ctx[sess->side], sc->host, NULL, 0);
+    }
+    if (answer == 'N') {
+        sy_conn_consume(c, 1);
+        if (sc->tls != SY_SERVER_TLS_PREFER) {
+            server_login_failed(sess, "08006",
+                                "the %s server refused TLS (server_tls = require or verify-*); "
+                                "user %s not logged in%s", NULL);
+            return -1;
+        }
+        return send_startup(sess, ps);
+    }
+    sess->proxy->protocol_errors++;
+    pg_session_fail(sess, "08P01", "the server sent an invalid answer to SSLRequest");
+    return -1;
+}
+
+static int sasl_start(struct sy_session *sess, struct pg_sess *ps, const struct pg_scram_auth_sasl *a)
+{
+    if (!a->offers_scram) {
+        server_login_failed(sess, "28000", "the %s server offers no SCRAM-SHA-256 for user %s%s",
+                            NULL);
+        return -1;
+    }
+    if (!ps->have_password && !ps->have_client_key &&
+        !(ps->user_known && ps->secret_kind == SY_SECRET_PLAIN)) {
+        server_login_failed(sess, "28000",
+                            "switchyard cannot log into the %s server as %s: it asks for SCRAM "
+                            "and switchyard has neither the password nor the client's SCRAM "
+                            "keys%s (put the password in auth_file, or have clients use SCRAM)",
+                            NULL);
+        return -1;
+    }
+    char first[PG_SCRAM_MSG_MAX];
+    size_t bare_off = 0;
+    if (pg_crypto_scram_nonce(ps->sl_nonce) != 0)
+        return -1;
+    int n = pg_scram_fe_write_client_first(first, sizeof(first), PG_SCRAM_CBIND_N, NULL,
+                                           ps->sl_nonce, PG_CRYPTO_NONCE_LEN, &bare_off);
+    if (n < 0)
+        return -1;
+    ps->sl_client_first_bare_len = (size_t)n - bare_off;
+    memcpy(ps->sl_client_first_bare, first + bare_off, ps->sl_client_first_bare_len);
+    uint8_t msg[PG_SCRAM_MSG_MAX + 64];
+    int m = pg_scram_fe_write_sasl_initial(msg, sizeof(msg), PG_SCRAM_MECHANISM, first, (size_t)n);
+    return m > 0 ? sy_conn_send(&sess->server, msg, (size_t)m) : -1;
+}
+
+/* The keys to answer the server's SCRAM challenge with, for its salt and iteration count. */
+static int sasl_keys(struct pg_sess *ps, const uint8_t *salt, size_t salt_len, uint32_t iter,
+                     uint8_t ck[PG_CRYPTO_KEY_LEN], uint8_t sk[PG_CRYPTO_KEY_LEN],
+                     uint8_t svk[PG_CRYPTO_KEY_LEN])
+{
+    const char *pw = ps->have_password ? ps->password
+                     : (ps->user_known && ps->secret_kind == SY_SECRET_PLAIN) ? ps->secret
+                                                                              : NULL;
+    if (pw)
+        return pg_crypto_scram_keys(pw, strlen(pw), salt, salt_len, iter, ck, sk, svk);
+    /* Pass-through: the server must hold the same verifier the client was checked against. */
+    if (!ps->have_client_key || ps->verifier.salt_len != salt_len ||
+        memcmp(ps->verifier.salt, salt, salt_len) != 0 || ps->verifier.iterations != iter)
+        return -1;
+    memcpy(ck, ps->client_key, PG_CRYPTO_KEY_LEN);
+    memcpy(sk, ps->verifier.stored_key, PG_CRYPTO_KEY_LEN);
+    memcpy(svk, ps->verifier.server_key, PG_CRYPTO_KEY_LEN);
+    return 0;
+}
+
+static int sasl_continue(struct sy_session *sess, struct pg_sess *ps, const struct pg_scram_auth_sasl *a)
+{
+    uint8_t salt[PG_SCRAM_SALT_MAX];
+    struct pg_scram_server_first sf;
+    if (pg_scram_be_parse_server_first(a->data, a->data_len, ps->sl_nonce, PG_CRYPTO_NONCE_LEN,
+                                       salt, sizeof(salt), &sf, NULL) < 0) {
+        sess->proxy->protocol_errors++;
+        pg_session_fail(sess, "08P01", "the server sent a malformed SCRAM server-first-message");
+        return -1;
+    }
+    uint8_t ck[PG_CRYPTO_KEY_LEN], sk[PG_CRYPTO_KEY_LEN], proof[PG_CRYPTO_KEY_LEN];
+    if (sasl_keys(ps, salt, sf.salt_len, sf.iterations, ck, sk, ps->sl_server_key) != 0) {
+        server_login_failed(sess, "28000",
+                            "switchyard cannot log into the %s server as %s: the server's SCRAM "
+                            "verifier differs from auth_file's%s (copy the verifier from the "
+                            "server, or store the password)", NULL);
+        return -1;
+    }
+    char without[PG_SCRAM_MSG_MAX], final[PG_SCRAM_MSG_MAX];
+    int w = pg_scram_fe_write_client_final_without_proof(without, sizeof(without), "n,,", 3, NULL,
+                                                         0, (const char *)sf.nonce.ptr,
+                                                         sf.nonce.len);
+    struct pg_scram_view bare = {ps->sl_client_first_bare, ps->sl_client_first_bare_len};
+    struct pg_scram_view sfirst = {(const char *)a->data, a->data_len};
+    struct pg_scram_view wp = {without, w > 0 ? (size_t)w : 0};
+    int am = w > 0 ? pg_scram_write_auth_message(ps->sl_auth_message, sizeof(ps->sl_auth_message),
+                                                 bare, sfirst, wp)
+                   : -1;
+    int rc = am > 0 ? pg_crypto_client_proof(ck, sk, ps->sl_auth_message, (size_t)am, proof) : -1;
+    OPENSSL_cleanse(ck, sizeof(ck));
+    if (rc != 0)
+        return -1;
+    ps->sl_auth_message_len = (size_t)am;
+    int f = pg_scram_fe_write_client_final(final, sizeof(final), without, (size_t)w, proof);
+    uint8_t msg[PG_SCRAM_MSG_MAX + 16];
+    int m = f > 0 ? pg_scram_fe_write_sasl_response(msg, sizeof(msg), final, (size_t)f) : -1;
+    return m > 0 ? sy_conn_send(&sess->server, msg, (size_t)m) : -1;
+}
+
+static int sasl_final(struct sy_session *sess, struct pg_sess *ps, const struct pg_scram_auth_sasl *a)
+{
+    struct pg_scram_server_final sf;
+    if (pg_scram_be_parse_server_final(a->data, a->data_len, &sf, NULL) < 0 || sf.is_error ||
+        pg_crypto_verify_server_signature(ps->sl_server_key, ps->sl_auth_message,
+                                          ps->sl_auth_message_len, sf.signature) != 0) {
+        server_login_failed(sess, "08006",
+                            "the %s server's SCRAM signature is wrong for user %s%s: "
+                            "not the server switchyard is configured for?", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static int answer_password(struct sy_session *sess, struct pg_sess *ps, const char *pw)
+{
+    size_t n = strlen(pw);
+    uint8_t *msg = malloc(n + 6);
+    if (!msg)
+        return -1;
+    msg[0] = PG_FE_PASSWORD;
+    pg_put_u32(msg + 1, (uint32_t)(n + 5));
+    memcpy(msg + 5, pw, n + 1);
+    int rc = sy_conn_send(&sess->server, msg, n + 6);
+    OPENSSL_cleanse(msg, n + 6);
+    free(msg);
+    return rc;
+}
+
+static int server_auth_request(struct sy_session *sess, struct pg_sess *ps, const uint8_t *msg,
+                               size_t len)
+{
+    uint32_t code;
+    if (pg_be_parse_auth(msg, len, &code) < 0)
+        return PG_E_MALFORMED;
+    const char *plain = ps->have_password ? ps->password
+                        : (ps->user_known && ps->secret_kind == SY_SECRET_PLAIN) ? ps->secret
+                                                                                 : NULL;
+    switch (code) {
+    case AUTH_OK:
+        return 1;
+    case AUTH_CLEARTEXT:
+        if (!plain) {
+            server_login_failed(sess, "28000",
+                                "switchyard cannot log into the %s server as %s: it asks for a "
+                                "cleartext password and switchyard has none%s (put it in auth_file)",
+                                NULL);
+            return -1;
+        }
+        return answer_password(sess, ps, plain);
+    case AUTH_MD5: {
+        char resp[PG_CRYPTO_MD5_LEN + 1];
+        int rc = -1;
+        if (len < 13)
+            return PG_E_MALFORMED;
+        if (plain)
+            rc = pg_crypto_md5_response_from_password(plain, sess->user, msg + 9, resp);
+        else if (ps->user_known && ps->secret_kind == SY_SECRET_MD5)
+            rc = pg_crypto_md5_response(ps->secret, msg + 9, resp);
+        if (rc < 0) {
+            server_login_failed(sess, "28000",
+                                "switchyard cannot log into the %s server as %s: it asks for md5 "
+                                "and switchyard has neither the password nor its md5 hash%s",
+                                NULL);
+            return -1;
+        }
+        return answer_password(sess, ps, resp);
+    }
+    case AUTH_SASL:
+    case AUTH_SASL_CONTINUE:
+    case AUTH_SASL_FINAL: {
+        struct pg_scram_auth_sasl a;
+        if (pg_scram_be_parse_auth_sasl(msg, len, &a, NULL) < 0)
+            return PG_E_MALFORMED;
+        if (code == AUTH_SASL)
+            return sasl_start(sess, ps, &a);
+        return code == AUTH_SASL_CONTINUE ? sasl_continue(sess, ps, &a) : sasl_final(sess, ps, &a);
+    }
+    default: {
+        char detail[64];
+        snprintf(detail, sizeof(detail), " (authentication request %u is not supported)", code);
+        server_login_failed(sess, "28000", "switchyard cannot log into the %s server as %s%s",
+                            detail);
+        return -1;
+    }
+    }
+}
+
+int pg_auth_server_data(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg_sess_of(sess);
+    struct sy_conn *c = &sess->server;
+    if (ps->sl_step == PG_SL_TLS_ANSWER)
+        return c->len > 0 ? tls_answer(sess, ps) : 0;
+    while (ps->stage == PG_STAGE_SERVER_LOGIN && c->len > 0) {
+        int total = front_message(c, 65536);
+        if (total == 0)
+            return 0;
+        uint8_t type = c->buf[0];
+        if (total < 0 || (type != PG_BE_AUTH && type != PG_BE_ERROR && type != PG_BE_NOTICE)) {
+            sess->proxy->protocol_errors++;
+            pg_session_fail(sess, "08P01", "the server sent an unexpected message during login");
+            return -1;
+        }
+        if (type == PG_BE_ERROR) {
+            /* The server refused the login (no such database, NOLOGIN role, expired password
+             * ...): the client hears exactly what the server said. */
+            struct pg_error_fields f;
+            if (pg_be_parse_error(c->buf, (size_t)total, &f) > 0)
+                sy_session_log(sess, SY_LOG_INFO, "server refused login: %s %s",
+                               f.sqlstate ? f.sqlstate : "(no SQLSTATE)", f.message ? f.message : "");
+            sy_conn_send(&sess->client, c->buf, (size_t)total);
+            sy_session_close(sess, "server refused login");
+            return -1;
+        }
+        if (type == PG_BE_NOTICE) {
+            sy_conn_send(&sess->client, c->buf, (size_t)total);
+            sy_conn_consume(c, (size_t)total);
+            continue;
+        }
+        int rc = server_auth_request(sess, ps, c->buf, (size_t)total);
+        if (sess->phase == SY_PHASE_CLOSING)
+            return -1;
+        if (rc < 0) {
+            sess->proxy->protocol_errors++;
+            pg_session_fail(sess, "08P01", "the server sent a malformed authentication request");
+            return -1;
+        }
+        if (rc == 1) {
+            /* AuthenticationOk: the client gets the server's own, then everything after it. */
+            if (sy_conn_send(&sess->client, c->buf, (size_t)total) != 0)
+                return -1;
+            sy_conn_consume(c, (size_t)total);
+            return pg_session_start_relay(sess);
+        }
+        sy_conn_consume(c, (size_t)total);
+    }
+    return 0;
+}
+
+void pg_auth_free(struct pg_sess *ps)
+{
+    OPENSSL_cleanse(ps->secret, sizeof(ps->secret));
+    OPENSSL_cleanse(ps->password, sizeof(ps->password));
+    OPENSSL_cleanse(ps->client_key, sizeof(ps->client_key));
+    OPENSSL_cleanse(&ps->verifier, sizeof(ps->verifier));
+    OPENSSL_cleanse(ps->sl_server_key, sizeof(ps->sl_server_key));
+}

@@ -1,0 +1,114 @@
+/*
+ * Per-session state of the PostgreSQL plug-in, shared by pg_session.c (startup phase and relay)
+ * and pg_auth.c (authenticating the client, then logging into the server). Private to proxy/.
+ */
+#ifndef SY_PG_SESSION_H
+#define SY_PG_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pg_crypto.h"
+#include "protocol/pg/pg_proto.h"
+#include "protocol/pg/pg_scram.h"
+#include "proxy.h"
+
+#define PG_PARAMS_MAX 32
+
+enum pg_sess_stage {
+    PG_STAGE_STARTUP = 0,      /* reading startup-phase packets from the client */
+    PG_STAGE_CLIENT_AUTH = 1,  /* Switchyard authenticating the client */
+    PG_STAGE_SERVER_LOGIN = 2, /* client held; Switchyard logging into the server */
+    PG_STAGE_RELAY = 3,        /* framing typed messages both ways */
+};
+
+/* What the client is expected to send next while it authenticates. */
+enum pg_client_auth_step {
+    PG_CA_PASSWORD = 1,     /* a cleartext PasswordMessage */
+    PG_CA_MD5 = 2,          /* an md5 PasswordMessage */
+    PG_CA_SASL_INITIAL = 3, /* SASLInitialResponse with the client-first-message */
+    PG_CA_SASL_FINAL = 4,   /* SASLResponse with the client-final-message */
+};
+
+/* Where Switchyard's own login into the server stands. */
+enum pg_server_login_step {
+    PG_SL_CONNECTING = 1, /* TCP connect in progress */
+    PG_SL_TLS_ANSWER = 2, /* SSLRequest sent, waiting for 'S' or 'N' */
+    PG_SL_TLS = 3,        /* TLS handshake with the server */
+    PG_SL_AUTH = 4,       /* StartupMessage sent, answering the server's requests */
+};
+
+struct pg_sess {
+    enum pg_sess_stage stage;
+    struct pg_scan fe; /* client to server (relay) */
+    struct pg_scan be; /* server to client (relay) */
+    uint8_t ssl_seen, gss_seen, terminating;
+    uint8_t direct_tls;     /* the client opened with TLS, no SSLRequest (PostgreSQL 17) */
+    uint8_t in_copy;        /* a CopyIn/CopyOut/CopyBoth response was seen, until ReadyForQuery */
+    uint8_t ext_open;       /* extended-query messages sent since the last Sync */
+    uint32_t pending_ready; /* ReadyForQuery replies the client still waits for */
+    uint32_t proxy_pid;     /* the BackendKeyData the client was given */
+    uint8_t proxy_key[256];
+    uint32_t server_pid;    /* the server's own BackendKeyData */
+    uint8_t server_key[256];
+    size_t key_len;         /* 0 until the server sent BackendKeyData */
+    size_t nparams;
+    char *params[PG_PARAMS_MAX]; /* "name\0value\0" from ParameterStatus */
+
+    /* The client's StartupMessage, kept to log into servers on its behalf. */
+    uint8_t *startup;
+    size_t startup_len;
+
+    /* Client authentication. */
+    enum sy_auth_type auth;
+    enum pg_client_auth_step ca_step;
+    int user_known;         /* the user has a usable secret */
+    char secret[1100];      /* the user's secret (plain, md5 or SCRAM verifier); wiped on free */
+    int secret_kind;        /* enum sy_secret_kind */
+    uint8_t md5_salt[4];
+    struct pg_scram_verifier verifier;
+    char nonce[PG_SCRAM_NONCE_MAX + 1]; /* client nonce + server nonce */
+    size_t client_nonce_len;
+    char client_first_bare[PG_SCRAM_MSG_MAX];
+    size_t client_first_bare_len;
+    char server_first[PG_SCRAM_MSG_MAX];
+    size_t server_first_len;
+    char gs2_header[64];
+    uint8_t client_key[PG_CRYPTO_KEY_LEN]; /* recovered from the client's SCRAM proof */
+    int have_client_key;
+    char password[1024];    /* a cleartext password the client gave; wiped on free */
+    int have_password;
+
+    /* Switchyard's login into the server. */
+    enum pg_server_login_step sl_step;
+    char sl_nonce[PG_CRYPTO_NONCE_LEN + 1];
+    char sl_client_first_bare[PG_SCRAM_MSG_MAX];
+    size_t sl_client_first_bare_len;
+    uint8_t sl_server_key[PG_CRYPTO_KEY_LEN];
+    char sl_auth_message[3 * PG_SCRAM_MSG_MAX];
+    size_t sl_auth_message_len;
+};
+
+static inline struct pg_sess *pg_sess_of(struct sy_session *sess) { return sess->proto_state; }
+
+/* pg_auth.c */
+/* Starts authenticating the client after its StartupMessage. Returns 0 or -1 (closed). */
+int pg_auth_client_begin(struct sy_session *sess);
+/* Handles client bytes during PG_STAGE_CLIENT_AUTH. */
+int pg_auth_client_data(struct sy_session *sess);
+/* The server TCP connection is open: TLS negotiation or the StartupMessage. */
+int pg_auth_server_connected(struct sy_session *sess);
+/* The TLS handshake with the server is done. */
+int pg_auth_server_tls_ready(struct sy_session *sess);
+/* Handles server bytes during PG_STAGE_SERVER_LOGIN. */
+int pg_auth_server_data(struct sy_session *sess);
+/* Wipes secrets. */
+void pg_auth_free(struct pg_sess *ps);
+
+/* pg_session.c */
+/* Login is complete: relay from here on (called when the server sent AuthenticationOk). */
+int pg_session_start_relay(struct sy_session *sess);
+/* Sends the client an error in PostgreSQL's form (FATAL) and closes the session. */
+void pg_session_fail(struct sy_session *sess, const char *sqlstate, const char *message);
+
+#endif
