@@ -76,11 +76,26 @@ remove_socket_dirs() {
 }
 
 # init_side DIR SIDE PORT: initdb and configuration for one side (runs in the background).
+# Both servers take TLS (the test CA's localhost certificate, from DIR/certs) and ask each test
+# role for the password method its name says; postgres itself is trusted, as the other tests
+# expect.
 init_side() {
-    local dir=$1 side=$2 port=$3 sockdir
-    pglib_initdb "$dir/$side" || return 1
+    local dir=$1 side=$2 port=$3 sockdir data
+    data=$dir/$side
+    pglib_initdb "$data" || return 1
     sockdir=$(cat "$dir/$side.socket_dir")
-    pglib_configure "$dir/$side" "$port" "$sockdir" || return 1
+    pglib_configure "$data" "$port" "$sockdir" "ssl = on" "ssl_cert_file = 'server.crt'" \
+        "ssl_key_file = 'server.key'" "password_encryption = 'scram-sha-256'" || return 1
+    cp "$dir/certs/server.crt" "$dir/certs/server.key" "$data/"
+    chmod 0600 "$data/server.key"
+    cat >"$data/pg_hba.conf" <<'HBA'
+local all all trust
+host all postgres 127.0.0.1/32 trust
+host all /^md5_ 127.0.0.1/32 md5
+host all /^pw_ 127.0.0.1/32 password
+host all all 127.0.0.1/32 scram-sha-256
+HBA
+    pglib_own "$data/server.crt" "$data/server.key" "$data/pg_hba.conf"
 }
 
 cmd_start() {
@@ -103,6 +118,12 @@ cmd_start() {
         fi
         echo "$sockdir" >"$dir/$side.socket_dir"
     done
+
+    # The test CA and certificates, shared by both servers and the TLS tests.
+    "$(dirname "${BASH_SOURCE[0]}")/make_certs.sh" "$dir/certs" >/dev/null ||
+        pglib_die "could not make test certificates"
+    chmod 0755 "$dir/certs"
+    chmod 0644 "$dir/certs/"*.crt
 
     # initdb both at once: it is most of the start-up time.
     for i in "${!SIDES[@]}"; do
@@ -145,6 +166,7 @@ cmd_start() {
         echo "PGUSER=postgres"
         echo "PG_BIN=$PG_BIN"
         echo "TEST_DIR=$dir"
+        echo "CERT_DIR=$dir/certs"
         echo "BLUE_DATA=$dir/blue"
         echo "GREEN_DATA=$dir/green"
         echo "BLUE_LOG=$dir/blue.log"
