@@ -10,9 +10,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "auth_query.h"
 #include "config/auth_file.h"
 #include "log.h"
 #include "pg_crypto.h"
+#include "pg_session.h"
 #include "proxy.h"
 #include "sy_version.h"
 #include "tls.h"
@@ -235,6 +237,7 @@ static void finish(void)
     close_if_open((uv_handle_t *)&shutdown_timer);
     struct runtime none = {0};
     runtime_install(&none);
+    sy_auth_query_stop();
     sy_info("stopped");
 }
 
@@ -331,6 +334,8 @@ int main(int argc, char **argv)
         return 1;
     }
     if (sy_proxy_listen(&proxy) != 0 || sy_admin_start(&proxy) != 0)
+        return 1;
+    if (sy_auth_query_start(&proxy, pg_auth_query_done) != 0)
         return 1;
     uv_signal_init(proxy.loop, &sig_term);
     uv_signal_init(proxy.loop, &sig_int);

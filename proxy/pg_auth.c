@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth_query.h"
 #include "config/auth_file.h"
 #include "log.h"
 #include "pg_session.h"
@@ -127,6 +128,8 @@ static int client_authenticated(struct sy_session *sess)
     return sy_session_connect_server(sess);
 }
 
+static int auth_challenge(struct sy_session *sess);
+
 int pg_auth_client_begin(struct sy_session *sess)
 {
     struct pg_sess *ps = pg_sess_of(sess);
@@ -134,6 +137,57 @@ int pg_auth_client_begin(struct sy_session *sess)
     ps->auth = sy_config_user_auth(cfg, sess->user);
     ps->stage = PG_STAGE_CLIENT_AUTH;
     load_secret(sess, ps);
+    if (!ps->user_known && cfg->auth_user[0] &&
+        (ps->auth == SY_AUTH_SCRAM || ps->auth == SY_AUTH_MD5 || ps->auth == SY_AUTH_PASSWORD)) {
+        /* Not in the auth file: ask the active database, and hold the client meanwhile. */
+        if (sy_auth_query_submit(sess) != 0) {
+            pg_session_fail(sess, "53200", "switchyard is out of memory");
+            return -1;
+        }
+        ps->waiting_query = 1;
+        sy_conn_pause(&sess->client);
+        return 0;
+    }
+    return auth_challenge(sess);
+}
+
+/* What kind of secret a string is, the way PostgreSQL tells them apart. */
+static int secret_kind_of(const char *s)
+{
+    size_t n = strlen(s);
+    if (strncmp(s, "SCRAM-SHA-256$", 14) == 0)
+        return SY_SECRET_SCRAM;
+    if (n == 35 && strncmp(s, "md5", 3) == 0 && strspn(s + 3, "0123456789abcdef") == 32)
+        return SY_SECRET_MD5;
+    return n ? SY_SECRET_PLAIN : SY_SECRET_NONE;
+}
+
+void pg_auth_query_done(struct sy_session *sess, enum sy_aq_result result, const char *secret)
+{
+    struct pg_sess *ps = pg_sess_of(sess);
+    if (!ps->waiting_query || sess->phase == SY_PHASE_CLOSING)
+        return;
+    ps->waiting_query = 0;
+    if (result == SY_AQ_ERROR) {
+        pg_session_fail(sess, "08006",
+                        "switchyard could not look up the user with auth_query; see its log");
+        return;
+    }
+    if (result == SY_AQ_FOUND && strlen(secret) < sizeof(ps->secret)) {
+        snprintf(ps->secret, sizeof(ps->secret), "%s", secret);
+        ps->secret_kind = secret_kind_of(secret);
+        ps->user_known = ps->secret_kind != SY_SECRET_NONE;
+    }
+    sy_conn_resume(&sess->client);
+    if (auth_challenge(sess) == 0 && sess->phase != SY_PHASE_CLOSING)
+        sy_conn_pump(&sess->client);
+}
+
+/* Asks the client to prove who it is, by the method configured for its user. */
+static int auth_challenge(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg_sess_of(sess);
+    const struct sy_config *cfg = &sess->proxy->cfg;
     switch (ps->auth) {
     case SY_AUTH_TRUST:
         return client_authenticated(sess);

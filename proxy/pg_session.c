@@ -295,7 +295,7 @@ static int pg_client_data(struct sy_session *sess)
         return 0;
     }
     if (ps->stage == PG_STAGE_CLIENT_AUTH)
-        return pg_auth_client_data(sess);
+        return ps->waiting_query ? 0 : pg_auth_client_data(sess);
     if (ps->stage != PG_STAGE_RELAY)
         return 0;
     size_t pos = c->ready;

@@ -63,6 +63,7 @@ struct pg_sess {
     enum sy_auth_type auth;
     enum pg_client_auth_step ca_step;
     int user_known;         /* the user has a usable secret */
+    int waiting_query;      /* an auth_query lookup is out for this session */
     char secret[1100];      /* the user's secret (plain, md5 or SCRAM verifier); wiped on free */
     int secret_kind;        /* enum sy_secret_kind */
     uint8_t md5_salt[4];
@@ -104,6 +105,9 @@ int pg_auth_server_tls_ready(struct sy_session *sess);
 int pg_auth_server_data(struct sy_session *sess);
 /* Wipes secrets. */
 void pg_auth_free(struct pg_sess *ps);
+/* An auth_query lookup came back (see auth_query.h). */
+#include "auth_query.h"
+void pg_auth_query_done(struct sy_session *sess, enum sy_aq_result result, const char *secret);
 
 /* pg_session.c */
 /* Login is complete: relay from here on (called when the server sent AuthenticationOk). */
