@@ -587,6 +587,71 @@ static void test_load_errors(void **state)
     unlink(path);
 }
 
+
+/* ---- authentication and TLS keys ---- */
+
+static void test_auth_and_tls_keys(void **state)
+{
+    struct sy_config cfg;
+    parse_ok(MINIMAL, &cfg);
+    assert_int_equal(cfg.auth_type, SY_AUTH_SCRAM);
+    assert_int_equal(cfg.client_tls, SY_CLIENT_TLS_DISABLE);
+    assert_int_equal(cfg.server[SY_BLUE].tls, SY_SERVER_TLS_PREFER);
+    assert_int_equal(cfg.server[SY_GREEN].tls, SY_SERVER_TLS_PREFER);
+    assert_string_equal(cfg.auth_dbname, "postgres");
+    assert_non_null(strstr(cfg.auth_query, "pg_catalog.pg_authid"));
+    parse_ok("[switchyard]\nlisten = 127.0.0.1:6432\nauth_type = md5\nauth_file = /etc/u.txt\n"
+             "auth_user = sy\nauth_password = \"p;w\"\nauth_dbname = db\n"
+             "auth_allow_cleartext_without_tls = on\nclient_tls = require\n"
+             "client_tls_cert = /c.crt\nclient_tls_key = /c.key\nclient_tls_ca = /ca.crt\n"
+             "[blue]\nhost = b\nport = 1\nserver_tls = verify-full\nserver_tls_ca = /b.crt\n"
+             "[green]\nhost = g\nport = 2\nserver_tls = disable\n"
+             "[users]\nalice = trust\nbob = CERT\n",
+             &cfg);
+    assert_int_equal(cfg.auth_type, SY_AUTH_MD5);
+    assert_string_equal(cfg.auth_file, "/etc/u.txt");
+    assert_string_equal(cfg.auth_user, "sy");
+    assert_string_equal(cfg.auth_password, "p;w");
+    assert_string_equal(cfg.auth_dbname, "db");
+    assert_int_equal(cfg.auth_cleartext_without_tls, 1);
+    assert_int_equal(cfg.client_tls, SY_CLIENT_TLS_REQUIRE);
+    assert_string_equal(cfg.client_tls_ca, "/ca.crt");
+    assert_int_equal(cfg.server[SY_BLUE].tls, SY_SERVER_TLS_VERIFY_FULL);
+    assert_string_equal(cfg.server[SY_BLUE].tls_ca, "/b.crt");
+    assert_int_equal(cfg.server[SY_GREEN].tls, SY_SERVER_TLS_DISABLE);
+    assert_int_equal(cfg.nuser_auth, 2);
+    assert_int_equal(sy_config_user_auth(&cfg, "alice"), SY_AUTH_TRUST);
+    assert_int_equal(sy_config_user_auth(&cfg, "bob"), SY_AUTH_CERT);
+    assert_int_equal(sy_config_user_auth(&cfg, "carol"), SY_AUTH_MD5);
+    assert_string_equal(sy_auth_type_name(SY_AUTH_SCRAM), "scram-sha-256");
+    assert_string_equal(sy_server_tls_name(SY_SERVER_TLS_VERIFY_CA), "verify-ca");
+}
+
+static void test_auth_and_tls_errors(void **state)
+{
+    parse_err("[switchyard]\nlisten = 127.0.0.1:1\nauth_type = kerberos\n" SIDES, "t.ini:3: ",
+              "auth_type must be scram-sha-256, md5, password, trust or cert, not 'kerberos'");
+    parse_err("[switchyard]\nlisten = 127.0.0.1:1\nclient_tls = maybe\n" SIDES, "t.ini:3: ",
+              "client_tls must be disable, allow or require");
+    parse_err("[switchyard]\nlisten = 127.0.0.1:1\nclient_tls = allow\n" SIDES, "t.ini:1: ",
+              "client_tls_cert and client_tls_key");
+    parse_err("[switchyard]\nlisten = 127.0.0.1:1\nauth_type = cert\n" SIDES, "t.ini:1: ",
+              "auth_type cert needs client_tls");
+    parse_err("[switchyard]\nlisten = 127.0.0.1:1\nauth_query = SELECT 1\n" SIDES, "t.ini:3: ",
+              "auth_query must use $1");
+    parse_err("[switchyard]\nlisten = 127.0.0.1:1\nauth_allow_cleartext_without_tls = yes\n" SIDES,
+              "t.ini:3: ", "must be on or off");
+    parse_err("[switchyard]\nlisten = 127.0.0.1:1\n[blue]\nhost = b\nport = 1\n"
+              "server_tls = verify-full\n[green]\nhost = g\nport = 2\n",
+              "t.ini:6: ", "server_tls = verify-full in [blue] needs server_tls_ca");
+    parse_err("[switchyard]\nlisten = 127.0.0.1:1\n[blue]\nhost = b\nport = 1\n"
+              "server_tls = sometimes\n[green]\nhost = g\nport = 2\n",
+              "t.ini:6: ", "server_tls in [blue] must be disable, prefer");
+    parse_err(MINIMAL "[users]\nalice = md5\nalice = trust\n", "t.ini:11: ",
+              "user 'alice' appears twice in [users]");
+    parse_err(MINIMAL "[users]\nalice = magic\n", "t.ini:10: ", "must be scram-sha-256");
+}
+
 static void test_side_name(void **state)
 {
     assert_string_equal(sy_side_name(SY_BLUE), "blue");
@@ -618,6 +683,8 @@ int main(void)
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_side_name),
+        cmocka_unit_test(test_auth_and_tls_keys),
+        cmocka_unit_test(test_auth_and_tls_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
