@@ -158,14 +158,14 @@ static struct json_object *cmd_clients(struct sy_proxy *p, int argc, char **argv
         add_int(o, "age_s", (int64_t)((now - s->started_ms) / 1000));
         add_int(o, "queries", (int64_t)s->queries);
         add_int(o, "bytes_in", (int64_t)s->client.bytes_in);
-        add_int(o, "bytes_out", (int64_t)s->server.bytes_in);
+        add_int(o, "bytes_out", (int64_t)(s->server ? s->server->bytes_in : 0));
         char tls[96] = "none";
         if (s->client.tls)
             sy_tls_describe(s->client.tls, tls, sizeof(tls));
         add_str(o, "client_tls", tls);
         snprintf(tls, sizeof(tls), "none");
-        if (s->server.tls)
-            sy_tls_describe(s->server.tls, tls, sizeof(tls));
+        if (s->server && s->server->tls)
+            sy_tls_describe(s->server->tls, tls, sizeof(tls));
         add_str(o, "server_tls", tls);
         json_object_array_add(arr, o);
     }

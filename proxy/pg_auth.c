@@ -452,7 +452,7 @@ static int send_startup(struct sy_session *sess, struct pg_sess *ps)
     if (!pkt)
         return -1;
     int len = pg_fe_write_startup(pkt, ps->startup_len + 16, PG_PROTO_V3, params, n);
-    int rc = len > 0 ? sy_conn_send(&sess->server, pkt, (size_t)len) : -1;
+    int rc = len > 0 ? sy_conn_send(sess->server, pkt, (size_t)len) : -1;
     free(pkt);
     ps->sl_step = PG_SL_AUTH;
     return rc;
@@ -467,7 +467,7 @@ int pg_auth_server_connected(struct sy_session *sess)
         pg_put_u32(req, 8);
         pg_put_u32(req + 4, PG_CODE_SSL);
         ps->sl_step = PG_SL_TLS_ANSWER;
-        return sy_conn_send_raw(&sess->server, req, sizeof(req));
+        return sy_conn_send_raw(sess->server, req, sizeof(req));
     }
     return send_startup(sess, ps);
 }
@@ -479,7 +479,7 @@ int pg_auth_server_tls_ready(struct sy_session *sess)
 
 static int tls_answer(struct sy_session *sess, struct pg_sess *ps)
 {
-    struct sy_conn *c = &sess->server;
+    struct sy_conn *c = sess->server;
     const struct sy_server_config *sc = &sess->proxy->cfg.server[sess->side];
     uint8_t answer = c->buf[0];
     if (answer == 'S') {
@@ -536,7 +536,7 @@ static int sasl_start(struct sy_session *sess, struct pg_sess *ps, const struct 
     memcpy(ps->sl_client_first_bare, first + bare_off, ps->sl_client_first_bare_len);
     uint8_t msg[PG_SCRAM_MSG_MAX + 64];
     int m = pg_scram_fe_write_sasl_initial(msg, sizeof(msg), PG_SCRAM_MECHANISM, first, (size_t)n);
-    return m > 0 ? sy_conn_send(&sess->server, msg, (size_t)m) : -1;
+    return m > 0 ? sy_conn_send(sess->server, msg, (size_t)m) : -1;
 }
 
 /* The keys to answer the server's SCRAM challenge with, for its salt and iteration count. */
@@ -595,7 +595,7 @@ static int sasl_continue(struct sy_session *sess, struct pg_sess *ps, const stru
     int f = pg_scram_fe_write_client_final(final, sizeof(final), without, (size_t)w, proof);
     uint8_t msg[PG_SCRAM_MSG_MAX + 16];
     int m = f > 0 ? pg_scram_fe_write_sasl_response(msg, sizeof(msg), final, (size_t)f) : -1;
-    return m > 0 ? sy_conn_send(&sess->server, msg, (size_t)m) : -1;
+    return m > 0 ? sy_conn_send(sess->server, msg, (size_t)m) : -1;
 }
 
 static int sasl_final(struct sy_session *sess, struct pg_sess *ps, const struct pg_scram_auth_sasl *a)
@@ -621,7 +621,7 @@ static int answer_password(struct sy_session *sess, struct pg_sess *ps, const ch
     msg[0] = PG_FE_PASSWORD;
     pg_put_u32(msg + 1, (uint32_t)(n + 5));
     memcpy(msg + 5, pw, n + 1);
-    int rc = sy_conn_send(&sess->server, msg, n + 6);
+    int rc = sy_conn_send(sess->server, msg, n + 6);
     OPENSSL_cleanse(msg, n + 6);
     free(msg);
     return rc;
@@ -660,7 +660,8 @@ static int server_auth_request(struct sy_session *sess, struct pg_sess *ps, cons
         if (rc < 0) {
             server_login_failed(sess, "28000",
                                 "switchyard cannot log into the %s server as %s: it asks for md5 "
-                                "and switchyard has neither the password nor its md5 hash%s",
+                                "and switchyard has neither the password nor its md5 hash%s "
+                                "(put either in auth_file)",
                                 NULL);
             return -1;
         }
@@ -689,7 +690,7 @@ static int server_auth_request(struct sy_session *sess, struct pg_sess *ps, cons
 int pg_auth_server_data(struct sy_session *sess)
 {
     struct pg_sess *ps = pg_sess_of(sess);
-    struct sy_conn *c = &sess->server;
+    struct sy_conn *c = sess->server;
     if (ps->sl_step == PG_SL_TLS_ANSWER)
         return c->len > 0 ? tls_answer(sess, ps) : 0;
     while (ps->stage == PG_STAGE_SERVER_LOGIN && c->len > 0) {

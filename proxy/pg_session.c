@@ -235,7 +235,7 @@ int pg_session_start_relay(struct sy_session *sess)
     sy_conn_resume(&sess->client);
     /* What the server sent after AuthenticationOk (ParameterStatus, BackendKeyData,
      * ReadyForQuery) goes through the relay like everything after it. */
-    if (sess->server.len > 0 && sess->proxy->ops->server_data(sess) != 0)
+    if (sess->server && sess->server->len > 0 && sess->proxy->ops->server_data(sess) != 0)
         return -1;
     sy_conn_pump(&sess->client);
     return 0;
@@ -412,7 +412,7 @@ static int server_message(struct sy_session *sess, struct pg_sess *ps, uint8_t *
 static int pg_server_data(struct sy_session *sess)
 {
     struct pg_sess *ps = pg(sess);
-    struct sy_conn *c = &sess->server;
+    struct sy_conn *c = sess->server;
     if (ps->stage == PG_STAGE_SERVER_LOGIN)
         return pg_auth_server_data(sess);
     if (ps->stage != PG_STAGE_RELAY)
@@ -531,7 +531,7 @@ int sy_pg_cancel(struct sy_proxy *p, uint32_t pid, const uint8_t *key, size_t ke
         if (ps->key_len == 0 || ps->proxy_pid != pid || ps->key_len != key_len ||
             !key_equal(ps->proxy_key, key, key_len))
             continue;
-        if (!s->server.open)
+        if (!s->server || !s->server->open)
             return 1;
         struct cancel_req *r = calloc(1, sizeof(*r));
         if (!r)

@@ -32,6 +32,7 @@ struct sy_conn {
     size_t ready;
     uint32_t inflight; /* this connection's bytes queued on the peer: reading is stopped meanwhile */
     uv_write_t wreq;   /* the queued write of those bytes */
+    uint32_t pending_writes; /* uv_write requests on this connection whose callbacks are due */
     uint8_t open;      /* the handle is initialised and not yet closing */
     uint8_t reading;   /* uv_read_start is in force */
     uint8_t eof;       /* the peer closed its side */
@@ -87,8 +88,8 @@ struct sy_session {
     enum sy_tx_state tx;
     enum sy_side side;     /* which database the server connection goes to */
     struct sy_conn client;
-    struct sy_conn server;
-    uint8_t server_wanted; /* a server connection was started (its handle needs closing) */
+    struct sy_conn *server; /* NULL until a server connection is started; its own allocation, so
+                               a warm one can take its place */
     uv_timer_t timer;      /* login timeout, server connect timeout, close linger */
     uint8_t timer_open;
     uint8_t server_counted; /* counted in proxy->side[side].server_conns */

@@ -71,6 +71,25 @@ static void on_handle_closed(uv_handle_t *h)
     session_maybe_free(sess);
 }
 
+/* A connection's handle is closed: a server connection (its own allocation) is freed here; the
+ * session it served, if any, may now be complete. */
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct sy_conn *c = (struct sy_conn *)h; /* tcp is the first member */
+    struct sy_session *sess = c->sess;
+    if (c->is_server) {
+        if (sess && sess->server == c)
+            sess->server = NULL;
+        sy_tls_conn_free(c->tls);
+        free(c->buf);
+        free(c);
+    }
+    if (sess) {
+        sess->handles_open--;
+        session_maybe_free(sess);
+    }
+}
+
 static void session_maybe_free(struct sy_session *sess)
 {
     if (sess->handles_open > 0)
@@ -79,19 +98,17 @@ static void session_maybe_free(struct sy_session *sess)
         sess->proxy->ops->session_free(sess);
     free(sess->proto_state);
     sy_tls_conn_free(sess->client.tls);
-    sy_tls_conn_free(sess->server.tls);
     free(sess->client.buf);
-    free(sess->server.buf);
     free(sess);
 }
 
 static void conn_close(struct sy_conn *c)
 {
-    if (!c->open)
+    if (!c || !c->open)
         return;
     c->open = 0;
     c->reading = 0;
-    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
 static void on_client_shutdown(uv_shutdown_t *req, int status)
@@ -139,7 +156,7 @@ void sy_session_close(struct sy_session *sess, const char *reason)
         sess->proxy->side[sess->side].server_conns--;
         sess->server_counted = 0;
     }
-    conn_close(&sess->server);
+    conn_close(sess->server);
     if (sess->timer_open)
         uv_timer_stop(&sess->timer);
     /* Let the client read what is queued to it (an error message, the server's last words),
@@ -172,8 +189,12 @@ void sy_session_fail(struct sy_session *sess, const char *code, const char *mess
 {
     if (sess->phase == SY_PHASE_CLOSING)
         return;
-    sess->proxy->ops->client_error(sess, code, message);
-    sy_session_close(sess, message);
+    /* Before the client's TLS handshake is done nothing can be sent to it; trying would close
+     * the session as "TLS encryption failed" and lose the real reason. */
+    if (!(sess->client.tls && sess->client.tls_handshaking))
+        sess->proxy->ops->client_error(sess, code, message);
+    if (sess->phase != SY_PHASE_CLOSING)
+        sy_session_close(sess, message);
 }
 
 /* ---- timers ---- */
@@ -232,7 +253,10 @@ static void tls_fail(struct sy_conn *c, const char *what)
     snprintf(msg, sizeof(msg), "TLS %s %s failed: %s", what,
              c->is_server ? "with the server" : "with the client", sy_tls_conn_error(c->tls));
     conn_tls_flush(c); /* an alert may tell the peer why */
-    sy_session_fail(c->sess, "08P01", msg);
+    if (c->is_server)
+        sy_session_fail(c->sess, "08P01", msg);
+    else
+        sy_session_close(c->sess, msg); /* the client's TLS is broken: nothing more reaches it */
 }
 
 /* Runs the handshake and decrypts what the engine holds into the plaintext buffer, handing
@@ -270,7 +294,13 @@ static void conn_tls_input(struct sy_conn *c)
             }
             conn_tls_flush(c);
             if (r == SY_TLS_E_CLOSED) {
-                sy_session_close(sess, c->is_server ? "server closed TLS" : "client closed TLS");
+                /* The records before close_notify are the peer's last words (a server's FATAL
+                 * "role is not permitted to log in", a client's Terminate): pass them on
+                 * before closing, as a plaintext connection's bytes before EOF are. */
+                if (c->len > before)
+                    dispatch(c);
+                if (sess->phase != SY_PHASE_CLOSING)
+                    sy_session_close(sess, c->is_server ? "server closed TLS" : "client closed TLS");
                 return;
             }
             if (r < 0) {
@@ -281,14 +311,16 @@ static void conn_tls_input(struct sy_conn *c)
         }
         if (sess->phase == SY_PHASE_CLOSING)
             return;
-        if (c->len == before && c->len == c->ready)
-            return; /* nothing new */
-        size_t held = c->len;
+        int got = c->len > before;
+        if (!got && c->len == c->ready)
+            return; /* nothing to hand over */
         dispatch(c);
         if (sess->phase == SY_PHASE_CLOSING || !c->reading || c->inflight)
             return; /* resumed later with sy_conn_pump */
-        if (!sy_tls_has_buffered(c->tls) || (c->len == held && held == c->cap))
-            return; /* wait for the socket, or no room to make progress */
+        /* Go round again only while records keep yielding plaintext: a partial record waits
+         * for the socket. */
+        if (!got || !sy_tls_has_buffered(c->tls))
+            return;
     }
 }
 
@@ -371,15 +403,17 @@ void sy_conn_consume(struct sy_conn *c, size_t n)
 
 static struct sy_conn *conn_peer(struct sy_conn *c)
 {
-    return c->is_server ? &c->sess->client : &c->sess->server;
+    return c->is_server ? &c->sess->client : c->sess->server;
 }
 
 static void on_forward_written(uv_write_t *req, int status)
 {
     struct sy_conn *c = req->data;
     struct sy_session *sess = c->sess;
+    struct sy_conn *target = (struct sy_conn *)req->handle; /* tcp is the first member */
     size_t n = c->inflight;
     c->inflight = 0;
+    target->pending_writes--;
     if (status < 0) {
         if (status != UV_ECANCELED)
             sy_session_close(sess, c->is_server ? "write to client failed" : "write to server failed");
@@ -401,7 +435,7 @@ int sy_conn_forward(struct sy_conn *c)
         p->bytes_server_to_client += n;
     else
         p->bytes_client_to_server += n;
-    if (!peer->open) {
+    if (!peer || !peer->open) {
         sy_conn_consume(c, n);
         return 0;
     }
@@ -439,6 +473,7 @@ int sy_conn_forward(struct sy_conn *c)
         sy_session_close(c->sess, c->is_server ? "write to client failed" : "write to server failed");
         return -1;
     }
+    peer->pending_writes++;
     c->inflight = (uint32_t)(n - done);
     sy_conn_pause(c);
     return 0;
@@ -448,6 +483,9 @@ static void on_send_written(uv_write_t *req, int status)
 {
     struct sy_conn *c = req->data;
     free((struct send_req *)req); /* req is its first member */
+    c->pending_writes--;
+    if (!c->sess)
+        return; /* a detached connection: nobody to tell */
     if (status < 0) {
         if (status != UV_ECANCELED)
             sy_session_close(c->sess, c->is_server ? "write to server failed" : "write to client failed");
@@ -512,6 +550,7 @@ int sy_conn_send_raw(struct sy_conn *c, const void *data, size_t len)
         sy_session_close(c->sess, c->is_server ? "write to server failed" : "write to client failed");
         return -1;
     }
+    c->pending_writes++;
     return 0;
 }
 
@@ -558,6 +597,17 @@ static int conn_init(struct sy_session *sess, struct sy_conn *c, int is_server)
     return 0;
 }
 
+/* A new server connection for sess, its own allocation (see on_conn_closed). */
+static struct sy_conn *server_conn_new(struct sy_session *sess)
+{
+    struct sy_conn *c = calloc(1, sizeof(*c));
+    if (c && conn_init(sess, c, 1) != 0) {
+        free(c);
+        c = NULL;
+    }
+    return c;
+}
+
 static void on_server_connect(uv_connect_t *req, int status)
 {
     struct sy_session *sess = req->data;
@@ -579,22 +629,22 @@ static void on_server_connect(uv_connect_t *req, int status)
     p->side[sess->side].healthy = 1;
     p->side[sess->side].server_conns++;
     sess->server_counted = 1;
-    uv_tcp_nodelay(&sess->server.tcp, 1);
-    uv_tcp_keepalive(&sess->server.tcp, 1, 60);
-    sy_conn_resume(&sess->server);
+    uv_tcp_nodelay(&sess->server->tcp, 1);
+    uv_tcp_keepalive(&sess->server->tcp, 1, 60);
+    sy_conn_resume(sess->server);
     p->ops->server_connected(sess);
 }
 
 int sy_session_connect_server(struct sy_session *sess)
 {
     struct sy_proxy *p = sess->proxy;
-    if (conn_init(sess, &sess->server, 1) != 0) {
+    sess->server = server_conn_new(sess);
+    if (!sess->server) {
         sy_session_fail(sess, "53200", "switchyard is out of memory");
         return -1;
     }
-    sess->server_wanted = 1;
     sess->connect_req.data = sess;
-    int rc = uv_tcp_connect(&sess->connect_req, &sess->server.tcp,
+    int rc = uv_tcp_connect(&sess->connect_req, &sess->server->tcp,
                             (const struct sockaddr *)&p->server_addr[sess->side], on_server_connect);
     if (rc != 0) {
         char msg[256];
