@@ -93,6 +93,7 @@ struct sy_session {
     uv_timer_t timer;      /* login timeout, server connect timeout, close linger */
     uint8_t timer_open;
     uint8_t server_counted; /* counted in proxy->side[side].server_conns */
+    uint8_t connecting;     /* the server TCP connect is in progress */
     const char *timeout_code;    /* what the session fails with when the timer fires */
     const char *timeout_message;
     uv_connect_t connect_req;
