@@ -508,6 +508,13 @@ static int tls_answer(struct sy_session *sess, struct pg_sess *ps)
     return -1;
 }
 
+/* Whether the client authenticated to Switchyard with a password-based method: then a server
+ * that refuses the login must be allowed to say so itself (see sasl_continue). */
+static int client_proved_password(const struct pg_sess *ps)
+{
+    return ps->auth == SY_AUTH_SCRAM || ps->auth == SY_AUTH_MD5 || ps->auth == SY_AUTH_PASSWORD;
+}
+
 static int sasl_start(struct sy_session *sess, struct pg_sess *ps, const struct pg_scram_auth_sasl *a)
 {
     if (!a->offers_scram) {
@@ -516,7 +523,7 @@ static int sasl_start(struct sy_session *sess, struct pg_sess *ps, const struct 
         return -1;
     }
     if (!ps->have_password && !ps->have_client_key &&
-        !(ps->user_known && ps->secret_kind == SY_SECRET_PLAIN)) {
+        !(ps->user_known && ps->secret_kind == SY_SECRET_PLAIN) && !client_proved_password(ps)) {
         server_login_failed(sess, "28000",
                             "switchyard cannot log into the %s server as %s: it asks for SCRAM "
                             "and switchyard has neither the password nor the client's SCRAM "
@@ -571,11 +578,23 @@ static int sasl_continue(struct sy_session *sess, struct pg_sess *ps, const stru
     }
     uint8_t ck[PG_CRYPTO_KEY_LEN], sk[PG_CRYPTO_KEY_LEN], proof[PG_CRYPTO_KEY_LEN];
     if (sasl_keys(ps, salt, sf.salt_len, sf.iterations, ck, sk, ps->sl_server_key) != 0) {
-        server_login_failed(sess, "28000",
-                            "switchyard cannot log into the %s server as %s: the server's SCRAM "
-                            "verifier differs from auth_file's%s (copy the verifier from the "
-                            "server, or store the password)", NULL);
-        return -1;
+        if (!client_proved_password(ps)) {
+            server_login_failed(sess, "28000",
+                                "switchyard cannot log into the %s server as %s: the server's "
+                                "SCRAM verifier differs from auth_file's%s (copy the verifier "
+                                "from the server, or store the password)", NULL);
+            return -1;
+        }
+        /* The client proved a password to us, but the server challenges with another salt:
+         * a stale auth_file entry, or PostgreSQL's mock exchange for a role whose password has
+         * expired. Answer with keys that cannot match, so the server refuses in its own words
+         * (28P01) as it would a direct client, and say why here. */
+        sy_session_log(sess, SY_LOG_WARN, "the %s server's SCRAM salt or iteration count differs "
+                       "from auth_file's verifier (expired password, or a stale entry); the "
+                       "server will refuse this login", sy_side_name(sess->side));
+        if (pg_crypto_random(ck, sizeof(ck)) != 0 || pg_crypto_random(sk, sizeof(sk)) != 0 ||
+            pg_crypto_random(ps->sl_server_key, sizeof(ps->sl_server_key)) != 0)
+            return -1;
     }
     char without[PG_SCRAM_MSG_MAX], final[PG_SCRAM_MSG_MAX];
     int w = pg_scram_fe_write_client_final_without_proof(without, sizeof(without), "n,,", 3, NULL,

@@ -54,6 +54,8 @@ void h_env_load(struct h_env *env)
             snprintf(env->pguser, sizeof(env->pguser), "%s", v);
         else if (!strcmp(line, "PG_BIN"))
             snprintf(env->pg_bin, sizeof(env->pg_bin), "%s", v);
+        else if (!strcmp(line, "CERT_DIR"))
+            snprintf(env->cert_dir, sizeof(env->cert_dir), "%s", v);
     }
     fclose(f);
     if (!env->blue_port || !env->green_port)
@@ -119,6 +121,17 @@ static void remember(pid_t pid)
 int h_proxy_start(struct h_proxy *p, const struct h_env *env, int blue_port, int green_port,
                   const char *extra)
 {
+    struct h_proxy_opts o = {.switchyard_lines = extra};
+    return h_proxy_start_opts(p, env, blue_port, green_port, &o);
+}
+
+int h_proxy_start_opts(struct h_proxy *p, const struct h_env *env, int blue_port, int green_port,
+                       const struct h_proxy_opts *opts)
+{
+    const char *extra = opts ? opts->switchyard_lines : NULL;
+    const char *blue = opts && opts->blue_lines ? opts->blue_lines : "";
+    const char *green = opts && opts->green_lines ? opts->green_lines : "";
+    const char *trailing = opts && opts->trailing ? opts->trailing : "";
     memset(p, 0, sizeof(*p));
     snprintf(p->dir, sizeof(p->dir), "/tmp/sy-test-XXXXXX");
     if (!mkdtemp(p->dir))
@@ -132,11 +145,11 @@ int h_proxy_start(struct h_proxy *p, const struct h_env *env, int blue_port, int
         return -1;
     fprintf(f,
             "[switchyard]\nprotocol = postgres\nlisten = 127.0.0.1:%d\nadmin_socket = %s\n"
-            "log_level = debug\n%s%s\n[blue]\nhost = 127.0.0.1\nport = %d\n[green]\n"
-            "host = 127.0.0.1\nport = %d\n",
+            "log_level = debug\n%s%s\n[blue]\nhost = 127.0.0.1\nport = %d\n%s\n[green]\n"
+            "host = 127.0.0.1\nport = %d\n%s\n%s\n",
             p->port, p->admin_socket,
             extra && strstr(extra, "auth_type") ? "" : "auth_type = trust\n", extra ? extra : "",
-            blue_port, green_port);
+            blue_port, blue, green_port, green, trailing);
     fclose(f);
     char bin[600];
     snprintf(bin, sizeof(bin), "%s/switchyard", env->bin_dir);

@@ -18,6 +18,7 @@ struct h_env {
     char pguser[64];
     char pg_bin[256];
     char bin_dir[512]; /* where switchyard and switchyardctl are */
+    char cert_dir[512]; /* the fixture's test certificates (CERT_DIR; "" if the env has none) */
 };
 
 struct h_proxy {
@@ -41,6 +42,19 @@ int h_free_port(void);
  * Waits until it accepts connections. Returns 0 or -1. */
 int h_proxy_start(struct h_proxy *p, const struct h_env *env, int blue_port, int green_port,
                   const char *extra_switchyard_lines);
+/* What h_proxy_start_opts writes into the config besides listen, admin socket and servers.
+ * Each field is a block of lines (NULL for none). */
+struct h_proxy_opts {
+    const char *switchyard_lines; /* appended to [switchyard]; "auth_type = trust" is added
+                                     unless these set auth_type */
+    const char *blue_lines;       /* appended to [blue] (server_tls = ..., ...) */
+    const char *green_lines;      /* appended to [green] */
+    const char *trailing;         /* after [green]: further sections, such as [users] */
+};
+
+/* h_proxy_start with every part of the config open to the caller. Returns 0 or -1. */
+int h_proxy_start_opts(struct h_proxy *p, const struct h_env *env, int blue_port, int green_port,
+                       const struct h_proxy_opts *opts);
 /* Sends SIGTERM and waits (up to timeout_ms) for exit; returns the exit status or -1. */
 int h_proxy_stop(struct h_proxy *p, int timeout_ms);
 /* Whether the process is still running. */

@@ -220,6 +220,20 @@ pglib_configure() {
     } >>"$data/postgresql.conf"
 }
 
+# pglib_pg_install_cert DATADIR CERT KEY: copies a server certificate and its key into DATADIR
+# as server.crt and server.key, owned by the server owner, the key mode 0600 (PostgreSQL refuses
+# a key others can read). Pair it with pglib_configure's extra settings "ssl = on"
+# "ssl_cert_file = 'server.crt'" "ssl_key_file = 'server.key'".
+pglib_pg_install_cert() {
+    local data=$1 cert=$2 key=$3
+    if ! cp -- "$cert" "$data/server.crt" || ! cp -- "$key" "$data/server.key"; then
+        pglib_log "cannot copy $cert and $key into $data"
+        return 1
+    fi
+    chmod 0644 "$data/server.crt" && chmod 0600 "$data/server.key" &&
+        pglib_own "$data/server.crt" "$data/server.key"
+}
+
 # pglib_pg_running DATADIR: 0 if a server is running on DATADIR.
 pglib_pg_running() {
     local data=$1
