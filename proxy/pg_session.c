@@ -279,6 +279,46 @@ static void note_client_message(struct sy_session *sess, struct pg_sess *ps, uin
         sess->tx = SY_TX_ACTIVE;
 }
 
+/* What the relay does at each message start; a negative return is a protocol error. */
+typedef int (*relay_msg_fn)(struct sy_session *sess, struct pg_sess *ps,
+                            const struct pg_scan_item *item, uint8_t *msg, size_t len);
+
+/*
+ * The relay for one direction: scans what arrived since the last call, lets fn look at each
+ * message start, then forwards every whole or partial message scanned. Malformed input fails the
+ * session after forwarding what came before it. Returns 0, or -1 when the session closed.
+ */
+static int relay_scan(struct sy_session *sess, struct sy_conn *c, struct pg_scan *scan,
+                      relay_msg_fn fn)
+{
+    size_t pos = c->ready;
+    struct pg_scan_item item;
+    while (pos < c->len) {
+        int rc = pg_scan_next(scan, c->buf + pos, c->len - pos, &item, NULL);
+        if (rc == PG_NEED_MORE)
+            break;
+        if (rc > 0 && item.start && fn(sess, pg(sess), &item, c->buf + pos, (size_t)rc) < 0)
+            rc = PG_E_MALFORMED;
+        if (rc < 0) {
+            uint8_t bad = c->buf[pos];
+            c->ready = pos;
+            sy_conn_forward(c); /* what came before the bad message is delivered */
+            protocol_error(sess, c->is_server, rc, bad);
+            return -1;
+        }
+        pos += (size_t)rc;
+    }
+    c->ready = pos;
+    return sy_conn_forward(c);
+}
+
+static int on_client_message(struct sy_session *sess, struct pg_sess *ps,
+                             const struct pg_scan_item *item, uint8_t *msg, size_t len)
+{
+    note_client_message(sess, ps, item->type);
+    return 0;
+}
+
 static int pg_client_data(struct sy_session *sess)
 {
     struct pg_sess *ps = pg(sess);
@@ -298,26 +338,7 @@ static int pg_client_data(struct sy_session *sess)
         return ps->waiting_query ? 0 : pg_auth_client_data(sess);
     if (ps->stage != PG_STAGE_RELAY)
         return 0;
-    size_t pos = c->ready;
-    struct pg_scan_item item;
-    while (pos < c->len) {
-        size_t off = 0;
-        int rc = pg_scan_next(&ps->fe, c->buf + pos, c->len - pos, &item, &off);
-        if (rc == PG_NEED_MORE)
-            break;
-        if (rc < 0) {
-            uint8_t bad = c->buf[pos];
-            c->ready = pos;
-            sy_conn_forward(c); /* what came before the bad message is delivered */
-            protocol_error(sess, 0, rc, bad);
-            return -1;
-        }
-        if (item.start)
-            note_client_message(sess, ps, item.type);
-        pos += (size_t)rc;
-    }
-    c->ready = pos;
-    if (sy_conn_forward(c) != 0)
+    if (relay_scan(sess, c, &ps->fe, on_client_message) != 0)
         return -1;
     if (ps->terminating) {
         sy_session_close(sess, "client sent Terminate");
@@ -409,6 +430,17 @@ static int server_message(struct sy_session *sess, struct pg_sess *ps, uint8_t *
     return 0;
 }
 
+static int on_server_message(struct sy_session *sess, struct pg_sess *ps,
+                             const struct pg_scan_item *item, uint8_t *msg, size_t len)
+{
+    if (item->whole && (ps->be.want[item->type >> 3] & (1u << (item->type & 7))))
+        return server_message(sess, ps, msg, len);
+    if (item->type == PG_BE_COPY_IN || item->type == PG_BE_COPY_OUT ||
+        item->type == PG_BE_COPY_BOTH)
+        ps->in_copy = 1;
+    return 0;
+}
+
 static int pg_server_data(struct sy_session *sess)
 {
     struct pg_sess *ps = pg(sess);
@@ -417,31 +449,7 @@ static int pg_server_data(struct sy_session *sess)
         return pg_auth_server_data(sess);
     if (ps->stage != PG_STAGE_RELAY)
         return 0;
-    size_t pos = c->ready;
-    struct pg_scan_item item;
-    while (pos < c->len) {
-        size_t off = 0;
-        int rc = pg_scan_next(&ps->be, c->buf + pos, c->len - pos, &item, &off);
-        if (rc == PG_NEED_MORE)
-            break;
-        if (rc >= 0 && item.whole && item.start &&
-            (ps->be.want[item.type >> 3] & (1u << (item.type & 7))))
-            rc = server_message(sess, ps, c->buf + pos, (size_t)rc) < 0 ? PG_E_MALFORMED : rc;
-        else if (rc > 0 && item.start &&
-                 (item.type == PG_BE_COPY_IN || item.type == PG_BE_COPY_OUT ||
-                  item.type == PG_BE_COPY_BOTH))
-            ps->in_copy = 1;
-        if (rc < 0) {
-            uint8_t bad = c->buf[pos];
-            c->ready = pos;
-            sy_conn_forward(c); /* what came before the bad message is delivered */
-            protocol_error(sess, 1, rc, bad);
-            return -1;
-        }
-        pos += (size_t)rc;
-    }
-    c->ready = pos;
-    return sy_conn_forward(c);
+    return relay_scan(sess, c, &ps->be, on_server_message);
 }
 
 /* ---- lifecycle ---- */
