@@ -93,6 +93,8 @@ static void add_int(struct json_object *o, const char *k, int64_t v)
     json_object_object_add(o, k, json_object_new_int64(v));
 }
 
+static void pause_counts(struct sy_proxy *p, int64_t *held, int64_t *busy);
+
 static struct json_object *side_json(struct sy_proxy *p, enum sy_side s)
 {
     struct json_object *o = json_object_new_object();
@@ -116,6 +118,10 @@ static struct json_object *cmd_status(struct sy_proxy *p, int argc, char **argv)
     add_str(o, "active", sy_side_name(p->active));
     add_int(o, "sessions", p->nsessions);
     add_str(o, "state", p->shutting_down ? "shutting_down" : "running");
+    int64_t held, busy;
+    pause_counts(p, &held, &busy);
+    json_object_object_add(o, "paused", json_object_new_boolean(p->paused));
+    add_int(o, "held", held);
     static const char *const states[] = {"login", "idle", "active", "idle_in_transaction",
                                          "failed_transaction"};
     int64_t counts[5] = {0};
@@ -153,7 +159,7 @@ static struct json_object *cmd_clients(struct sy_proxy *p, int argc, char **argv
         add_str(o, "client", s->client_addr);
         add_str(o, "user", s->user);
         add_str(o, "database", s->database);
-        add_str(o, "state", sy_session_state_name(s));
+        add_str(o, "state", s->held ? "held" : sy_session_state_name(s));
         add_str(o, "side", sy_side_name(s->side));
         add_int(o, "age_s", (int64_t)((now - s->started_ms) / 1000));
         add_int(o, "queries", (int64_t)s->queries);
@@ -195,6 +201,56 @@ static struct json_object *cmd_servers(struct sy_proxy *p, int argc, char **argv
     return o;
 }
 
+/* Sessions held by a pause, and sessions still inside a transaction or a running query. */
+static void pause_counts(struct sy_proxy *p, int64_t *held, int64_t *busy)
+{
+    *held = *busy = 0;
+    for (struct sy_session *s = p->sessions; s; s = s->next) {
+        if (s->held)
+            (*held)++;
+        else if (s->phase == SY_PHASE_READY && s->tx != SY_TX_IDLE)
+            (*busy)++;
+    }
+}
+
+static struct json_object *cmd_pause(struct sy_proxy *p, int argc, char **argv)
+{
+    uint64_t timeout = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+            char *end;
+            timeout = strtoull(argv[++i], &end, 10);
+            if (*end || timeout == 0)
+                return error_reply("--timeout takes milliseconds, more than 0");
+        } else {
+            return error_reply("usage: pause [--timeout MS]");
+        }
+    }
+    if (p->shutting_down)
+        return error_reply("switchyard is shutting down");
+    sy_proxy_pause(p, timeout);
+    int64_t held, busy;
+    pause_counts(p, &held, &busy);
+    struct json_object *o = json_object_new_object();
+    add_str(o, "result", "paused");
+    add_int(o, "timeout_ms", (int64_t)timeout);
+    add_int(o, "held", held);
+    add_int(o, "in_transaction", busy);
+    return o;
+}
+
+static struct json_object *cmd_resume(struct sy_proxy *p, int argc, char **argv)
+{
+    int64_t held, busy;
+    pause_counts(p, &held, &busy);
+    int was = p->paused;
+    sy_proxy_resume(p, "resume command");
+    struct json_object *o = json_object_new_object();
+    add_str(o, "result", was ? "resumed" : "not_paused");
+    add_int(o, "released", was ? held : 0);
+    return o;
+}
+
 static struct json_object *cmd_help(struct sy_proxy *p, int argc, char **argv);
 
 static const struct {
@@ -205,6 +261,8 @@ static const struct {
     {"status", cmd_status, "the proxy, both sides and totals"},
     {"clients", cmd_clients, "one row per client session"},
     {"servers", cmd_servers, "one row per server connection"},
+    {"pause", cmd_pause, "hold new transactions and logins at the proxy [--timeout MS]"},
+    {"resume", cmd_resume, "release everything a pause holds"},
     {"help", cmd_help, "the commands"},
 };
 

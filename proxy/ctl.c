@@ -25,6 +25,9 @@ static void usage(FILE *out)
             "  status    the proxy, blue and green, session counts and totals\n"
             "  clients   one row per client session\n"
             "  servers   one row per server connection\n"
+            "  pause [--timeout MS]  hold new transactions and logins at the proxy; with a\n"
+            "            timeout, resume by itself after MS milliseconds\n"
+            "  resume    release everything a pause holds\n"
             "  help      the commands the running switchyard knows\n"
             "\n"
             "Options:\n"
@@ -96,7 +99,8 @@ static void print_status(struct json_object *o)
 {
     printf("switchyard %s, up %ss, protocol %s, %s\n", jstr(o, "version"), jstr(o, "uptime_s"),
            jstr(o, "protocol"), jstr(o, "state"));
-    printf("active: %s\n", jstr(o, "active"));
+    printf("active: %s%s\n", jstr(o, "active"),
+           strcmp(jstr(o, "paused"), "true") == 0 ? "  (PAUSED: new transactions wait)" : "");
     struct json_object *sides, *by, *tot;
     if (json_object_object_get_ex(o, "sides", &sides)) {
         json_object_object_foreach(sides, name, s) {

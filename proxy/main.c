@@ -235,6 +235,7 @@ static void finish(void)
     close_if_open((uv_handle_t *)&sig_hup);
     close_if_open((uv_handle_t *)&health_timer);
     close_if_open((uv_handle_t *)&shutdown_timer);
+    close_if_open((uv_handle_t *)&proxy.pause_timer);
     struct runtime none = {0};
     runtime_install(&none);
     sy_auth_query_stop();
@@ -270,6 +271,7 @@ static void begin_shutdown(int signum)
     }
     proxy.shutting_down = 1;
     shutdown_started_ms = uv_now(proxy.loop);
+    sy_proxy_resume(&proxy, "shutting down"); /* held sessions finish their work */
     sy_info("%s: no longer accepting clients; waiting up to %llu ms for %u sessions to end",
             signum == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)proxy.cfg.shutdown_grace_ms,
             proxy.nsessions);
@@ -345,6 +347,8 @@ int main(int argc, char **argv)
     uv_signal_start(&sig_hup, on_signal, SIGHUP);
     uv_timer_init(proxy.loop, &health_timer);
     uv_timer_init(proxy.loop, &shutdown_timer);
+    uv_timer_init(proxy.loop, &proxy.pause_timer);
+    proxy.pause_timer.data = &proxy;
     uv_timer_start(&health_timer, on_health_timer, 0, HEALTH_INTERVAL_MS);
     sy_info("switchyard %s started: protocol %s, active side %s (%s:%d)", SY_VERSION,
             proxy.ops->name, sy_side_name(proxy.active), proxy.cfg.server[proxy.active].host,

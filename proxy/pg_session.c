@@ -338,6 +338,12 @@ static int pg_client_data(struct sy_session *sess)
         return ps->waiting_query ? 0 : pg_auth_client_data(sess);
     if (ps->stage != PG_STAGE_RELAY)
         return 0;
+    if (sess->proxy->paused && c->len > c->ready && sess->tx == SY_TX_IDLE && !ps->in_copy &&
+        pg_scan_at_boundary(&ps->fe)) {
+        /* The start of a new transaction: it waits here until the pause ends. */
+        sy_session_hold(sess);
+        return 0;
+    }
     if (relay_scan(sess, c, &ps->fe, on_client_message) != 0)
         return -1;
     if (ps->terminating) {

@@ -94,6 +94,7 @@ struct sy_session {
     uint8_t timer_open;
     uint8_t server_counted; /* counted in proxy->side[side].server_conns */
     uint8_t connecting;     /* the server TCP connect is in progress */
+    uint8_t held;           /* paused at a transaction boundary by a proxy-wide pause */
     const char *timeout_code;    /* what the session fails with when the timer fires */
     const char *timeout_message;
     uv_connect_t connect_req;
@@ -128,6 +129,10 @@ struct sy_proxy {
     uint64_t started_ms;
     uint64_t started_wall;         /* time(NULL) at start */
     int shutting_down;
+    /* Pause: new transactions (and new logins) wait at the proxy until resume. */
+    int paused;
+    uint64_t paused_at_ms;
+    uv_timer_t pause_timer;   /* resumes by itself when the pause's timeout runs out */
     /* Totals since start. */
     uint64_t total_sessions;
     uint64_t total_queries;
@@ -190,6 +195,15 @@ void sy_session_close(struct sy_session *sess, const char *reason);
 /* Logs a line that names the session. */
 void sy_session_log(struct sy_session *sess, enum sy_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Holds a session at a transaction boundary while the proxy is paused: its client is not read
+ * (its next request waits in the socket or the buffer). */
+void sy_session_hold(struct sy_session *sess);
+/* Pauses the proxy: sessions are held as they reach a transaction boundary, new clients wait
+ * before login. timeout_ms > 0 resumes by itself after that long. */
+void sy_proxy_pause(struct sy_proxy *p, uint64_t timeout_ms);
+/* Resumes every held session and waiting client. */
+void sy_proxy_resume(struct sy_proxy *p, const char *why);
 
 /* Counts of sessions by admin state. */
 const char *sy_session_state_name(const struct sy_session *sess);

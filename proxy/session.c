@@ -770,7 +770,66 @@ static void on_connection(uv_stream_t *listener, int status)
                            "client did not complete login in time (client_login_timeout)");
     if (p->ops->client_accepted(sess) != 0)
         return;
+    if (p->paused) {
+        sess->held = 1; /* logs in when the pause ends */
+        sy_session_clear_timeout(sess);
+        return;
+    }
     sy_conn_resume(&sess->client);
+}
+
+/* ---- pause and resume ---- */
+
+void sy_session_hold(struct sy_session *sess)
+{
+    if (sess->held)
+        return;
+    sess->held = 1;
+    sy_conn_pause(&sess->client);
+    if (sess->phase == SY_PHASE_LOGIN)
+        sy_session_clear_timeout(sess); /* a pause is not the client's delay */
+}
+
+static void on_pause_timeout(uv_timer_t *t)
+{
+    sy_proxy_resume(t->data, "the pause timed out");
+}
+
+void sy_proxy_pause(struct sy_proxy *p, uint64_t timeout_ms)
+{
+    if (!p->paused) {
+        p->paused = 1;
+        p->paused_at_ms = uv_now(p->loop);
+        sy_info("paused: new transactions and logins wait at the proxy");
+    }
+    if (timeout_ms > 0)
+        uv_timer_start(&p->pause_timer, on_pause_timeout, timeout_ms, 0);
+    else
+        uv_timer_stop(&p->pause_timer);
+}
+
+void sy_proxy_resume(struct sy_proxy *p, const char *why)
+{
+    if (!p->paused)
+        return;
+    p->paused = 0;
+    uv_timer_stop(&p->pause_timer);
+    uint32_t n = 0;
+    /* Resuming a session can close it (and unlink it): walk a snapshot of the ids. */
+    for (struct sy_session *s = p->sessions, *next; s; s = next) {
+        next = s->next;
+        if (!s->held)
+            continue;
+        s->held = 0;
+        n++;
+        if (s->phase == SY_PHASE_LOGIN)
+            sy_session_set_timeout(s, p->cfg.client_login_timeout_ms, "08P01",
+                                   "client did not complete login in time (client_login_timeout)");
+        sy_conn_resume(&s->client);
+        sy_conn_pump(&s->client);
+    }
+    sy_info("resumed after %llu ms (%s): %u sessions released",
+            (unsigned long long)(uv_now(p->loop) - p->paused_at_ms), why, n);
 }
 
 /* ---- listeners and addresses ---- */

@@ -450,6 +450,97 @@ static void test_sighup_reload_and_sigterm_grace(void **state)
     assert_true(h_log_contains(&p2, "stopped"));
 }
 
+/* Whether a result is ready on c within ms milliseconds. */
+static int result_within(PGconn *c, int ms)
+{
+    for (int waited = 0; waited <= ms; waited += 20) {
+        PQconsumeInput(c);
+        if (!PQisBusy(c))
+            return 1;
+        struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};
+        poll(&pfd, 1, 20);
+    }
+    return 0;
+}
+
+static void finish_result(PGconn *c, const char *want)
+{
+    PGresult *r = PQgetResult(c);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_string_equal(PQgetvalue(r, 0, 0), want);
+    PQclear(r);
+    while ((r = PQgetResult(c)))
+        PQclear(r);
+}
+
+static void test_pause_holds_new_transactions(void **state)
+{
+    PGconn *in_tx = connect_proxy();
+    PGconn *idle = connect_proxy();
+    exec_ok(in_tx, "begin");
+    exec_ok(in_tx, "select 1");
+    char *j = h_ctl(&proxy, "pause --timeout 20000");
+    assert_non_null(strstr(j, "\"result\":\"paused\""));
+    assert_int_equal(h_json_int(j, "in_transaction"), 1);
+    free(j);
+    /* An idle session's next transaction waits at the proxy. */
+    assert_int_equal(PQsendQuery(idle, "select 'idle-done'"), 1);
+    assert_int_equal(result_within(idle, 400), 0);
+    /* A new login waits too. */
+    char ci[512];
+    h_conninfo(ci, sizeof(ci), proxy.port, env.pguser, NULL);
+    PGconn *late = PQconnectStart(ci);
+    usleep(300000);
+    assert_int_not_equal(PQconnectPoll(late), PGRES_POLLING_OK);
+    /* A session inside a transaction carries on to its end... */
+    char *v = query_value(in_tx, "select 'inside'");
+    assert_string_equal(v, "inside");
+    free(v);
+    exec_ok(in_tx, "commit");
+    /* ...and then its next transaction waits as well. */
+    assert_int_equal(PQsendQuery(in_tx, "select 'tx-done'"), 1);
+    assert_int_equal(result_within(in_tx, 300), 0);
+    j = h_ctl(&proxy, "status");
+    assert_non_null(strstr(j, "\"paused\":true"));
+    assert_true(h_json_int(j, "held") >= 2);
+    free(j);
+    j = h_ctl(&proxy, "resume");
+    assert_non_null(strstr(j, "\"result\":\"resumed\""));
+    free(j);
+    assert_int_equal(result_within(idle, 5000), 1);
+    finish_result(idle, "idle-done");
+    assert_int_equal(result_within(in_tx, 5000), 1);
+    finish_result(in_tx, "tx-done");
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    for (int i = 0; i < 500 && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED; i++) {
+        st = PQconnectPoll(late);
+        usleep(10000);
+    }
+    assert_int_equal(st, PGRES_POLLING_OK);
+    PQfinish(late);
+    PQfinish(in_tx);
+    PQfinish(idle);
+}
+
+static void test_pause_resumes_by_itself(void **state)
+{
+    PGconn *c = connect_proxy();
+    char *j = h_ctl(&proxy, "pause --timeout 600");
+    free(j);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char *v = query_value(c, "select 'after the pause'");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_string_equal(v, "after the pause");
+    free(v);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(ms >= 400);
+    j = h_ctl(&proxy, "status");
+    assert_non_null(strstr(j, "\"paused\":false"));
+    free(j);
+    PQfinish(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -465,6 +556,8 @@ int main(void)
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_cancel_with_wrong_key_is_ignored),
         cmocka_unit_test(test_200_concurrent_sessions),
+        cmocka_unit_test(test_pause_holds_new_transactions),
+        cmocka_unit_test(test_pause_resumes_by_itself),
         cmocka_unit_test(test_server_down_gives_clear_error),
         cmocka_unit_test(test_sighup_reload_and_sigterm_grace),
     };
