@@ -136,6 +136,11 @@ int pg_auth_client_begin(struct sy_session *sess)
     const struct sy_config *cfg = &sess->proxy->cfg;
     ps->auth = sy_config_user_auth(cfg, sess->user);
     ps->stage = PG_STAGE_CLIENT_AUTH;
+    ps->login = calloc(1, sizeof(*ps->login));
+    if (!ps->login) {
+        pg_session_fail(sess, "53200", "switchyard is out of memory");
+        return -1;
+    }
     load_secret(sess, ps);
     if (!ps->user_known && cfg->auth_user[0] &&
         (ps->auth == SY_AUTH_SCRAM || ps->auth == SY_AUTH_MD5 || ps->auth == SY_AUTH_PASSWORD)) {
@@ -219,8 +224,8 @@ static int auth_challenge(struct sy_session *sess)
         /* As in PostgreSQL: a user whose secret is a SCRAM verifier is asked for SCRAM. */
         if (!(ps->user_known && ps->secret_kind == SY_SECRET_SCRAM)) {
             ps->ca_step = PG_CA_MD5;
-            pg_crypto_random(ps->md5_salt, sizeof(ps->md5_salt));
-            return send_auth_request(sess, AUTH_MD5, ps->md5_salt, sizeof(ps->md5_salt));
+            pg_crypto_random(ps->login->md5_salt, sizeof(ps->login->md5_salt));
+            return send_auth_request(sess, AUTH_MD5, ps->login->md5_salt, sizeof(ps->login->md5_salt));
         }
         /* fall through */
     case SY_AUTH_SCRAM: {
@@ -284,7 +289,7 @@ static int on_password(struct sy_session *sess, struct pg_sess *ps, const uint8_
         else if (ps->user_known && ps->secret_kind == SY_SECRET_PLAIN &&
                  pg_crypto_md5_stored(ps->secret, sess->user, stored) > 0)
             s = stored;
-        if (!s || pg_crypto_md5_verify(s, ps->md5_salt, (const char *)body, pl) != 0) {
+        if (!s || pg_crypto_md5_verify(s, ps->login->md5_salt, (const char *)body, pl) != 0) {
             auth_failed(sess, s ? "wrong md5 password" : "no usable secret for md5");
             return -1;
         }
@@ -322,30 +327,30 @@ static int on_sasl_initial(struct sy_session *sess, struct pg_sess *ps, const ui
         pg_session_fail(sess, "08P01", "channel binding was not offered by switchyard");
         return -1;
     }
-    if (cf.bare.len >= sizeof(ps->client_first_bare) || cf.gs2_header.len >= sizeof(ps->gs2_header) ||
-        cf.nonce.len + PG_CRYPTO_NONCE_LEN >= sizeof(ps->nonce)) {
+    if (cf.bare.len >= sizeof(ps->login->client_first_bare) || cf.gs2_header.len >= sizeof(ps->login->gs2_header) ||
+        cf.nonce.len + PG_CRYPTO_NONCE_LEN >= sizeof(ps->login->nonce)) {
         pg_session_fail(sess, "08P01", "SCRAM client-first-message too long");
         return -1;
     }
-    memcpy(ps->client_first_bare, cf.bare.ptr, cf.bare.len);
-    ps->client_first_bare_len = cf.bare.len;
-    memcpy(ps->gs2_header, cf.gs2_header.ptr, cf.gs2_header.len);
-    ps->gs2_header[cf.gs2_header.len] = 0;
-    memcpy(ps->nonce, cf.nonce.ptr, cf.nonce.len);
-    ps->client_nonce_len = cf.nonce.len;
+    memcpy(ps->login->client_first_bare, cf.bare.ptr, cf.bare.len);
+    ps->login->client_first_bare_len = cf.bare.len;
+    memcpy(ps->login->gs2_header, cf.gs2_header.ptr, cf.gs2_header.len);
+    ps->login->gs2_header[cf.gs2_header.len] = 0;
+    memcpy(ps->login->nonce, cf.nonce.ptr, cf.nonce.len);
+    ps->login->client_nonce_len = cf.nonce.len;
     char server_nonce[PG_CRYPTO_NONCE_LEN + 1];
     if (pg_crypto_scram_nonce(server_nonce) != 0)
         return -1;
-    memcpy(ps->nonce + cf.nonce.len, server_nonce, PG_CRYPTO_NONCE_LEN + 1);
-    int w = pg_scram_be_write_server_first(ps->server_first, sizeof(ps->server_first),
+    memcpy(ps->login->nonce + cf.nonce.len, server_nonce, PG_CRYPTO_NONCE_LEN + 1);
+    int w = pg_scram_be_write_server_first(ps->login->server_first, sizeof(ps->login->server_first),
                                            cf.nonce.ptr, cf.nonce.len, server_nonce,
                                            PG_CRYPTO_NONCE_LEN, ps->verifier.salt,
                                            ps->verifier.salt_len, ps->verifier.iterations);
     if (w < 0)
         return -1;
-    ps->server_first_len = (size_t)w;
+    ps->login->server_first_len = (size_t)w;
     uint8_t msg[PG_SCRAM_MSG_MAX + 16];
-    int m = pg_scram_be_write_auth_sasl_continue(msg, sizeof(msg), ps->server_first, (size_t)w);
+    int m = pg_scram_be_write_auth_sasl_continue(msg, sizeof(msg), ps->login->server_first, (size_t)w);
     ps->ca_step = PG_CA_SASL_FINAL;
     return m > 0 ? sy_conn_send(&sess->client, msg, (size_t)m) : -1;
 }
@@ -355,18 +360,18 @@ static int on_sasl_final(struct sy_session *sess, struct pg_sess *ps, const uint
 {
     struct pg_scram_client_final fin;
     char auth_msg[3 * PG_SCRAM_MSG_MAX];
-    size_t nl = strlen(ps->nonce);
-    if (pg_scram_fe_parse_client_final(body, n, ps->nonce, nl, &fin, NULL) < 0) {
+    size_t nl = strlen(ps->login->nonce);
+    if (pg_scram_fe_parse_client_final(body, n, ps->login->nonce, nl, &fin, NULL) < 0) {
         pg_session_fail(sess, "08P01", "malformed SCRAM client-final-message");
         return -1;
     }
-    if (fin.cbind_len != strlen(ps->gs2_header) ||
-        memcmp(fin.cbind, ps->gs2_header, fin.cbind_len) != 0) {
+    if (fin.cbind_len != strlen(ps->login->gs2_header) ||
+        memcmp(fin.cbind, ps->login->gs2_header, fin.cbind_len) != 0) {
         pg_session_fail(sess, "08P01", "SCRAM channel binding check failed");
         return -1;
     }
-    struct pg_scram_view bare = {ps->client_first_bare, ps->client_first_bare_len};
-    struct pg_scram_view sfirst = {ps->server_first, ps->server_first_len};
+    struct pg_scram_view bare = {ps->login->client_first_bare, ps->login->client_first_bare_len};
+    struct pg_scram_view sfirst = {ps->login->server_first, ps->login->server_first_len};
     int am = pg_scram_write_auth_message(auth_msg, sizeof(auth_msg), bare, sfirst,
                                          fin.without_proof);
     if (am < 0 || !ps->user_known ||
@@ -533,14 +538,14 @@ static int sasl_start(struct sy_session *sess, struct pg_sess *ps, const struct 
     }
     char first[PG_SCRAM_MSG_MAX];
     size_t bare_off = 0;
-    if (pg_crypto_scram_nonce(ps->sl_nonce) != 0)
+    if (pg_crypto_scram_nonce(ps->login->sl_nonce) != 0)
         return -1;
     int n = pg_scram_fe_write_client_first(first, sizeof(first), PG_SCRAM_CBIND_N, NULL,
-                                           ps->sl_nonce, PG_CRYPTO_NONCE_LEN, &bare_off);
+                                           ps->login->sl_nonce, PG_CRYPTO_NONCE_LEN, &bare_off);
     if (n < 0)
         return -1;
-    ps->sl_client_first_bare_len = (size_t)n - bare_off;
-    memcpy(ps->sl_client_first_bare, first + bare_off, ps->sl_client_first_bare_len);
+    ps->login->sl_client_first_bare_len = (size_t)n - bare_off;
+    memcpy(ps->login->sl_client_first_bare, first + bare_off, ps->login->sl_client_first_bare_len);
     uint8_t msg[PG_SCRAM_MSG_MAX + 64];
     int m = pg_scram_fe_write_sasl_initial(msg, sizeof(msg), PG_SCRAM_MECHANISM, first, (size_t)n);
     return m > 0 ? sy_conn_send(sess->server, msg, (size_t)m) : -1;
@@ -570,14 +575,14 @@ static int sasl_continue(struct sy_session *sess, struct pg_sess *ps, const stru
 {
     uint8_t salt[PG_SCRAM_SALT_MAX];
     struct pg_scram_server_first sf;
-    if (pg_scram_be_parse_server_first(a->data, a->data_len, ps->sl_nonce, PG_CRYPTO_NONCE_LEN,
+    if (pg_scram_be_parse_server_first(a->data, a->data_len, ps->login->sl_nonce, PG_CRYPTO_NONCE_LEN,
                                        salt, sizeof(salt), &sf, NULL) < 0) {
         sess->proxy->protocol_errors++;
         pg_session_fail(sess, "08P01", "the server sent a malformed SCRAM server-first-message");
         return -1;
     }
     uint8_t ck[PG_CRYPTO_KEY_LEN], sk[PG_CRYPTO_KEY_LEN], proof[PG_CRYPTO_KEY_LEN];
-    if (sasl_keys(ps, salt, sf.salt_len, sf.iterations, ck, sk, ps->sl_server_key) != 0) {
+    if (sasl_keys(ps, salt, sf.salt_len, sf.iterations, ck, sk, ps->login->sl_server_key) != 0) {
         if (!client_proved_password(ps)) {
             server_login_failed(sess, "28000",
                                 "switchyard cannot log into the %s server as %s: the server's "
@@ -593,24 +598,24 @@ static int sasl_continue(struct sy_session *sess, struct pg_sess *ps, const stru
                        "from auth_file's verifier (expired password, or a stale entry); the "
                        "server will refuse this login", sy_side_name(sess->side));
         if (pg_crypto_random(ck, sizeof(ck)) != 0 || pg_crypto_random(sk, sizeof(sk)) != 0 ||
-            pg_crypto_random(ps->sl_server_key, sizeof(ps->sl_server_key)) != 0)
+            pg_crypto_random(ps->login->sl_server_key, sizeof(ps->login->sl_server_key)) != 0)
             return -1;
     }
     char without[PG_SCRAM_MSG_MAX], final[PG_SCRAM_MSG_MAX];
     int w = pg_scram_fe_write_client_final_without_proof(without, sizeof(without), "n,,", 3, NULL,
                                                          0, (const char *)sf.nonce.ptr,
                                                          sf.nonce.len);
-    struct pg_scram_view bare = {ps->sl_client_first_bare, ps->sl_client_first_bare_len};
+    struct pg_scram_view bare = {ps->login->sl_client_first_bare, ps->login->sl_client_first_bare_len};
     struct pg_scram_view sfirst = {(const char *)a->data, a->data_len};
     struct pg_scram_view wp = {without, w > 0 ? (size_t)w : 0};
-    int am = w > 0 ? pg_scram_write_auth_message(ps->sl_auth_message, sizeof(ps->sl_auth_message),
+    int am = w > 0 ? pg_scram_write_auth_message(ps->login->sl_auth_message, sizeof(ps->login->sl_auth_message),
                                                  bare, sfirst, wp)
                    : -1;
-    int rc = am > 0 ? pg_crypto_client_proof(ck, sk, ps->sl_auth_message, (size_t)am, proof) : -1;
+    int rc = am > 0 ? pg_crypto_client_proof(ck, sk, ps->login->sl_auth_message, (size_t)am, proof) : -1;
     OPENSSL_cleanse(ck, sizeof(ck));
     if (rc != 0)
         return -1;
-    ps->sl_auth_message_len = (size_t)am;
+    ps->login->sl_auth_message_len = (size_t)am;
     int f = pg_scram_fe_write_client_final(final, sizeof(final), without, (size_t)w, proof);
     uint8_t msg[PG_SCRAM_MSG_MAX + 16];
     int m = f > 0 ? pg_scram_fe_write_sasl_response(msg, sizeof(msg), final, (size_t)f) : -1;
@@ -621,8 +626,8 @@ static int sasl_final(struct sy_session *sess, struct pg_sess *ps, const struct 
 {
     struct pg_scram_server_final sf;
     if (pg_scram_be_parse_server_final(a->data, a->data_len, &sf, NULL) < 0 || sf.is_error ||
-        pg_crypto_verify_server_signature(ps->sl_server_key, ps->sl_auth_message,
-                                          ps->sl_auth_message_len, sf.signature) != 0) {
+        pg_crypto_verify_server_signature(ps->login->sl_server_key, ps->login->sl_auth_message,
+                                          ps->login->sl_auth_message_len, sf.signature) != 0) {
         server_login_failed(sess, "08006",
                             "the %s server's SCRAM signature is wrong for user %s%s: "
                             "not the server switchyard is configured for?", NULL);
@@ -758,11 +763,20 @@ int pg_auth_server_data(struct sy_session *sess)
     return 0;
 }
 
+void pg_auth_login_done(struct pg_sess *ps)
+{
+    if (ps->login) {
+        OPENSSL_cleanse(ps->login, sizeof(*ps->login));
+        free(ps->login);
+        ps->login = NULL;
+    }
+}
+
 void pg_auth_free(struct pg_sess *ps)
 {
+    pg_auth_login_done(ps);
     OPENSSL_cleanse(ps->secret, sizeof(ps->secret));
     OPENSSL_cleanse(ps->password, sizeof(ps->password));
     OPENSSL_cleanse(ps->client_key, sizeof(ps->client_key));
     OPENSSL_cleanse(&ps->verifier, sizeof(ps->verifier));
-    OPENSSL_cleanse(ps->sl_server_key, sizeof(ps->sl_server_key));
 }

@@ -232,6 +232,7 @@ int pg_session_start_relay(struct sy_session *sess)
 {
     struct pg_sess *ps = pg(sess);
     ps->stage = PG_STAGE_RELAY;
+    pg_auth_login_done(ps);
     sy_conn_resume(&sess->client);
     /* What the server sent after AuthenticationOk (ParameterStatus, BackendKeyData,
      * ReadyForQuery) goes through the relay like everything after it. */

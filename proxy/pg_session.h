@@ -38,6 +38,25 @@ enum pg_server_login_step {
     PG_SL_AUTH = 4,       /* StartupMessage sent, answering the server's requests */
 };
 
+/* What the two SCRAM exchanges need while a login is in progress; freed (wiped) once the
+ * session is logged in, so an idle session carries none of it. */
+struct pg_login {
+    uint8_t md5_salt[4];
+    char nonce[PG_SCRAM_NONCE_MAX + 1]; /* client nonce + server nonce */
+    size_t client_nonce_len;
+    char client_first_bare[PG_SCRAM_MSG_MAX];
+    size_t client_first_bare_len;
+    char server_first[PG_SCRAM_MSG_MAX];
+    size_t server_first_len;
+    char gs2_header[64];
+    char sl_nonce[PG_CRYPTO_NONCE_LEN + 1];
+    char sl_client_first_bare[PG_SCRAM_MSG_MAX];
+    size_t sl_client_first_bare_len;
+    uint8_t sl_server_key[PG_CRYPTO_KEY_LEN];
+    char sl_auth_message[3 * PG_SCRAM_MSG_MAX];
+    size_t sl_auth_message_len;
+};
+
 struct pg_sess {
     enum pg_sess_stage stage;
     struct pg_scan fe; /* client to server (relay) */
@@ -66,15 +85,7 @@ struct pg_sess {
     int waiting_query;      /* an auth_query lookup is out for this session */
     char secret[1100];      /* the user's secret (plain, md5 or SCRAM verifier); wiped on free */
     int secret_kind;        /* enum sy_secret_kind */
-    uint8_t md5_salt[4];
     struct pg_scram_verifier verifier;
-    char nonce[PG_SCRAM_NONCE_MAX + 1]; /* client nonce + server nonce */
-    size_t client_nonce_len;
-    char client_first_bare[PG_SCRAM_MSG_MAX];
-    size_t client_first_bare_len;
-    char server_first[PG_SCRAM_MSG_MAX];
-    size_t server_first_len;
-    char gs2_header[64];
     uint8_t client_key[PG_CRYPTO_KEY_LEN]; /* recovered from the client's SCRAM proof */
     int have_client_key;
     char password[1024];    /* a cleartext password the client gave; wiped on free */
@@ -82,12 +93,7 @@ struct pg_sess {
 
     /* Switchyard's login into the server. */
     enum pg_server_login_step sl_step;
-    char sl_nonce[PG_CRYPTO_NONCE_LEN + 1];
-    char sl_client_first_bare[PG_SCRAM_MSG_MAX];
-    size_t sl_client_first_bare_len;
-    uint8_t sl_server_key[PG_CRYPTO_KEY_LEN];
-    char sl_auth_message[3 * PG_SCRAM_MSG_MAX];
-    size_t sl_auth_message_len;
+    struct pg_login *login; /* exchange scratch, only while logging in */
 };
 
 static inline struct pg_sess *pg_sess_of(struct sy_session *sess) { return sess->proto_state; }
@@ -103,6 +109,8 @@ int pg_auth_server_connected(struct sy_session *sess);
 int pg_auth_server_tls_ready(struct sy_session *sess);
 /* Handles server bytes during PG_STAGE_SERVER_LOGIN. */
 int pg_auth_server_data(struct sy_session *sess);
+/* Frees the login scratch (the session is logged in). */
+void pg_auth_login_done(struct pg_sess *ps);
 /* Wipes secrets. */
 void pg_auth_free(struct pg_sess *ps);
 /* An auth_query lookup came back (see auth_query.h). */
