@@ -1,5 +1,6 @@
 /* The auth file parser (PgBouncer userlist.txt format). See auth_file.h for the contracts. */
 #include "auth_file.h"
+#include "readfile.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -330,48 +331,6 @@ int sy_auth_file_parse(const char *text, size_t len, const char *name, struct sy
     return 0;
 }
 
-/* Reads the whole file, up to SY_AUTH_FILE_MAX + 1 bytes. Returns a buffer or NULL (errno). */
-static char *af_read(FILE *f, size_t *len)
-{
-    size_t cap = 64 * 1024, n = 0;
-    char *buf = malloc(cap);
-    if (buf == NULL)
-        return NULL;
-    for (;;) {
-        if (n == cap) {
-            if (cap > SY_AUTH_FILE_MAX)
-                break;
-            size_t ncap = cap * 2 > (size_t)SY_AUTH_FILE_MAX + 1 ? (size_t)SY_AUTH_FILE_MAX + 1
-                                                                 : cap * 2;
-            char *nb = malloc(ncap);
-            if (nb == NULL) {
-                af_wipe(buf, n);
-                free(buf);
-                errno = ENOMEM;
-                return NULL;
-            }
-            memcpy(nb, buf, n);
-            af_wipe(buf, n); /* realloc could leave secrets behind in freed memory */
-            free(buf);
-            buf = nb;
-            cap = ncap;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    if (ferror(f)) {
-        int e = errno ? errno : EIO;
-        af_wipe(buf, n);
-        free(buf);
-        errno = e;
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
 int sy_auth_file_load(const char *path, struct sy_auth_file *af, char *err, size_t errlen)
 {
     memset(af, 0, sizeof *af);
@@ -382,18 +341,10 @@ int sy_auth_file_load(const char *path, struct sy_auth_file *af, char *err, size
             snprintf(err, errlen, "auth file path is missing");
         return -1;
     }
-    errno = 0;
-    FILE *f = fopen(path, "rb");
     size_t len = 0;
-    char *text = f ? af_read(f, &len) : NULL;
-    int saved = errno;
-    if (f != NULL)
-        fclose(f);
-    if (text == NULL) {
-        if (err != NULL && errlen > 0)
-            snprintf(err, errlen, "cannot read %s: %s", path, strerror(saved));
+    char *text = sy_read_file(path, SY_AUTH_FILE_MAX, &len, err, errlen);
+    if (text == NULL)
         return -1;
-    }
     int rc = sy_auth_file_parse(text, len, path, af, err, errlen);
     af_wipe(text, len);
     free(text);

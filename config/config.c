@@ -9,9 +9,9 @@
  * failed reload leaves the running config untouched.
  */
 #include "config.h"
+#include "readfile.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1104,26 +1104,6 @@ done:
     return rc;
 }
 
-/* Reads at most CFG_FILE_MAX + 1 bytes of f into a new buffer. Returns it, or NULL (errno set). */
-static char *cfg_file_read(FILE *f, size_t *len)
-{
-    char *buf = malloc(CFG_FILE_MAX + 1);
-    if (buf == NULL)
-        return NULL;
-    errno = 0;
-    size_t n = 0, got;
-    while (n < CFG_FILE_MAX + 1 && (got = fread(buf + n, 1, CFG_FILE_MAX + 1 - n, f)) > 0)
-        n += got;
-    if (ferror(f)) {
-        int e = errno ? errno : EIO;
-        free(buf);
-        errno = e;
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
 int sy_config_load(const char *path, struct sy_config *cfg, char *err, size_t errlen)
 {
     struct sy_config tmp;
@@ -1136,24 +1116,10 @@ int sy_config_load(const char *path, struct sy_config *cfg, char *err, size_t er
                      sizeof tmp.path - 1);
         return -1;
     }
-    FILE *f = fopen(path, "rb");
-    char *text = f ? cfg_file_read(f, &len) : NULL;
-    int saved = errno;
-    if (f != NULL)
-        fclose(f);
-    if (text == NULL) {
-        if (err != NULL && errlen > 0)
-            snprintf(err, errlen, "cannot read %s: %s", path, strerror(saved));
+    char *text = sy_read_file(path, CFG_FILE_MAX, &len, err, errlen);
+    if (text == NULL)
         return -1;
-    }
-    int rc = -1;
-    if (len > CFG_FILE_MAX) {
-        if (err != NULL && errlen > 0)
-            snprintf(err, errlen, "%s: the file is over the 1 MiB limit; is it the right file?",
-                     path);
-    } else {
-        rc = sy_config_parse(text, len, path, &tmp, err, errlen);
-    }
+    int rc = sy_config_parse(text, len, path, &tmp, err, errlen);
     free(text);
     if (rc == 0) {
         snprintf(tmp.path, sizeof tmp.path, "%s", path);

@@ -16,14 +16,7 @@
 #include <string.h>
 
 #include "config/auth_file.h"
-
-#define CHECK(cond)                                                                              \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);             \
-            abort();                                                                             \
-        }                                                                                        \
-    } while (0)
+#include "fuzz_common.h"
 
 /* The kind the header's rules give a secret (the SCRAM shape is trusted to the parser). */
 static void check_kind(const struct sy_auth_entry *e)
@@ -98,10 +91,7 @@ static void check_round_trip(const struct sy_auth_file *af)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char *text = malloc(size ? size : 1);
-    if (text == NULL)
-        return 0;
-    memcpy(text, data, size);
+    char *text = fuzz_exact_copy(data, size);
     struct sy_auth_file af;
     char err[512], tiny[4];
     int rc = sy_auth_file_parse(text, size, "f.txt", &af, err, sizeof err);

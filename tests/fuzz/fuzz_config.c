@@ -12,32 +12,30 @@
 #include <string.h>
 
 #include "config/config.h"
-
-/* Stops the fuzzer with a crash it reports, without relying on assert (NDEBUG builds). */
-#define FUZZ_CHECK(cond) do { if (!(cond)) __builtin_trap(); } while (0)
+#include "fuzz_common.h"
 
 static void fuzz_check_config(const struct sy_config *cfg)
 {
-    FUZZ_CHECK(cfg->nlisten >= 1 && cfg->nlisten <= SY_LISTEN_MAX);
+    CHECK(cfg->nlisten >= 1 && cfg->nlisten <= SY_LISTEN_MAX);
     for (size_t i = 0; i < cfg->nlisten; i++) {
-        FUZZ_CHECK(memchr(cfg->listen[i].host, '\0', sizeof cfg->listen[i].host) != NULL);
-        FUZZ_CHECK(cfg->listen[i].port >= 1 && cfg->listen[i].port <= 65535);
+        CHECK(memchr(cfg->listen[i].host, '\0', sizeof cfg->listen[i].host) != NULL);
+        CHECK(cfg->listen[i].port >= 1 && cfg->listen[i].port <= 65535);
     }
     for (int s = SY_BLUE; s <= SY_GREEN; s++) {
-        FUZZ_CHECK(cfg->server[s].host[0] != '\0');
-        FUZZ_CHECK(memchr(cfg->server[s].host, '\0', sizeof cfg->server[s].host) != NULL);
-        FUZZ_CHECK(cfg->server[s].port >= 1 && cfg->server[s].port <= 65535);
+        CHECK(cfg->server[s].host[0] != '\0');
+        CHECK(memchr(cfg->server[s].host, '\0', sizeof cfg->server[s].host) != NULL);
+        CHECK(cfg->server[s].port >= 1 && cfg->server[s].port <= 65535);
     }
-    FUZZ_CHECK(memchr(cfg->admin_socket, '\0', sizeof cfg->admin_socket) != NULL);
-    FUZZ_CHECK(cfg->admin_socket_mode <= 0777);
-    FUZZ_CHECK(cfg->protocol == SY_PROTO_POSTGRES);
-    FUZZ_CHECK(cfg->active == SY_BLUE || cfg->active == SY_GREEN);
-    FUZZ_CHECK(cfg->log_level >= SY_LOG_ERROR && cfg->log_level <= SY_LOG_DEBUG);
-    FUZZ_CHECK(cfg->max_message_size >= 1024 && cfg->max_message_size <= 1024u * 1024 * 1024);
-    FUZZ_CHECK(cfg->max_startup_packet >= 64 && cfg->max_startup_packet <= 1024 * 1024);
-    FUZZ_CHECK(cfg->max_client_conn >= 1);
-    FUZZ_CHECK(cfg->io_buffer_size >= 4096 && cfg->io_buffer_size <= 16 * 1024 * 1024);
-    FUZZ_CHECK(cfg->client_login_timeout_ms > 0 && cfg->server_connect_timeout_ms > 0);
+    CHECK(memchr(cfg->admin_socket, '\0', sizeof cfg->admin_socket) != NULL);
+    CHECK(cfg->admin_socket_mode <= 0777);
+    CHECK(cfg->protocol == SY_PROTO_POSTGRES);
+    CHECK(cfg->active == SY_BLUE || cfg->active == SY_GREEN);
+    CHECK(cfg->log_level >= SY_LOG_ERROR && cfg->log_level <= SY_LOG_DEBUG);
+    CHECK(cfg->max_message_size >= 1024 && cfg->max_message_size <= 1024u * 1024 * 1024);
+    CHECK(cfg->max_startup_packet >= 64 && cfg->max_startup_packet <= 1024 * 1024);
+    CHECK(cfg->max_client_conn >= 1);
+    CHECK(cfg->io_buffer_size >= 4096 && cfg->io_buffer_size <= 16 * 1024 * 1024);
+    CHECK(cfg->client_login_timeout_ms > 0 && cfg->server_connect_timeout_ms > 0);
 }
 
 static void fuzz_parse(const uint8_t *data, size_t size)
@@ -45,18 +43,15 @@ static void fuzz_parse(const uint8_t *data, size_t size)
     struct sy_config cfg;
     char err[512], tiny[4];
     /* An exact-size copy: any read past size lands outside the allocation. */
-    char *text = malloc(size ? size : 1);
-    if (text == NULL)
-        return;
-    memcpy(text, data, size);
+    char *text = fuzz_exact_copy(data, size);
     int rc = sy_config_parse(text, size, "f.ini", &cfg, err, sizeof err);
-    FUZZ_CHECK(rc == 0 || rc == -1);
+    CHECK(rc == 0 || rc == -1);
     if (rc == 0)
         fuzz_check_config(&cfg);
     else
-        FUZZ_CHECK(memchr(err, '\0', sizeof err) != NULL && strncmp(err, "f.ini", 5) == 0);
+        CHECK(memchr(err, '\0', sizeof err) != NULL && strncmp(err, "f.ini", 5) == 0);
     int rc2 = sy_config_parse(text, size, "f.ini", NULL, tiny, sizeof tiny);
-    FUZZ_CHECK(rc2 == rc && memchr(tiny, '\0', sizeof tiny) != NULL);
+    CHECK(rc2 == rc && memchr(tiny, '\0', sizeof tiny) != NULL);
     free(text);
 }
 

@@ -16,14 +16,7 @@
 #include <string.h>
 
 #include "protocol/pg/pg_proto.h"
-
-#define CHECK(cond)                                                                              \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);             \
-            abort();                                                                             \
-        }                                                                                        \
-    } while (0)
+#include "fuzz_common.h"
 
 static int is_error(int rc)
 {

@@ -23,14 +23,7 @@
 #include <string.h>
 
 #include "protocol/pg/pg_proto.h"
-
-#define CHECK(cond)                                                                              \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);             \
-            abort();                                                                             \
-        }                                                                                        \
-    } while (0)
+#include "fuzz_common.h"
 
 #define HEAD_LEN 7
 
@@ -74,9 +67,7 @@ static int wanted(const struct cfg *c, uint8_t type)
 static int scan_piece(struct pg_scan *s, const struct cfg *c, const uint8_t *stream,
                       size_t consumed, size_t avail, struct run *r)
 {
-    uint8_t *buf = malloc(avail ? avail : 1);
-    CHECK(buf != NULL);
-    memcpy(buf, stream + consumed, avail);
+    uint8_t *buf = fuzz_exact_copy(stream + consumed, avail);
     struct pg_scan_item it;
     size_t off = SIZE_MAX;
     int was_boundary = pg_scan_at_boundary(s);

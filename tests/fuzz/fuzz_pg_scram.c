@@ -19,14 +19,7 @@
 #include <string.h>
 
 #include "protocol/pg/pg_scram.h"
-
-#define CHECK(cond)                                                                              \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);             \
-            abort();                                                                             \
-        }                                                                                        \
-    } while (0)
+#include "fuzz_common.h"
 
 static int is_error(int rc) { return rc <= PG_SCRAM_E_MALFORMED && rc >= PG_SCRAM_E_SPACE; }
 
@@ -301,9 +294,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             return 0;
         size_t k = p[0];
         /* A copy of exactly k bytes, so a read past the nonce is caught too. */
-        char *nonce = malloc(k ? k : 1);
-        CHECK(nonce != NULL);
-        memcpy(nonce, p + 1, k);
+        char *nonce = fuzz_exact_copy(p + 1, k);
         if (data[0] % 8 == 2)
             fuzz_server_first(p + 1 + k, n - 1 - k, nonce, k);
         else

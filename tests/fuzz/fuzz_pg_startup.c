@@ -13,26 +13,9 @@
 #include <string.h>
 
 #include "protocol/pg/pg_proto.h"
+#include "fuzz_common.h"
 
 #define MAX_LEN 10000 /* PostgreSQL's own limit for a startup packet */
-
-#define CHECK(cond)                                                                              \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);             \
-            abort();                                                                             \
-        }                                                                                        \
-    } while (0)
-
-/* Copies n bytes into a heap block of exactly n bytes, so ASan sees any read past it. */
-static uint8_t *exact_copy(const uint8_t *p, size_t n)
-{
-    uint8_t *c = malloc(n ? n : 1);
-    CHECK(c != NULL);
-    if (n)
-        memcpy(c, p, n);
-    return c;
-}
 
 static int within(const void *p, const uint8_t *start, size_t len)
 {
@@ -119,7 +102,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(len == pg_get_u32(data));
 
     /* The packet alone, in an exact-size block, decodes the same; a proper prefix waits. */
-    uint8_t *pkt = exact_copy(data, len);
+    uint8_t *pkt = fuzz_exact_copy(data, len);
     CHECK(pg_fe_parse_startup(pkt, len - 1, MAX_LEN, &st, NULL) == PG_NEED_MORE);
     CHECK(pg_fe_parse_startup(pkt, len, MAX_LEN, &st, NULL) == rc);
 

@@ -20,49 +20,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/auth_file.h"
+#include "tests/support/guard.h"
 
 /* A fixture from a string literal: its bytes and its length without the literal's own NUL. */
 #define FX(lit) (lit), (sizeof(lit) - 1)
-
-/* ---- The guard area (as in test_pg_proto.c) ---- */
-
-#define GUARD_SPAN (64 * 1024)
-
-static uint8_t *g_area;
-static size_t g_page;
-
-static int guard_setup(void **state)
-{
-    (void)state;
-    g_page = (size_t)sysconf(_SC_PAGESIZE);
-    void *p = mmap(NULL, GUARD_SPAN + g_page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
-    if (p == MAP_FAILED)
-        return -1;
-    g_area = p;
-    return mprotect(g_area + GUARD_SPAN, g_page, PROT_NONE);
-}
-
-static int guard_teardown(void **state)
-{
-    (void)state;
-    return munmap(g_area, GUARD_SPAN + g_page);
-}
-
-/* Copies len bytes so that they end exactly at the guard page; returns where they start. */
-static const char *at_guard(const char *bytes, size_t len)
-{
-    assert_true(len <= GUARD_SPAN);
-    char *p = (char *)g_area + GUARD_SPAN - len;
-    if (len > 0)
-        memmove(p, bytes, len);
-    return p;
-}
 
 /*
  * Parses every proper prefix at the guard page (each must answer 0 or -1 with a message that
@@ -75,7 +40,8 @@ static void parse_check(const char *text, size_t len, int want_rc, const char *w
     char err[512];
     struct sy_auth_file tmp;
     for (size_t k = 0; k < len; k++) {
-        int rc = sy_auth_file_parse(at_guard(text, k), k, "auth.txt", &tmp, err, sizeof err);
+        int rc = sy_auth_file_parse((const char *)guard_at(text, k), k, "auth.txt", &tmp, err,
+                                    sizeof err);
         if (rc == 0) {
             sy_auth_file_free(&tmp);
         } else {
@@ -87,7 +53,8 @@ static void parse_check(const char *text, size_t len, int want_rc, const char *w
         }
     }
     memset(err, 'x', sizeof err);
-    int rc = sy_auth_file_parse(at_guard(text, len), len, "auth.txt", af, err, sizeof err);
+    int rc = sy_auth_file_parse((const char *)guard_at(text, len), len, "auth.txt", af, err,
+                                sizeof err);
     if (rc != want_rc)
         fail_msg("rc %d, want %d (message \"%s\")", rc, want_rc, rc ? err : "");
     if (want_rc < 0) {
@@ -182,7 +149,7 @@ static void test_full_file(void **state)
     assert_null(sy_auth_file_find(NULL, "alice"));
 
     /* The strings are the struct's own, not views into the input. */
-    const char *lo = (const char *)g_area, *hi = (const char *)g_area + GUARD_SPAN;
+    const char *hi = (const char *)guard_end(), *lo = hi - GUARD_SPAN;
     for (size_t i = 0; i < af.nentries; i++)
         assert_true(af.entries[i].user < lo || af.entries[i].user >= hi);
 

@@ -18,16 +18,15 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "protocol/pg/pg_proto.h"
+#include "tests/support/guard.h"
 
 /* A fixture from a string literal: its bytes and its length without the literal's own NUL. */
 #define FX(lit) (const uint8_t *)(lit), (sizeof(lit) - 1)
@@ -40,79 +39,6 @@
             fail_msg("%s (fed %zu bytes): %s is %lld, want %lld", (name), (size_t)(k), #got,     \
                      got_, want_);                                                               \
     } while (0)
-
-/* ---- The guard area: GUARD_SPAN usable bytes followed by one PROT_NONE page. ---- */
-
-#define GUARD_SPAN (64 * 1024)
-
-static uint8_t *g_area;
-static size_t g_page;
-
-static int guard_setup(void **state)
-{
-    (void)state;
-    g_page = (size_t)sysconf(_SC_PAGESIZE);
-    void *p = mmap(NULL, GUARD_SPAN + g_page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
-    if (p == MAP_FAILED)
-        return -1;
-    g_area = p;
-    return mprotect(g_area + GUARD_SPAN, g_page, PROT_NONE);
-}
-
-static int guard_teardown(void **state)
-{
-    (void)state;
-    return munmap(g_area, GUARD_SPAN + g_page);
-}
-
-/* Copies len bytes so that they end exactly at the guard page; returns where they start. */
-static const uint8_t *at_guard(const uint8_t *bytes, size_t len)
-{
-    assert_true(len <= GUARD_SPAN);
-    uint8_t *p = g_area + GUARD_SPAN - len;
-    if (len > 0)
-        memmove(p, bytes, len);
-    return p;
-}
-
-/* An output buffer of cap bytes that ends at the guard page, filled with a marker byte. */
-static uint8_t *out_at_guard(size_t cap)
-{
-    assert_true(cap <= GUARD_SPAN);
-    uint8_t *p = g_area + GUARD_SPAN - cap;
-    memset(p, 0xA5, cap);
-    return p;
-}
-
-static void on_segv(int sig)
-{
-    (void)sig;
-    _exit(77);
-}
-
-/* The guard itself must trap, or every other test here proves nothing about over-reads. */
-static void test_guard_page_traps(void **state)
-{
-    (void)state;
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = on_segv;
-        sigaction(SIGSEGV, &sa, NULL);
-        sigaction(SIGBUS, &sa, NULL);
-        const volatile uint8_t *p = at_guard(FX("ab"));
-        uint8_t past = p[2];
-        _exit(past == 0xEE ? 1 : 0);
-    }
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    /* Our handler exits 77; a sanitizer's own SEGV report exits non-zero or kills the child. */
-    assert_true(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0));
-}
 
 /* ---- Names and error strings ---- */
 
@@ -161,15 +87,15 @@ static void test_header_read(void **state)
 
     static const uint8_t ok[] = "Q\x00\x00\x00\x0d" "SELECT 1";
     for (size_t k = 0; k < PG_HEADER_LEN; k++)
-        assert_eq_at(pg_header_read(at_guard(ok, k), k, 1000, &h, &off), PG_NEED_MORE, "header", k);
-    assert_int_equal(pg_header_read(at_guard(ok, 5), 5, 1000, &h, &off), PG_HEADER_LEN);
+        assert_eq_at(pg_header_read(guard_at(ok, k), k, 1000, &h, &off), PG_NEED_MORE, "header", k);
+    assert_int_equal(pg_header_read(guard_at(ok, 5), 5, 1000, &h, &off), PG_HEADER_LEN);
     assert_int_equal(h.type, 'Q');
     assert_int_equal(h.len, 13);
 
     /* The limit counts the length field's own value: 13 is accepted at 13 and refused at 12. */
-    assert_int_equal(pg_header_read(at_guard(ok, 5), 5, 13, &h, &off), PG_HEADER_LEN);
+    assert_int_equal(pg_header_read(guard_at(ok, 5), 5, 13, &h, &off), PG_HEADER_LEN);
     off = 99;
-    assert_int_equal(pg_header_read(at_guard(ok, 5), 5, 12, &h, &off), PG_E_TOO_LARGE);
+    assert_int_equal(pg_header_read(guard_at(ok, 5), 5, 12, &h, &off), PG_E_TOO_LARGE);
     assert_int_equal(off, 1);
 
     static const struct {
@@ -186,12 +112,12 @@ static void test_header_read(void **state)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         off = 99;
-        int rc = pg_header_read(at_guard(bad[i].bytes, bad[i].len), bad[i].len, 1u << 20, &h, &off);
+        int rc = pg_header_read(guard_at(bad[i].bytes, bad[i].len), bad[i].len, 1u << 20, &h, &off);
         assert_eq_at(rc, bad[i].rc, bad[i].name, bad[i].len);
         assert_eq_at(off, 1, bad[i].name, bad[i].len);
     }
     /* Without err_off the error is still reported. */
-    assert_int_equal(pg_header_read(at_guard(FX("D\xff\xff\xff\xff")), 5, 100, &h, NULL), PG_E_LENGTH);
+    assert_int_equal(pg_header_read(guard_at(FX("D\xff\xff\xff\xff")), 5, 100, &h, NULL), PG_E_LENGTH);
 }
 
 /* ---- Startup-phase packets ---- */
@@ -200,7 +126,7 @@ static void test_header_read(void **state)
  * Feeds every proper prefix of the fixture, then the whole. A prefix must answer PG_NEED_MORE
  * or the fixture's own error at the same offset. When the fixture decodes, it must also decode
  * to the same length with bytes after it (the next packet). Leaves *out decoded from the whole
- * fixture, with views into the guard area (valid until the next at_guard()).
+ * fixture, with views into the guard area (valid until the next guard_at()).
  */
 static int startup_check(const char *name, const uint8_t *bytes, size_t len, uint32_t max_len,
                          int want_rc, size_t want_off, struct pg_startup *out)
@@ -209,7 +135,7 @@ static int startup_check(const char *name, const uint8_t *bytes, size_t len, uin
     size_t off;
     for (size_t k = 0; k < len; k++) {
         off = SIZE_MAX;
-        int rc = pg_fe_parse_startup(at_guard(bytes, k), k, max_len, &tmp, &off);
+        int rc = pg_fe_parse_startup(guard_at(bytes, k), k, max_len, &tmp, &off);
         if (rc == PG_NEED_MORE)
             continue;
         assert_eq_at(rc, want_rc, name, k);
@@ -222,11 +148,11 @@ static int startup_check(const char *name, const uint8_t *bytes, size_t len, uin
         assert_true(len + 3 <= sizeof(more));
         memcpy(more, bytes, len);
         memcpy(more + len, "Q\x00\x00", 3);
-        assert_eq_at(pg_fe_parse_startup(at_guard(more, len + 3), len + 3, max_len, &tmp, NULL),
+        assert_eq_at(pg_fe_parse_startup(guard_at(more, len + 3), len + 3, max_len, &tmp, NULL),
                      want_rc, name, len + 3);
     }
     off = SIZE_MAX;
-    int rc = pg_fe_parse_startup(at_guard(bytes, len), len, max_len, out, &off);
+    int rc = pg_fe_parse_startup(guard_at(bytes, len), len, max_len, out, &off);
     assert_eq_at(rc, want_rc, name, len);
     if (want_rc < 0)
         assert_eq_at(off, want_off, name, len);
@@ -264,7 +190,7 @@ static void test_startup_message(void **state)
 {
     (void)state;
     struct pg_startup st;
-    const uint8_t *base = g_area + GUARD_SPAN - (sizeof(fx_startup_full) - 1);
+    const uint8_t *base = guard_end() - (sizeof(fx_startup_full) - 1);
 
     assert_int_equal(startup_check("startup full", FX(fx_startup_full), 10000, 83, 0, &st), 83);
     assert_int_equal(st.kind, PG_STARTUP_MESSAGE);
@@ -323,7 +249,7 @@ static void test_startup_requests(void **state)
     assert_int_equal(st.cancel_pid, 4242);
     assert_int_equal(st.cancel_key_len, 4);
     assert_memory_equal(st.cancel_key, "\xde\xad\xbe\xef", 4);
-    assert_ptr_equal(st.cancel_key, g_area + GUARD_SPAN - 4);
+    assert_ptr_equal(st.cancel_key, guard_end() - 4);
     assert_int_equal(st.nparams, 0);
 
     memset(&st, 0x5a, sizeof(st));
@@ -392,10 +318,10 @@ static void test_startup_bad(void **state)
         startup_check(c->name, c->bytes, c->len, 10000, c->rc, c->err_off, &st);
     }
     /* Without err_off the errors are still reported. */
-    assert_int_equal(pg_fe_parse_startup(at_guard(FX("\x00\x00\x00\x08" "\x00\x03\x00\x00")), 8, 10000,
+    assert_int_equal(pg_fe_parse_startup(guard_at(FX("\x00\x00\x00\x08" "\x00\x03\x00\x00")), 8, 10000,
                                          &st, NULL),
                      PG_E_MALFORMED);
-    assert_int_equal(pg_fe_parse_startup(at_guard(FX("\x00\x00\x00\x08" "\x00\x02\x00\x00")), 8, 10000,
+    assert_int_equal(pg_fe_parse_startup(guard_at(FX("\x00\x00\x00\x08" "\x00\x02\x00\x00")), 8, 10000,
                                          &st, NULL),
                      PG_E_VERSION);
 }
@@ -534,11 +460,11 @@ static int be_check(const char *name, enum be_kind kind, const uint8_t *bytes, s
             p = more;
         }
         size_t n = k == len ? len + 1 : k;
-        int rc = be_decode(kind, at_guard(p, n), n, &tmp);
+        int rc = be_decode(kind, guard_at(p, n), n, &tmp);
         assert_eq_at(rc, n < PG_HEADER_LEN || !typed ? PG_E_MALFORMED : PG_E_LENGTH, name, n);
     }
     memset(o, 0, sizeof(*o));
-    int rc = be_decode(kind, at_guard(bytes, len), len, o);
+    int rc = be_decode(kind, guard_at(bytes, len), len, o);
     assert_eq_at(rc, want_rc, name, len);
     return rc;
 }
@@ -573,8 +499,8 @@ static void test_be_parameter_status(void **state)
     assert_int_equal(be_check("parameter status", BE_PARAM, FX(fx_param_status), 25, &o), 25);
     assert_string_equal(o.name, "server_version");
     assert_string_equal(o.value, "16.2");
-    assert_ptr_equal(o.name, g_area + GUARD_SPAN - 20);
-    assert_ptr_equal(o.value, g_area + GUARD_SPAN - 5);
+    assert_ptr_equal(o.name, guard_end() - 20);
+    assert_ptr_equal(o.value, guard_end() - 5);
 
     assert_int_equal(be_check("parameter status empty", BE_PARAM, FX("S\x00\x00\x00\x06" "\0\0"), 7,
                               &o),
@@ -603,7 +529,7 @@ static void test_be_backend_key(void **state)
     assert_int_equal(o.pid, 4242);
     assert_int_equal(o.key_len, 4);
     assert_memory_equal(o.key, "\xde\xad\xbe\xef", 4);
-    assert_ptr_equal(o.key, g_area + GUARD_SPAN - 4);
+    assert_ptr_equal(o.key, guard_end() - 4);
 
     uint8_t m[5 + 4 + 257];
     memset(m, 0x22, sizeof(m));
@@ -674,7 +600,7 @@ static void test_be_error(void **state)
     assert_string_equal(o.err.sqlstate, "42P01");
     assert_string_equal(o.err.message, "relation \"t\" does not exist");
     assert_string_equal(o.err.detail, "no detail");
-    assert_ptr_equal(o.err.sqlstate, g_area + GUARD_SPAN - 71 + 20);
+    assert_ptr_equal(o.err.sqlstate, guard_end() - 71 + 20);
 
     /* Without 'V' the localized 'S' stands in; without 'C' there is no SQLSTATE. */
     assert_int_equal(be_check("error no sqlstate", BE_ERROR, FX(fx_err_nostate), 18, &o), 18);
@@ -824,7 +750,7 @@ static void scan_feed(const struct scan_cfg *cfg, const uint8_t *stream, size_t 
             size_t avail = received - consumed;
             struct pg_scan_item it = {0, 0, 0};
             size_t off = SIZE_MAX;
-            int rc = pg_scan_next(&s, at_guard(stream + consumed, avail), avail, &it, &off);
+            int rc = pg_scan_next(&s, guard_at(stream + consumed, avail), avail, &it, &off);
             if (rc == PG_NEED_MORE)
                 break;
             if (rc < 0) {
@@ -997,7 +923,7 @@ static void test_scan_errors(void **state)
     struct pg_scan_item it;
     size_t off;
     pg_scan_init(&s, 1, 1000, 64);
-    assert_int_equal(pg_scan_next(&s, at_guard(FX("D\x00\x00\x03\xe8")), 5, &it, &off), 5);
+    assert_int_equal(pg_scan_next(&s, guard_at(FX("D\x00\x00\x03\xe8")), 5, &it, &off), 5);
     assert_int_equal(it.start, 1);
     assert_int_equal(it.whole, 0);
     assert_int_equal(s.body_left, 996);
@@ -1006,36 +932,36 @@ static void test_scan_errors(void **state)
     memcpy(m64, "N\x00\x00\x00\x3f", 5);
     pg_scan_init(&s, 1, 1000, 64);
     pg_scan_want(&s, 'N', 1);
-    assert_int_equal(pg_scan_next(&s, at_guard(m64, 64), 64, &it, &off), 64);
+    assert_int_equal(pg_scan_next(&s, guard_at(m64, 64), 64, &it, &off), 64);
     assert_int_equal(it.whole, 1);
     m64[4] = 0x40;
     off = 99;
-    assert_int_equal(pg_scan_next(&s, at_guard(m64, 64), 64, &it, &off), PG_E_TOO_LARGE);
+    assert_int_equal(pg_scan_next(&s, guard_at(m64, 64), 64, &it, &off), PG_E_TOO_LARGE);
     assert_int_equal(off, 1);
     /* Unwanted again, the 65-byte message passes in pieces. */
     pg_scan_want(&s, 'N', 0);
-    assert_int_equal(pg_scan_next(&s, at_guard(m64, 64), 64, &it, &off), 64);
+    assert_int_equal(pg_scan_next(&s, guard_at(m64, 64), 64, &it, &off), 64);
     assert_int_equal(it.whole, 0);
     assert_int_equal(pg_scan_at_boundary(&s), 0);
-    assert_int_equal(pg_scan_next(&s, at_guard(FX("x")), 1, &it, &off), 1);
+    assert_int_equal(pg_scan_next(&s, guard_at(FX("x")), 1, &it, &off), 1);
     assert_int_equal(it.start, 0);
     assert_int_equal(it.type, 'N');
     assert_int_equal(pg_scan_at_boundary(&s), 1);
 
     /* Empty input and a partial header after a known type byte are PG_NEED_MORE. */
     pg_scan_init(&s, 0, 1000, 64);
-    assert_int_equal(pg_scan_next(&s, at_guard(NULL, 0), 0, &it, &off), PG_NEED_MORE);
-    assert_int_equal(pg_scan_next(&s, at_guard(FX("Q\xff\xff\xff")), 4, &it, &off), PG_NEED_MORE);
+    assert_int_equal(pg_scan_next(&s, guard_at(NULL, 0), 0, &it, &off), PG_NEED_MORE);
+    assert_int_equal(pg_scan_next(&s, guard_at(FX("Q\xff\xff\xff")), 4, &it, &off), PG_NEED_MORE);
     /* The type byte is judged first: alone, or before a bad length, it is the error. */
     off = 99;
-    assert_int_equal(pg_scan_next(&s, at_guard(FX("\xff")), 1, &it, &off), PG_E_UNKNOWN_TYPE);
+    assert_int_equal(pg_scan_next(&s, guard_at(FX("\xff")), 1, &it, &off), PG_E_UNKNOWN_TYPE);
     assert_int_equal(off, 0);
     off = 99;
-    assert_int_equal(pg_scan_next(&s, at_guard(FX("Z\xff\xff\xff\xff")), 5, &it, &off),
+    assert_int_equal(pg_scan_next(&s, guard_at(FX("Z\xff\xff\xff\xff")), 5, &it, &off),
                      PG_E_UNKNOWN_TYPE);
     assert_int_equal(off, 0);
     /* Without err_off the errors are still reported. */
-    assert_int_equal(pg_scan_next(&s, at_guard(FX("Z\x00\x00\x00\x05")), 5, &it, NULL),
+    assert_int_equal(pg_scan_next(&s, guard_at(FX("Z\x00\x00\x00\x05")), 5, &it, NULL),
                      PG_E_UNKNOWN_TYPE);
 }
 
@@ -1056,7 +982,7 @@ static void test_scan_large_passthrough(void **state)
 
     size_t pos = 0, pieces = 0;
     while (pos < 3000) {
-        int rc = pg_scan_next(&s, at_guard(stream + pos, 100), 100, &it, &off);
+        int rc = pg_scan_next(&s, guard_at(stream + pos, 100), 100, &it, &off);
         assert_eq_at(rc, 100, "large passthrough", pos);
         assert_eq_at(it.type, 'D', "large passthrough", pos);
         assert_eq_at(it.start, pos == 0, "large passthrough", pos);
@@ -1068,12 +994,12 @@ static void test_scan_large_passthrough(void **state)
     assert_int_equal(pieces, 30);
     assert_int_equal(s.body_left, 5);
     /* The last chunk holds the end of the DataRow and the whole ReadyForQuery. */
-    int rc = pg_scan_next(&s, at_guard(stream + pos, 11), 11, &it, &off);
+    int rc = pg_scan_next(&s, guard_at(stream + pos, 11), 11, &it, &off);
     assert_int_equal(rc, 5);
     assert_int_equal(it.type, 'D');
     assert_int_equal(it.start, 0);
     assert_int_equal(pg_scan_at_boundary(&s), 1);
-    rc = pg_scan_next(&s, at_guard(stream + pos + 5, 6), 6, &it, &off);
+    rc = pg_scan_next(&s, guard_at(stream + pos + 5, 6), 6, &it, &off);
     assert_int_equal(rc, 6);
     assert_int_equal(it.type, 'Z');
     assert_int_equal(it.start, 1);
@@ -1108,7 +1034,7 @@ static void test_scan_large_passthrough(void **state)
 #define EXPECT_SPACE_BELOW(need, call_with_out_cap)                                              \
     do {                                                                                         \
         for (size_t cap = 0; cap < (size_t)(need); cap++) {                                      \
-            out = out_at_guard(cap);                                                             \
+            out = guard_out(cap);                                                                \
             assert_eq_at((call_with_out_cap), PG_E_SPACE, #call_with_out_cap, cap);              \
             for (size_t b = 0; b < cap; b++)                                                     \
                 assert_eq_at(out[b], 0xA5, "untouched output", b);                               \
@@ -1123,7 +1049,7 @@ static void test_write_error(void **state)
 {
     (void)state;
     const char *msg = "terminating connection due to administrator command";
-    uint8_t *out = out_at_guard(80);
+    uint8_t *out = guard_out(80);
     assert_int_equal(pg_be_write_error(out, 80, "FATAL", "57P01", msg), 80);
     assert_memory_equal(out, fx_err_write, 80);
     struct pg_error_fields f;
@@ -1139,7 +1065,7 @@ static void test_write_error(void **state)
     struct pg_scan_item it;
     pg_scan_init(&s, 1, 1000, 80);
     pg_scan_want(&s, 'E', 1);
-    out = out_at_guard(200);
+    out = guard_out(200);
     int n = pg_be_write_error(out + 120, 80, "ERROR", "", "");
     assert_int_equal(n, 5 + 1 + 7 + 7 + 2 + 2);
     assert_int_equal(pg_scan_next(&s, out + 120, (size_t)n, &it, NULL), n);
@@ -1152,7 +1078,7 @@ static void test_write_error(void **state)
 static void test_write_backend_key(void **state)
 {
     (void)state;
-    uint8_t *out = out_at_guard(13);
+    uint8_t *out = guard_out(13);
     assert_int_equal(pg_be_write_backend_key(out, 13, 4242, 0xdeadbeef), 13);
     assert_memory_equal(out, fx_bkey4, 13);
     uint32_t pid = 0;
@@ -1170,7 +1096,7 @@ static void test_write_ready(void **state)
     (void)state;
     static const uint8_t st[] = "ITE";
     for (int i = 0; i < 3; i++) {
-        uint8_t *out = out_at_guard(6);
+        uint8_t *out = guard_out(6);
         assert_int_equal(pg_be_write_ready(out, 6, st[i]), 6);
         assert_memory_equal(out, "Z\x00\x00\x00\x05", 5);
         assert_int_equal(out[5], st[i]);
@@ -1186,7 +1112,7 @@ static void test_write_cancel(void **state)
 {
     (void)state;
     struct pg_startup st;
-    uint8_t *out = out_at_guard(16);
+    uint8_t *out = guard_out(16);
     assert_int_equal(pg_fe_write_cancel(out, 16, 4242, (const uint8_t *)"\xde\xad\xbe\xef", 4), 16);
     assert_memory_equal(out, fx_cancel4, 16);
     assert_int_equal(pg_fe_parse_startup(out, 16, 10000, &st, NULL), 16);
@@ -1195,7 +1121,7 @@ static void test_write_cancel(void **state)
     assert_int_equal(st.cancel_key_len, 4);
     EXPECT_SPACE_BELOW(16, pg_fe_write_cancel(out, cap, 4242, (const uint8_t *)"\xde\xad\xbe\xef", 4));
 
-    out = out_at_guard(44);
+    out = guard_out(44);
     assert_int_equal(pg_fe_write_cancel(out, 44, 77, fx_cancel32 + 12, 32), 44);
     assert_memory_equal(out, fx_cancel32, 44);
     assert_int_equal(pg_fe_parse_startup(out, 44, 10000, &st, NULL), 44);
@@ -1206,7 +1132,7 @@ static void test_write_cancel(void **state)
 
     static uint8_t key[257];
     memset(key, 0x33, sizeof(key));
-    out = out_at_guard(300);
+    out = guard_out(300);
     assert_int_equal(pg_fe_write_cancel(out, 300, 1, key, 256), 268);
     assert_int_equal(pg_fe_parse_startup(out, 268, 10000, &st, NULL), 268);
     assert_int_equal(st.cancel_key_len, 256);
@@ -1223,7 +1149,7 @@ static void test_write_startup(void **state)
         {"options", "-c search_path=app"},
         {"application_name", "psql"},
     };
-    uint8_t *out = out_at_guard(83);
+    uint8_t *out = guard_out(83);
     assert_int_equal(pg_fe_write_startup(out, 83, PG_PROTO_V3, params, 4), 83);
     assert_memory_equal(out, fx_startup_full, 83);
     struct pg_startup st;
@@ -1240,7 +1166,7 @@ static void test_write_startup(void **state)
     EXPECT_SPACE_BELOW(83, pg_fe_write_startup(out, cap, PG_PROTO_V3, params, 4));
 
     /* No parameters: a 9-byte packet the decoder refuses (it has no user). */
-    out = out_at_guard(9);
+    out = guard_out(9);
     assert_int_equal(pg_fe_write_startup(out, 9, PG_PROTO_V3, NULL, 0), 9);
     assert_memory_equal(out, "\x00\x00\x00\x09" "\x00\x03\x00\x00" "\x00", 9);
     assert_int_equal(pg_fe_parse_startup(out, 9, 10000, &st, NULL), PG_E_MALFORMED);
@@ -1249,7 +1175,7 @@ static void test_write_startup(void **state)
 static void test_write_query_terminate(void **state)
 {
     (void)state;
-    uint8_t *out = out_at_guard(14);
+    uint8_t *out = guard_out(14);
     assert_int_equal(pg_fe_write_query(out, 14, "SELECT 1"), 14);
     assert_memory_equal(out, "Q\x00\x00\x00\x0d" "SELECT 1\0", 14);
     struct pg_scan s;
@@ -1265,11 +1191,11 @@ static void test_write_query_terminate(void **state)
     assert_string_equal((const char *)out + PG_HEADER_LEN, "SELECT 1");
     EXPECT_SPACE_BELOW(14, pg_fe_write_query(out, cap, "SELECT 1"));
 
-    out = out_at_guard(6);
+    out = guard_out(6);
     assert_int_equal(pg_fe_write_query(out, 6, ""), 6);
     assert_memory_equal(out, "Q\x00\x00\x00\x05" "\0", 6);
 
-    out = out_at_guard(5);
+    out = guard_out(5);
     assert_int_equal(pg_fe_write_terminate(out, 5), 5);
     assert_memory_equal(out, "X\x00\x00\x00\x04", 5);
     pg_scan_want(&s, 'X', 1);
@@ -1379,7 +1305,7 @@ int main(int argc, char **argv)
         return write_corpus(argv[2]);
 
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_guard_page_traps),
+        cmocka_unit_test(guard_test_traps),
         cmocka_unit_test(test_strerror_and_names),
         cmocka_unit_test(test_header_read),
         cmocka_unit_test(test_startup_message),

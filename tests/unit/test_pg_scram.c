@@ -21,17 +21,15 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "protocol/pg/pg_proto.h"
 #include "protocol/pg/pg_scram.h"
+#include "tests/support/guard.h"
 
 /* A fixture from a string literal: its bytes and its length without the literal's own NUL. */
 #define FX(lit) (const uint8_t *)(lit), (sizeof(lit) - 1)
@@ -53,78 +51,6 @@
         if (v_.len != strlen(w_) || memcmp(v_.ptr, w_, v_.len) != 0)                             \
             fail_msg("%s is \"%.*s\", want \"%s\"", #v, (int)v_.len, v_.ptr, w_);                \
     } while (0)
-
-/* ---- The guard area (copied from test_pg_proto.c) ---- */
-
-#define GUARD_SPAN (64 * 1024)
-
-static uint8_t *g_area;
-static size_t g_page;
-
-static int guard_setup(void **state)
-{
-    (void)state;
-    g_page = (size_t)sysconf(_SC_PAGESIZE);
-    void *p = mmap(NULL, GUARD_SPAN + g_page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
-    if (p == MAP_FAILED)
-        return -1;
-    g_area = p;
-    return mprotect(g_area + GUARD_SPAN, g_page, PROT_NONE);
-}
-
-static int guard_teardown(void **state)
-{
-    (void)state;
-    return munmap(g_area, GUARD_SPAN + g_page);
-}
-
-/* Copies len bytes so that they end exactly at the guard page; returns where they start. */
-static const uint8_t *at_guard(const uint8_t *bytes, size_t len)
-{
-    assert_true(len <= GUARD_SPAN);
-    uint8_t *p = g_area + GUARD_SPAN - len;
-    if (len > 0)
-        memmove(p, bytes, len);
-    return p;
-}
-
-/* An output buffer of cap bytes that ends at the guard page, filled with a marker byte. */
-static uint8_t *out_at_guard(size_t cap)
-{
-    assert_true(cap <= GUARD_SPAN);
-    uint8_t *p = g_area + GUARD_SPAN - cap;
-    memset(p, 0xA5, cap);
-    return p;
-}
-
-static void on_segv(int sig)
-{
-    (void)sig;
-    _exit(77);
-}
-
-/* The guard itself must trap, or every other test here proves nothing about over-reads. */
-static void test_guard_page_traps(void **state)
-{
-    (void)state;
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = on_segv;
-        sigaction(SIGSEGV, &sa, NULL);
-        sigaction(SIGBUS, &sa, NULL);
-        const volatile uint8_t *p = at_guard(FX("ab"));
-        uint8_t past = p[2];
-        _exit(past == 0xEE ? 1 : 0);
-    }
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0));
-}
 
 /* ---- RFC 7677's exchange: user "user", password "pencil" ---- */
 
@@ -217,7 +143,7 @@ static int check(const char *name, enum parser p, const uint8_t *bytes, size_t l
     size_t off;
     for (size_t k = 0; k < len; k++) {
         off = SIZE_MAX;
-        int rc = run(p, at_guard(bytes, k), k, &tmp, &off);
+        int rc = run(p, guard_at(bytes, k), k, &tmp, &off);
         if (rc < 0) {
             if (!is_scram_error(rc))
                 fail_msg("%s (fed %zu bytes): %d is not a PG_SCRAM_E_* code", name, k, rc);
@@ -229,19 +155,19 @@ static int check(const char *name, enum parser p, const uint8_t *bytes, size_t l
     }
     off = SIZE_MAX;
     memset(out, 0x5a, sizeof *out);
-    int rc = run(p, at_guard(bytes, len), len, out, &off);
+    int rc = run(p, guard_at(bytes, len), len, out, &off);
     assert_eq_at(rc, want_rc, name, len);
     if (want_rc < 0)
         assert_eq_at(off, want_off, name, len);
     /* Without err_off the same answer comes back. */
-    assert_eq_at(run(p, at_guard(bytes, len), len, &tmp, NULL), want_rc, name, len);
+    assert_eq_at(run(p, guard_at(bytes, len), len, &tmp, NULL), want_rc, name, len);
     if (want_rc >= 0)
-        run(p, at_guard(bytes, len), len, out, &off);
+        run(p, guard_at(bytes, len), len, out, &off);
     return rc;
 }
 
 /* The start of the fixture in the guard area, for pointer checks. */
-static const char *base_of(size_t len) { return (const char *)g_area + GUARD_SPAN - len; }
+static const char *base_of(size_t len) { return (const char *)guard_end() - len; }
 
 /* ---- Error strings ---- */
 
@@ -282,13 +208,13 @@ static void test_base64_vectors(void **state)
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         size_t rl = strlen(v[i].raw), bl = strlen(v[i].b64);
         assert_int_equal(pg_scram_b64_len(rl), bl);
-        char *out = (char *)out_at_guard(bl);
+        char *out = (char *)guard_out(bl);
         assert_eq_at(pg_scram_b64_encode((const uint8_t *)v[i].raw, rl, out, bl), bl, v[i].b64, bl);
         assert_memory_equal(out, v[i].b64, bl);
         if (bl > 0)
             assert_eq_at(pg_scram_b64_encode((const uint8_t *)v[i].raw, rl, out, bl - 1),
                          PG_SCRAM_E_SPACE, v[i].b64, bl);
-        const char *in = (const char *)at_guard((const uint8_t *)v[i].b64, bl);
+        const char *in = (const char *)guard_at((const uint8_t *)v[i].b64, bl);
         uint8_t dec[8];
         assert_eq_at(pg_scram_b64_decode(in, bl, dec, rl), rl, v[i].b64, bl);
         assert_memory_equal(dec, v[i].raw, rl);
@@ -338,11 +264,11 @@ static void test_base64_strict(void **state)
     uint8_t out[16];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         size_t n = strlen(bad[i]);
-        const char *in = (const char *)at_guard((const uint8_t *)bad[i], n);
+        const char *in = (const char *)guard_at((const uint8_t *)bad[i], n);
         assert_eq_at(pg_scram_b64_decode(in, n, out, sizeof out), PG_SCRAM_E_BASE64, bad[i], n);
     }
     /* A NUL is just a bad character, not an end. */
-    assert_int_equal(pg_scram_b64_decode((const char *)at_guard(FX("Zm\0v")), 4, out, sizeof out),
+    assert_int_equal(pg_scram_b64_decode((const char *)guard_at(FX("Zm\0v")), 4, out, sizeof out),
                      PG_SCRAM_E_BASE64);
     /* Bad input is reported as bad even when it would not fit either. */
     assert_int_equal(pg_scram_b64_decode("Zm9v!m9v", 8, out, 1), PG_SCRAM_E_BASE64);
@@ -527,10 +453,10 @@ static void test_client_first_limits(void **state)
     memcpy(m, "n,,n=,r=abc,x=", 14);
     memset(m + 14, 'v', sizeof m - 14);
     size_t off = 0;
-    assert_int_equal(pg_scram_fe_parse_client_first(at_guard(m, PG_SCRAM_MSG_MAX), PG_SCRAM_MSG_MAX,
+    assert_int_equal(pg_scram_fe_parse_client_first(guard_at(m, PG_SCRAM_MSG_MAX), PG_SCRAM_MSG_MAX,
                                                     &o.cf, &off),
                      PG_SCRAM_MSG_MAX);
-    assert_int_equal(pg_scram_fe_parse_client_first(at_guard(m, PG_SCRAM_MSG_MAX + 1),
+    assert_int_equal(pg_scram_fe_parse_client_first(guard_at(m, PG_SCRAM_MSG_MAX + 1),
                                                     PG_SCRAM_MSG_MAX + 1, &o.cf, &off),
                      PG_SCRAM_E_TOO_LONG);
     assert_int_equal(off, PG_SCRAM_MSG_MAX);
@@ -542,20 +468,20 @@ static void test_write_client_first(void **state)
     size_t bare = 99;
     static const char want_n[] = "n,,n=,r=" RFC_CNONCE;
     size_t n = sizeof(want_n) - 1;
-    char *out = (char *)out_at_guard(n);
+    char *out = (char *)guard_out(n);
     assert_int_equal(pg_scram_fe_write_client_first(out, n, PG_SCRAM_CBIND_N, NULL, RFC_CNONCE,
                                                     strlen(RFC_CNONCE), &bare),
                      (int)n);
     assert_memory_equal(out, want_n, n);
     assert_int_equal(bare, 3);
-    out = (char *)out_at_guard(n - 1);
+    out = (char *)guard_out(n - 1);
     assert_int_equal(pg_scram_fe_write_client_first(out, n - 1, PG_SCRAM_CBIND_N, NULL, RFC_CNONCE,
                                                     strlen(RFC_CNONCE), &bare),
                      PG_SCRAM_E_SPACE);
 
     static const char want_p[] = "p=tls-server-end-point,,n=,r=abc";
     n = sizeof(want_p) - 1;
-    out = (char *)out_at_guard(n);
+    out = (char *)guard_out(n);
     assert_int_equal(pg_scram_fe_write_client_first(out, n, PG_SCRAM_CBIND_P,
                                                     PG_SCRAM_CBIND_TLS_SERVER_END_POINT, "abc", 3,
                                                     &bare),
@@ -563,7 +489,7 @@ static void test_write_client_first(void **state)
     assert_memory_equal(out, want_p, n);
     assert_int_equal(bare, 24);
     for (size_t cap = 0; cap < n; cap++)
-        assert_eq_at(pg_scram_fe_write_client_first((char *)out_at_guard(cap), cap,
+        assert_eq_at(pg_scram_fe_write_client_first((char *)guard_out(cap), cap,
                                                     PG_SCRAM_CBIND_P, "tls-server-end-point",
                                                     "abc", 3, NULL),
                      PG_SCRAM_E_SPACE, "write p", cap);
@@ -683,7 +609,7 @@ static void test_write_server_first(void **state)
     size_t n = strlen(RFC_SERVER_FIRST);
     static const char snonce[] = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
     for (size_t cap = 0; cap <= n; cap++) {
-        char *out = (char *)out_at_guard(cap);
+        char *out = (char *)guard_out(cap);
         int rc = pg_scram_be_write_server_first(out, cap, RFC_CNONCE, 20, snonce, strlen(snonce),
                                                 rfc_salt, 16, 4096);
         if (cap < n) {
@@ -836,7 +762,7 @@ static void test_write_client_final(void **state)
     (void)state;
     size_t n = strlen(RFC_FINAL_NO_PROOF);
     for (size_t cap = 0; cap <= n; cap++) {
-        char *out = (char *)out_at_guard(cap);
+        char *out = (char *)guard_out(cap);
         int rc = pg_scram_fe_write_client_final_without_proof(out, cap, "n,,", 3, NULL, 0, RFC_NONCE,
                                                               strlen(RFC_NONCE));
         if (cap < n) {
@@ -855,11 +781,11 @@ static void test_write_client_final(void **state)
     assert_int_equal(pg_scram_fe_write_client_final(buf, sizeof buf, buf, n, rfc_proof), (int)full);
     assert_memory_equal(buf, RFC_CLIENT_FINAL, full);
     for (size_t cap = n; cap < full; cap++) {
-        char *out = (char *)out_at_guard(cap);
+        char *out = (char *)guard_out(cap);
         assert_eq_at(pg_scram_fe_write_client_final(out, cap, RFC_FINAL_NO_PROOF, n, rfc_proof),
                      PG_SCRAM_E_SPACE, "client-final", cap);
     }
-    char *out = (char *)out_at_guard(full);
+    char *out = (char *)guard_out(full);
     assert_int_equal(pg_scram_fe_write_client_final(out, full, RFC_FINAL_NO_PROOF, n, rfc_proof),
                      (int)full);
     assert_memory_equal(out, RFC_CLIENT_FINAL, full);
@@ -926,16 +852,16 @@ static void test_write_server_final(void **state)
     (void)state;
     size_t n = strlen(RFC_SERVER_FINAL);
     assert_int_equal(n, 46);
-    char *out = (char *)out_at_guard(n);
+    char *out = (char *)guard_out(n);
     assert_int_equal(pg_scram_be_write_server_final(out, n, rfc_server_sig), 46);
     assert_memory_equal(out, RFC_SERVER_FINAL, n);
-    out = (char *)out_at_guard(n - 1);
+    out = (char *)guard_out(n - 1);
     assert_int_equal(pg_scram_be_write_server_final(out, n - 1, rfc_server_sig), PG_SCRAM_E_SPACE);
 
-    out = (char *)out_at_guard(15);
+    out = (char *)guard_out(15);
     assert_int_equal(pg_scram_be_write_server_error(out, 15, "invalid-proof"), 15);
     assert_memory_equal(out, "e=invalid-proof", 15);
-    out = (char *)out_at_guard(14);
+    out = (char *)guard_out(14);
     assert_int_equal(pg_scram_be_write_server_error(out, 14, "invalid-proof"), PG_SCRAM_E_SPACE);
     char buf[128];
     assert_int_equal(pg_scram_be_write_server_error(buf, sizeof buf, ""), PG_SCRAM_E_MALFORMED);
@@ -953,11 +879,11 @@ static void test_auth_message(void **state)
     struct pg_scram_view a = {"n=user,r=" RFC_CNONCE, strlen("n=user,r=" RFC_CNONCE)};
     struct pg_scram_view b = {RFC_SERVER_FIRST, strlen(RFC_SERVER_FIRST)};
     struct pg_scram_view c = {RFC_FINAL_NO_PROOF, strlen(RFC_FINAL_NO_PROOF)};
-    char *out = (char *)out_at_guard(n);
+    char *out = (char *)guard_out(n);
     assert_int_equal(pg_scram_write_auth_message(out, n, a, b, c), (int)n);
     assert_memory_equal(out, want, n);
     for (size_t cap = 0; cap < n; cap++)
-        assert_eq_at(pg_scram_write_auth_message((char *)out_at_guard(cap), cap, a, b, c),
+        assert_eq_at(pg_scram_write_auth_message((char *)guard_out(cap), cap, a, b, c),
                      PG_SCRAM_E_SPACE, "auth message", cap);
 }
 
@@ -976,10 +902,10 @@ static void test_verifier(void **state)
     assert_memory_equal(o.ver.server_key, pq_server, 32);
 
     /* Written back, it is the same string, with a NUL after it. */
-    char *out = (char *)out_at_guard(len + 1);
+    char *out = (char *)guard_out(len + 1);
     assert_int_equal(pg_scram_write_verifier(out, len + 1, &o.ver), (int)len);
     assert_memory_equal(out, PQ_VERIFIER, len + 1);
-    out = (char *)out_at_guard(len);
+    out = (char *)guard_out(len);
     assert_int_equal(pg_scram_write_verifier(out, len, &o.ver), PG_SCRAM_E_SPACE);
 
 #define KEYS "$swSi8GVnppDI5niQO56MIFUn1Rq77yUdJHt6dEvRRzA=:jcEAFLlAbDoZhEprDJYgWgSSeR0oooVLlaZ8mZHtxDo="
@@ -1057,12 +983,12 @@ static void test_sasl_framing(void **state)
     static const uint8_t sasl_plus[] =
         "R\x00\x00\x00\x2a\x00\x00\x00\x0a" "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0";
     size_t n = sizeof(sasl) - 1;
-    uint8_t *out = out_at_guard(n);
+    uint8_t *out = guard_out(n);
     assert_int_equal(pg_scram_be_write_auth_sasl(out, n, 0), (int)n);
     assert_memory_equal(out, sasl, n);
-    assert_int_equal(pg_scram_be_write_auth_sasl(out_at_guard(n - 1), n - 1, 0), PG_SCRAM_E_SPACE);
+    assert_int_equal(pg_scram_be_write_auth_sasl(guard_out(n - 1), n - 1, 0), PG_SCRAM_E_SPACE);
     n = sizeof(sasl_plus) - 1;
-    out = out_at_guard(n);
+    out = guard_out(n);
     assert_int_equal(pg_scram_be_write_auth_sasl(out, n, 1), (int)n);
     assert_memory_equal(out, sasl_plus, n);
 
@@ -1097,7 +1023,7 @@ static void test_sasl_framing(void **state)
     check("sasl final", P_AUTH_SASL, buf, 55, 55, 0, &o);
     assert_int_equal(o.as.code, 12);
     assert_int_equal(o.as.data_len, 46);
-    assert_int_equal(pg_scram_be_write_auth_sasl_final(out_at_guard(54), 54, RFC_SERVER_FINAL, 46),
+    assert_int_equal(pg_scram_be_write_auth_sasl_final(guard_out(54), 54, RFC_SERVER_FINAL, 46),
                      PG_SCRAM_E_SPACE);
 
     static const struct {
@@ -1124,11 +1050,11 @@ static void test_sasl_framing(void **state)
     static const uint8_t init[] =
         "p\x00\x00\x00\x36" "SCRAM-SHA-256\0" "\x00\x00\x00\x20" RFC_CLIENT_FIRST;
     n = sizeof(init) - 1;
-    out = out_at_guard(n);
+    out = guard_out(n);
     assert_int_equal(pg_scram_fe_write_sasl_initial(out, n, "SCRAM-SHA-256", RFC_CLIENT_FIRST, 32),
                      (int)n);
     assert_memory_equal(out, init, n);
-    assert_int_equal(pg_scram_fe_write_sasl_initial(out_at_guard(n - 1), n - 1, "SCRAM-SHA-256",
+    assert_int_equal(pg_scram_fe_write_sasl_initial(guard_out(n - 1), n - 1, "SCRAM-SHA-256",
                                                     RFC_CLIENT_FIRST, 32),
                      PG_SCRAM_E_SPACE);
     check("written initial", P_SASL_INITIAL, init + 5, n - 5, (int)n - 5, 0, &o);
@@ -1137,10 +1063,10 @@ static void test_sasl_framing(void **state)
     assert_memory_equal(buf, "p\x00\x00\x00\x0a" "M\0\xff\xff\xff\xff", 11);
 
     n = 5 + strlen(RFC_CLIENT_FINAL);
-    out = out_at_guard(n);
+    out = guard_out(n);
     assert_int_equal(pg_scram_fe_write_sasl_response(out, n, RFC_CLIENT_FINAL, n - 5), (int)n);
     assert_memory_equal(out, "p\x00\x00\x00\x6e" RFC_CLIENT_FINAL, n);
-    assert_int_equal(pg_scram_fe_write_sasl_response(out_at_guard(n - 1), n - 1, RFC_CLIENT_FINAL,
+    assert_int_equal(pg_scram_fe_write_sasl_response(guard_out(n - 1), n - 1, RFC_CLIENT_FINAL,
                                                      n - 5),
                      PG_SCRAM_E_SPACE);
     assert_int_equal(pg_scram_fe_write_sasl_response(buf, SIZE_MAX, buf, PG_SCRAM_SASL_MAX + 1),
@@ -1278,7 +1204,7 @@ int main(int argc, char **argv)
         return write_corpus(argv[2]);
 
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_guard_page_traps),
+        cmocka_unit_test(guard_test_traps),
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_base64_vectors),
         cmocka_unit_test(test_base64_strict),
