@@ -72,7 +72,6 @@ static void on_probe(uv_connect_t *req, int status)
             snprintf(st->last_error, sizeof(st->last_error), "connect: %s", uv_strerror(status));
         else
             st->last_error[0] = 0;
-        st->last_check_ms = uv_now(proxy.loop);
     }
     uv_close((uv_handle_t *)&pr->tcp, on_probe_closed);
 }
@@ -324,7 +323,6 @@ int main(int argc, char **argv)
     proxy.ops = &sy_pg_ops;
     proxy.active = proxy.cfg.active;
     proxy.started_ms = uv_now(proxy.loop);
-    proxy.started_wall = (uint64_t)time(NULL);
     proxy.side[0].healthy = proxy.side[1].healthy = -1;
     struct runtime rt;
     if (sy_proxy_resolve_servers(&proxy, &proxy.cfg, proxy.server_addr) != 0 ||

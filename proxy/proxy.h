@@ -35,7 +35,6 @@ struct sy_conn {
     uint32_t pending_writes; /* uv_write requests on this connection whose callbacks are due */
     uint8_t open;      /* the handle is initialised and not yet closing */
     uint8_t reading;   /* uv_read_start is in force */
-    uint8_t eof;       /* the peer closed its side */
     uint8_t is_server; /* 1: the server connection */
     uint8_t tls_handshaking; /* TLS started, handshake not yet done */
     uint8_t drain_resume;    /* the peer stopped reading until this connection's queue drains */
@@ -110,7 +109,6 @@ struct sy_session {
 struct sy_side_stats {
     uint32_t server_conns; /* open server connections to this side */
     int healthy;           /* -1 unknown, 0 down, 1 up (from the last connect or probe) */
-    uint64_t last_check_ms;
     char last_error[128];
 };
 
@@ -127,7 +125,6 @@ struct sy_proxy {
     uint32_t nsessions;
     uint64_t next_session_id;
     uint64_t started_ms;
-    uint64_t started_wall;         /* time(NULL) at start */
     int shutting_down;
     /* Pause: new transactions (and new logins) wait at the proxy until resume. */
     int paused;

@@ -376,7 +376,6 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *unused)
                                                     : "client message does not fit the buffer");
         return;
     }
-    c->eof = 1;
     if (nread == UV_EOF)
         sy_session_close(sess, c->is_server ? "server closed the connection"
                                             : "client closed the connection");

@@ -17,6 +17,9 @@ const char *pg_strerror(int err)
     }
 }
 
+/* One "unknown" for both directions, so validity is a pointer comparison on the relay path. */
+static const char unknown_type[] = "unknown";
+
 const char *pg_fe_type_name(uint8_t t)
 {
     switch (t) {
@@ -34,7 +37,7 @@ const char *pg_fe_type_name(uint8_t t)
     case PG_FE_QUERY: return "Query";
     case PG_FE_SYNC: return "Sync";
     case PG_FE_TERMINATE: return "Terminate";
-    default: return "unknown";
+    default: return unknown_type;
     }
 }
 
@@ -65,12 +68,12 @@ const char *pg_be_type_name(uint8_t t)
     case PG_BE_PORTAL_SUSPENDED: return "PortalSuspended";
     case PG_BE_READY_FOR_QUERY: return "ReadyForQuery";
     case PG_BE_ROW_DESCRIPTION: return "RowDescription";
-    default: return "unknown";
+    default: return unknown_type;
     }
 }
 
-int pg_fe_type_valid(uint8_t t) { return strcmp(pg_fe_type_name(t), "unknown") != 0; }
-int pg_be_type_valid(uint8_t t) { return strcmp(pg_be_type_name(t), "unknown") != 0; }
+int pg_fe_type_valid(uint8_t t) { return pg_fe_type_name(t) != unknown_type; }
+int pg_be_type_valid(uint8_t t) { return pg_be_type_name(t) != unknown_type; }
 
 int pg_header_read(const uint8_t *buf, size_t len, uint32_t max_len, struct pg_header *hdr,
                    size_t *err_off)
