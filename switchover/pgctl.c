@@ -1,0 +1,2 @@
+/* Placeholder: being written (see pgctl.h). */
+#include "pgctl.h"

@@ -1,0 +1,163 @@
+/*
+ * The PostgreSQL control adapter: every SQL statement Switchyard itself runs on blue and green
+ * for a cutover or a rollback, over blocking libpq connections (the "control connections",
+ * logged in as control_user). Called from the control thread only, never from the event loop.
+ *
+ * Every function that can fail returns 0 on success or -1 and writes one sentence into err
+ * (errlen bytes) that names the side ("blue" or "green", from the side argument) and what to fix.
+ * No function logs, and no message ever holds a password.
+ */
+#ifndef SY_PGCTL_H
+#define SY_PGCTL_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef uint64_t sy_lsn; /* a WAL position; 0 means unknown */
+
+/* Formats an LSN as PostgreSQL does ("0/16B3748") into out (at least 20 bytes). */
+void sy_lsn_format(sy_lsn lsn, char *out, size_t cap);
+/* Parses "X/Y". Returns 0, or -1 when s is not an LSN. */
+int sy_lsn_parse(const char *s, sy_lsn *out);
+
+/* Where and how to log in (all strings NUL-terminated; "" means libpq's default). */
+struct sy_pgctl_target {
+    const char *side;     /* "blue" or "green": used in error messages */
+    const char *host;
+    int port;
+    const char *user;     /* control_user */
+    const char *password; /* control_password ("" for none) */
+    const char *dbname;   /* control_database: the database that holds the replication */
+    const char *sslmode;  /* "disable", "prefer", "require", "verify-ca", "verify-full" */
+    const char *sslrootcert;
+    int connect_timeout_s;
+};
+
+/* Opens a control connection (PQconnectdbParams, application_name "switchyard-control").
+ * Returns the connection, or NULL with err set. */
+PGconn *sy_pgctl_connect(const struct sy_pgctl_target *t, char *err, size_t errlen);
+
+/* What a health probe reads from one server. */
+struct sy_pgctl_probe {
+    int in_recovery;        /* 1: a standby (pg_is_in_recovery()) */
+    int server_version_num; /* e.g. 150010 */
+    sy_lsn lsn;             /* pg_current_wal_lsn() on a primary, pg_last_wal_replay_lsn() on a standby */
+    int backend_pid;        /* the control connection's own pid */
+};
+int sy_pgctl_probe(PGconn *c, const char *side, struct sy_pgctl_probe *out, char *err, size_t errlen);
+
+/* How the destination receives the source's changes. */
+enum sy_repl_mode {
+    SY_REPL_NONE = 0,     /* none found */
+    SY_REPL_LOGICAL = 1,  /* a subscription on the destination, a logical slot on the source */
+    SY_REPL_PHYSICAL = 2, /* the destination is a streaming standby of the source */
+};
+
+struct sy_pgctl_repl {
+    enum sy_repl_mode mode;
+    char subscription[64]; /* logical: the subscription's name on the destination */
+    char slot[64];         /* logical: its slot on the source */
+    int enabled;           /* logical: subenabled */
+    int streaming;         /* a walsender for it is active on the source */
+    sy_lsn source_lsn;     /* the source's pg_current_wal_lsn() */
+    sy_lsn applied_lsn;    /* how far the destination provably has the source's changes */
+    int64_t lag_bytes;     /* source_lsn - applied_lsn (0 when caught up; -1 unknown) */
+    double lag_seconds;    /* pg_stat_replication.replay_lag of its walsender; -1 unknown */
+    char problem[256];     /* "" when usable; else why not (disabled, not streaming, several ...) */
+};
+
+/*
+ * Reads the replication from src to dst (both control connections, in control_database).
+ * Logical: the one subscription on dst whose slot exists on src; several candidates or none is
+ * a problem, not an error. Physical: dst is in recovery and src has a streaming walsender for it.
+ * applied_lsn is the larger of two proofs: the slot's confirmed_flush_lsn on src, and (logical)
+ * dst's pg_replication_origin_status.remote_lsn for origin 'pg_<subscription oid>', or
+ * (physical) dst's pg_last_wal_replay_lsn(). Returns -1 only when a query fails.
+ */
+int sy_pgctl_repl_state(PGconn *src, PGconn *dst, const char *src_side, const char *dst_side,
+                        struct sy_pgctl_repl *out, char *err, size_t errlen);
+
+/* Reads applied_lsn alone, as sy_pgctl_repl_state would, for a catch-up poll loop. */
+int sy_pgctl_applied_lsn(PGconn *src, PGconn *dst, const struct sy_pgctl_repl *r, sy_lsn *out,
+                         char *err, size_t errlen);
+
+/* The source's pg_current_wal_lsn(). */
+int sy_pgctl_current_lsn(PGconn *c, const char *side, sy_lsn *out, char *err, size_t errlen);
+
+/* A client backend in a transaction (pg_stat_activity). */
+struct sy_pgctl_backend {
+    int pid;
+    double xact_age_s; /* now() - xact_start; -1 when not in a transaction */
+    char user[64];
+    char application[64];
+    char client_addr[64];
+    char state[32];
+};
+
+/* Client backends (backend_type 'client backend', not this connection) whose transaction
+ * started more than min_age_s ago, oldest first, at most max. Returns the count or -1. */
+int sy_pgctl_long_transactions(PGconn *c, const char *side, double min_age_s,
+                               struct sy_pgctl_backend *out, int max, char *err, size_t errlen);
+
+#define SY_FENCE_MAX_ROLES 256
+#define SY_FENCE_MAX_REPORT 64
+
+/* What a fence changed, so that exactly that can be undone. */
+struct sy_pgctl_fence {
+    int nroles;
+    char roles[SY_FENCE_MAX_ROLES][64]; /* roles switched from LOGIN to NOLOGIN */
+    int nterminated;                    /* outside sessions terminated (all of them) */
+    struct sy_pgctl_backend terminated[SY_FENCE_MAX_REPORT]; /* the first of them, reported */
+};
+
+/*
+ * Fences a server against writes at the database itself:
+ * 1. in one transaction, ALTER ROLE ... NOLOGIN for every role that can log in except
+ *    keep_role (the control user, which the reverse replication's apply worker also runs as)
+ *    and the current user; the roles changed go into out->roles;
+ * 2. terminates every other client backend (backend_type 'client backend') except this
+ *    connection and the pids in keep_pids (the proxy's own, held sessions), waiting up to
+ *    timeout_ms for each to be gone (pg_terminate_backend(pid, timeout)); walsenders and
+ *    background workers are left alone.
+ * On any failure it undoes what it did (sy_pgctl_unfence) before returning -1.
+ */
+int sy_pgctl_fence(PGconn *c, const char *side, const char *keep_role, const int *keep_pids,
+                   int nkeep, int timeout_ms, struct sy_pgctl_fence *out, char *err, size_t errlen);
+
+/* Gives LOGIN back to exactly the roles in f. Idempotent. */
+int sy_pgctl_unfence(PGconn *c, const char *side, const struct sy_pgctl_fence *f, char *err,
+                     size_t errlen);
+
+/* Sets every sequence on dst to src's last_value (pg_sequences; never-used sequences are
+ * skipped). *count gets how many were set. Logical replication does not carry sequences. */
+int sy_pgctl_sync_sequences(PGconn *src, PGconn *dst, const char *dst_side, int *count, char *err,
+                            size_t errlen);
+
+/* Promotes a physical standby (pg_promote(wait => true, timeout_s)). */
+int sy_pgctl_promote(PGconn *c, const char *side, int timeout_s, char *err, size_t errlen);
+
+/*
+ * Reverse replication for the rollback window, from new_active back to old_active (logical):
+ *   - ALTER SUBSCRIPTION <forward->subscription> DISABLE on new_active (PostgreSQL 15 does not
+ *     filter origins: left enabled, blue's applied changes would come back to green);
+ *   - CREATE PUBLICATION <name> FOR ALL TABLES on new_active (if missing);
+ *   - CREATE SUBSCRIPTION <name> CONNECTION <conninfo of new_active_target> PUBLICATION <name>
+ *     WITH (copy_data = false) on old_active: its slot on new_active starts at this moment.
+ * Called while every session is held, so "this moment" is the switch point.
+ */
+int sy_pgctl_reverse_setup(PGconn *old_active, PGconn *new_active,
+                           const struct sy_pgctl_target *new_active_target, const char *name,
+                           const struct sy_pgctl_repl *forward, char *err, size_t errlen);
+
+/*
+ * Undoes sy_pgctl_reverse_setup after a rollback: DROP SUBSCRIPTION <name> on old_active (which
+ * drops its slot on new_active), DROP PUBLICATION <name> on new_active, then advances the forward
+ * slot on old_active to its pg_current_wal_lsn() (everything old_active wrote since the fence came
+ * from new_active) and ENABLE the forward subscription on new_active again.
+ * With forward == NULL (commit): only the two drops.
+ */
+int sy_pgctl_reverse_teardown(PGconn *old_active, PGconn *new_active, const char *name,
+                              const struct sy_pgctl_repl *forward, char *err, size_t errlen);
+
+#endif
