@@ -1,2 +1,1000 @@
-/* Placeholder: being written (see pgctl.h). */
+/*
+ * The PostgreSQL control adapter (see pgctl.h): blocking libpq on the control thread.
+ *
+ * Every value reaches the server as a query parameter; the few statements that cannot take
+ * parameters (ALTER ROLE, ALTER/CREATE/DROP SUBSCRIPTION, CREATE/DROP PUBLICATION) get their names
+ * through PQescapeIdentifier and the one literal (the reverse subscription's conninfo) through
+ * PQescapeLiteral. Error texts come from the server's primary message, never from SQL text, so
+ * the password in that conninfo cannot reach err.
+ *
+ * How "green has every change blue made before the fence" is measured (PostgreSQL 15, numbers
+ * from tests/integration/test_pgctl.c on this project's test servers):
+ *   - The target is the end of the last WAL record blue has *inserted*, not pg_current_wal_lsn():
+ *     that is the write position, and after an asynchronous commit (synchronous_commit = off on
+ *     blue) it lies before that commit's record (measured 184 bytes short), so reaching it proves
+ *     nothing. pg_current_wal_insert_lsn() is that end, except right after a page boundary, where
+ *     it points past the page header (measured: 24 bytes that no position ever reaches).
+ *   - The walsender only sends flushed WAL, and blue's WAL writer flushes asynchronous commits
+ *     every wal_writer_delay (200 ms by default), so the control connection flushes blue's WAL
+ *     itself: a transaction that writes one logical message and commits with synchronous_commit
+ *     = local. pgoutput skips that empty transaction; it is never applied on green.
+ *   - Three positions prove the destination applied everything up to them:
+ *       the slot's confirmed_flush_lsn on blue: green applied and flushed that far. Green applies
+ *         with synchronous_commit = off, so it lags by green's WAL writer: ~205 ms measured.
+ *       green's pg_replication_origin_status.remote_lsn: the end of the last commit green applied;
+ *         3-5 ms measured, but it never passes WAL that is not a replicated commit (a running-
+ *         xacts record, a hint-bit page image, the flush above), so it often never reaches the
+ *         target at all.
+ *       green's pg_stat_subscription.latest_end_lsn (the apply worker's row): the position of the
+ *         last keepalive the apply worker processed. The walsender sends one as soon as it has
+ *         decoded all flushed WAL, after the data of every commit before it on the same stream,
+ *         and the apply worker applies (commits) each message before it reads the next: so once
+ *         it reads >= target, every commit before the target is applied. 3-9 ms measured.
+ *     applied_lsn is the largest of the three.
+ */
 #include "pgctl.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SHORT_PAGE_HEADER 24 /* SizeOfXLogShortPHD */
+#define LONG_PAGE_HEADER 40  /* SizeOfXLogLongPHD: the first page of a segment */
+
+/* ---- LSN ---- */
+
+void sy_lsn_format(sy_lsn lsn, char *out, size_t cap)
+{
+    snprintf(out, cap, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
+}
+
+/* Parses 1 to 8 hex digits ending at stop; returns the end or NULL. */
+static const char *parse_hex32(const char *s, char stop, uint32_t *out)
+{
+    uint32_t v = 0;
+    int n = 0;
+    for (; *s && *s != stop; s++, n++) {
+        int d;
+        if (*s >= '0' && *s <= '9')
+            d = *s - '0';
+        else if (*s >= 'a' && *s <= 'f')
+            d = *s - 'a' + 10;
+        else if (*s >= 'A' && *s <= 'F')
+            d = *s - 'A' + 10;
+        else
+            return NULL;
+        if (n == 8)
+            return NULL;
+        v = v << 4 | (uint32_t)d;
+    }
+    if (n == 0 || *s != stop)
+        return NULL;
+    *out = v;
+    return s;
+}
+
+int sy_lsn_parse(const char *s, sy_lsn *out)
+{
+    uint32_t hi, lo;
+    if (!s || !(s = parse_hex32(s, '/', &hi)) || !parse_hex32(s + 1, '\0', &lo))
+        return -1;
+    *out = (sy_lsn)hi << 32 | lo;
+    return 0;
+}
+
+/* ---- errors and queries ---- */
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Copies a server or libpq message into out as one line, without a trailing period. */
+static void one_line(const char *msg, char *out, size_t cap)
+{
+    size_t n = 0;
+    int space = 0;
+    if (!msg)
+        msg = "no message";
+    for (; *msg && n + 1 < cap; msg++) {
+        if (*msg == '\n' || *msg == '\r' || *msg == '\t') {
+            space = 1;
+            continue;
+        }
+        if (space && n > 0 && n + 2 < cap)
+            out[n++] = ' ';
+        space = 0;
+        out[n++] = *msg;
+    }
+    while (n > 0 && (out[n - 1] == '.' || out[n - 1] == ' '))
+        n--;
+    out[n] = '\0';
+}
+
+/* The error of a failed query: the server's primary message, else libpq's. */
+static void query_error(PGconn *c, PGresult *r, const char *side, const char *what, char *err,
+                        size_t errlen)
+{
+    char msg[300];
+    const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    one_line(primary ? primary : PQerrorMessage(c), msg, sizeof(msg));
+    seterr(err, errlen, "%s: could not %s: %s", side, what, msg);
+}
+
+/*
+ * Runs sql with n text parameters. Returns the result (caller clears it) when the statement
+ * succeeded, else NULL with err saying "<side>: could not <what>: <server message>".
+ */
+static PGresult *run(PGconn *c, const char *side, const char *what, const char *sql, int n,
+                     const char *const *vals, char *err, size_t errlen)
+{
+    PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+        return r;
+    query_error(c, r, side, what, err, errlen);
+    PQclear(r);
+    return NULL;
+}
+
+/* run() for statements whose result is not needed. Returns 0 or -1. */
+static int exec(PGconn *c, const char *side, const char *what, const char *sql, int n,
+                const char *const *vals, char *err, size_t errlen)
+{
+    PGresult *r = run(c, side, what, sql, n, vals, err, errlen);
+    PQclear(r);
+    return r ? 0 : -1;
+}
+
+/* Ends a transaction that failed; the connection stays usable. */
+static void rollback(PGconn *c)
+{
+    PQclear(PQexec(c, "ROLLBACK"));
+}
+
+/* Runs "<prefix><quoted name><suffix>" (DDL that takes no parameters). Returns 0 or -1. */
+static int exec_ident(PGconn *c, const char *side, const char *what, const char *prefix,
+                      const char *name, const char *suffix, char *err, size_t errlen)
+{
+    char *id = PQescapeIdentifier(c, name, strlen(name));
+    if (!id) {
+        query_error(c, NULL, side, what, err, errlen);
+        return -1;
+    }
+    char sql[512];
+    snprintf(sql, sizeof(sql), "%s%s%s", prefix, id, suffix);
+    PQfreemem(id);
+    return exec(c, side, what, sql, 0, NULL, err, errlen);
+}
+
+static int is_null(const PGresult *r, int row, int col) { return PQgetisnull(r, row, col); }
+
+static sy_lsn get_lsn(const PGresult *r, int row, int col)
+{
+    sy_lsn v = 0;
+    if (is_null(r, row, col) || sy_lsn_parse(PQgetvalue(r, row, col), &v) != 0)
+        return 0;
+    return v;
+}
+
+static int get_bool(const PGresult *r, int row, int col)
+{
+    return !is_null(r, row, col) && PQgetvalue(r, row, col)[0] == 't';
+}
+
+static void get_str(const PGresult *r, int row, int col, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s", is_null(r, row, col) ? "" : PQgetvalue(r, row, col));
+}
+
+static double get_double(const PGresult *r, int row, int col, double if_null)
+{
+    return is_null(r, row, col) ? if_null : strtod(PQgetvalue(r, row, col), NULL);
+}
+
+static sy_lsn lsn_max(sy_lsn a, sy_lsn b) { return a > b ? a : b; }
+
+static const char *str(const char *s) { return s ? s : ""; }
+
+/* For the functions that are given no side name: "<role> (host:port)". */
+static const char *conn_side(PGconn *c, const char *role, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s (%s:%s)", role, str(PQhost(c)), str(PQport(c)));
+    return buf;
+}
+
+/* The other of "blue" and "green"; else "<role> (host:port)". */
+static const char *other_side(const char *side, PGconn *c, const char *role, char *buf, size_t cap)
+{
+    if (strcmp(side, "blue") == 0)
+        return "green";
+    if (strcmp(side, "green") == 0)
+        return "blue";
+    return conn_side(c, role, buf, cap);
+}
+
+/* ---- connections ---- */
+
+/* Notices (pg_terminate_backend's warnings, CREATE SUBSCRIPTION's) are not logged: no function
+ * of this adapter logs. */
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+/* Adds a connection option when value is set. */
+static void opt_add(const char **keys, const char **vals, int *n, const char *key, const char *value)
+{
+    if (value && value[0]) {
+        keys[*n] = key;
+        vals[(*n)++] = value;
+    }
+}
+
+PGconn *sy_pgctl_connect(const struct sy_pgctl_target *t, char *err, size_t errlen)
+{
+    const char *keys[10], *vals[10];
+    char port[16], timeout[16];
+    int n = 0;
+    snprintf(port, sizeof(port), "%d", t->port);
+    snprintf(timeout, sizeof(timeout), "%d", t->connect_timeout_s);
+    opt_add(keys, vals, &n, "host", t->host);
+    opt_add(keys, vals, &n, "port", t->port > 0 ? port : "");
+    opt_add(keys, vals, &n, "user", t->user);
+    opt_add(keys, vals, &n, "password", t->password);
+    opt_add(keys, vals, &n, "dbname", t->dbname);
+    opt_add(keys, vals, &n, "sslmode", t->sslmode);
+    opt_add(keys, vals, &n, "sslrootcert", t->sslrootcert);
+    opt_add(keys, vals, &n, "connect_timeout", t->connect_timeout_s > 0 ? timeout : "");
+    opt_add(keys, vals, &n, "application_name", "switchyard-control");
+    keys[n] = vals[n] = NULL;
+    PGconn *c = PQconnectdbParams(keys, vals, 0);
+    if (c && PQstatus(c) == CONNECTION_OK) {
+        PQsetNoticeProcessor(c, ignore_notice, NULL);
+        return c;
+    }
+    char msg[300];
+    one_line(c ? PQerrorMessage(c) : "out of memory", msg, sizeof(msg));
+    seterr(err, errlen,
+           "%s: cannot log in to %s:%d as %s (database %s): %s; check control_user, "
+           "control_password and the server's pg_hba.conf",
+           str(t->side), t->host && t->host[0] ? t->host : "localhost", t->port,
+           t->user && t->user[0] ? t->user : "(default user)",
+           t->dbname && t->dbname[0] ? t->dbname : "(default)", msg);
+    PQfinish(c);
+    return NULL;
+}
+
+/* ---- probe and WAL positions ---- */
+
+int sy_pgctl_probe(PGconn *c, const char *side, struct sy_pgctl_probe *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    PGresult *r = run(c, side, "probe the server",
+                      "SELECT pg_is_in_recovery(), current_setting('server_version_num')::int, "
+                      "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+                      "ELSE pg_current_wal_lsn() END, pg_backend_pid()",
+                      0, NULL, err, errlen);
+    if (!r)
+        return -1;
+    out->in_recovery = get_bool(r, 0, 0);
+    out->server_version_num = atoi(PQgetvalue(r, 0, 1));
+    out->lsn = get_lsn(r, 0, 2);
+    out->backend_pid = atoi(PQgetvalue(r, 0, 3));
+    PQclear(r);
+    return 0;
+}
+
+/*
+ * The end of the last WAL record c has inserted (see the top of this file). With flush, also
+ * makes c flush its WAL that far, so that a walsender can send it at once: a transaction that
+ * writes a logical message (wal_level = logical only) and commits with synchronous_commit =
+ * local. The flush only makes catch-up faster, the position is right without it: if it fails
+ * (wal_level replica), asynchronous commits reach the walsender when the WAL writer flushes them.
+ */
+static int wal_end(PGconn *c, const char *side, int flush, sy_lsn *out, char *err, size_t errlen)
+{
+    PGresult *r = run(c, side, "read the WAL position",
+                      "SELECT pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn(), "
+                      "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_block_size'), "
+                      "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), "
+                      "current_setting('wal_level')",
+                      0, NULL, err, errlen);
+    if (!r)
+        return -1;
+    sy_lsn insert = get_lsn(r, 0, 0), flushed = get_lsn(r, 0, 1);
+    uint64_t block = strtoull(PQgetvalue(r, 0, 2), NULL, 10);
+    uint64_t segment = strtoull(PQgetvalue(r, 0, 3), NULL, 10);
+    int logical = strcmp(PQgetvalue(r, 0, 4), "logical") == 0;
+    PQclear(r);
+    sy_lsn end = insert;
+    if (segment && insert % segment == LONG_PAGE_HEADER)
+        end = insert - LONG_PAGE_HEADER;
+    else if (block && insert % block == SHORT_PAGE_HEADER)
+        end = insert - SHORT_PAGE_HEADER;
+    if (flush && logical && flushed < end) {
+        char ignored[64];
+        if (exec(c, side, "flush", "BEGIN READ WRITE", 0, NULL, ignored, sizeof(ignored)) == 0 &&
+            (exec(c, side, "flush", "SET LOCAL synchronous_commit = local", 0, NULL, ignored,
+                  sizeof(ignored)) != 0 ||
+             exec(c, side, "flush",
+                  "SELECT pg_logical_emit_message(true, 'switchyard', 'flush')", 0, NULL,
+                  ignored, sizeof(ignored)) != 0 ||
+             exec(c, side, "flush", "COMMIT", 0, NULL, ignored, sizeof(ignored)) != 0))
+            rollback(c);
+    }
+    *out = end;
+    return 0;
+}
+
+int sy_pgctl_current_lsn(PGconn *c, const char *side, sy_lsn *out, char *err, size_t errlen)
+{
+    return wal_end(c, side, 1, out, err, errlen);
+}
+
+/* ---- replication state ---- */
+
+/* The largest position that proves dst applied src's changes (logical; see the file's top). */
+static int logical_applied(PGconn *src, PGconn *dst, const char *src_side, const char *dst_side,
+                           const char *subscription, const char *slot, sy_lsn *out, char *err,
+                           size_t errlen)
+{
+    const char *p_slot[] = {slot};
+    PGresult *r = run(src, src_side, "read the replication slot",
+                      "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1",
+                      1, p_slot, err, errlen);
+    if (!r)
+        return -1;
+    sy_lsn best = PQntuples(r) == 1 ? get_lsn(r, 0, 0) : 0;
+    PQclear(r);
+    const char *p_sub[] = {subscription};
+    r = run(dst, dst_side, "read the subscription's progress (the control user must be a superuser)",
+            "SELECT (SELECT o.remote_lsn FROM pg_replication_origin_status o "
+            "        WHERE o.external_id = 'pg_' || s.oid), "
+            "       (SELECT w.latest_end_lsn FROM pg_stat_subscription w "
+            "        WHERE w.subid = s.oid AND w.relid IS NULL) "
+            "FROM pg_subscription s WHERE s.subname = $1 "
+            "AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            1, p_sub, err, errlen);
+    if (!r)
+        return -1;
+    if (PQntuples(r) == 1)
+        best = lsn_max(best, lsn_max(get_lsn(r, 0, 0), get_lsn(r, 0, 1)));
+    PQclear(r);
+    *out = best;
+    return 0;
+}
+
+static int physical_applied(PGconn *dst, const char *dst_side, sy_lsn *out, char *err, size_t errlen)
+{
+    PGresult *r = run(dst, dst_side, "read the standby's replay position",
+                      "SELECT pg_last_wal_replay_lsn()", 0, NULL, err, errlen);
+    if (!r)
+        return -1;
+    *out = get_lsn(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+int sy_pgctl_applied_lsn(PGconn *src, PGconn *dst, const struct sy_pgctl_repl *rp, sy_lsn *out,
+                         char *err, size_t errlen)
+{
+    char src_side[128], dst_side[128];
+    conn_side(src, "the source", src_side, sizeof(src_side));
+    conn_side(dst, "the destination", dst_side, sizeof(dst_side));
+    *out = 0;
+    if (rp->mode == SY_REPL_LOGICAL)
+        return logical_applied(src, dst, src_side, dst_side, rp->subscription, rp->slot, out, err,
+                               errlen);
+    if (rp->mode == SY_REPL_PHYSICAL)
+        return physical_applied(dst, dst_side, out, err, errlen);
+    seterr(err, errlen, "%s: no replication to measure; read it with sy_pgctl_repl_state first",
+           dst_side);
+    return -1;
+}
+
+/* Fills lag_bytes and lag_seconds from the positions (replay_lag is NULL once a walsender is
+ * idle and caught up: that is 0). */
+static void fill_lag(struct sy_pgctl_repl *out, const PGresult *r, int row, int col)
+{
+    if (out->applied_lsn == 0 || out->source_lsn == 0)
+        out->lag_bytes = -1;
+    else
+        out->lag_bytes = out->applied_lsn >= out->source_lsn
+                             ? 0
+                             : (int64_t)(out->source_lsn - out->applied_lsn);
+    out->lag_seconds = r && row >= 0 ? get_double(r, row, col, -1) : -1;
+    if (out->lag_seconds < 0 && out->lag_bytes == 0 && out->streaming)
+        out->lag_seconds = 0;
+}
+
+/* Picks the one subscription on dst (in its database) whose slot exists on src. */
+static int logical_pick(PGconn *src, PGconn *dst, const char *src_side, const char *dst_side,
+                        struct sy_pgctl_repl *out, int *copying, char *err, size_t errlen)
+{
+    PGresult *subs = run(dst, dst_side, "list the subscriptions",
+                         "SELECT s.subname, s.subslotname, s.subenabled, "
+                         "(SELECT count(*) FROM pg_subscription_rel r "
+                         " WHERE r.srsubid = s.oid AND r.srsubstate <> 'r') "
+                         "FROM pg_subscription s WHERE s.subslotname IS NOT NULL AND s.subdbid = "
+                         "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+                         "ORDER BY s.subname",
+                         0, NULL, err, errlen);
+    if (!subs)
+        return -1;
+    int found = 0;
+    for (int i = 0; i < PQntuples(subs); i++) {
+        const char *p[] = {PQgetvalue(subs, i, 1)};
+        PGresult *slot = run(src, src_side, "read the replication slots",
+                             "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND "
+                             "slot_type = 'logical' AND database = current_database()",
+                             1, p, err, errlen);
+        if (!slot) {
+            PQclear(subs);
+            return -1;
+        }
+        if (PQntuples(slot) == 1 && found++ == 0) {
+            get_str(subs, i, 0, out->subscription, sizeof(out->subscription));
+            get_str(subs, i, 1, out->slot, sizeof(out->slot));
+            out->enabled = get_bool(subs, i, 2);
+            *copying = atoi(PQgetvalue(subs, i, 3));
+        }
+        PQclear(slot);
+    }
+    PQclear(subs);
+    if (found == 1)
+        out->mode = SY_REPL_LOGICAL;
+    else if (found == 0)
+        snprintf(out->problem, sizeof(out->problem),
+                 "no subscription on %s has its slot on %s (in this database)", dst_side, src_side);
+    else
+        snprintf(out->problem, sizeof(out->problem),
+                 "%d subscriptions on %s have their slots on %s; keep exactly one", found,
+                 dst_side, src_side);
+    return 0;
+}
+
+static int repl_logical(PGconn *src, PGconn *dst, const char *src_side, const char *dst_side,
+                        struct sy_pgctl_repl *out, char *err, size_t errlen)
+{
+    int copying = 0;
+    if (logical_pick(src, dst, src_side, dst_side, out, &copying, err, errlen) != 0)
+        return -1;
+    if (out->mode != SY_REPL_LOGICAL)
+        return 0;
+    const char *p[] = {out->slot};
+    PGresult *r = run(src, src_side, "read the walsender",
+                      "SELECT r.pid IS NOT NULL, EXTRACT(epoch FROM r.replay_lag)::float8 "
+                      "FROM pg_replication_slots s "
+                      "LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid "
+                      "WHERE s.slot_name = $1",
+                      1, p, err, errlen);
+    if (!r)
+        return -1;
+    int row = PQntuples(r) == 1 ? 0 : -1;
+    out->streaming = row == 0 && get_bool(r, 0, 0);
+    if (logical_applied(src, dst, src_side, dst_side, out->subscription, out->slot,
+                        &out->applied_lsn, err, errlen) != 0) {
+        PQclear(r);
+        return -1;
+    }
+    fill_lag(out, r, row, 1);
+    PQclear(r);
+    if (!out->enabled)
+        snprintf(out->problem, sizeof(out->problem), "subscription %s on %s is disabled",
+                 out->subscription, dst_side);
+    else if (copying > 0)
+        snprintf(out->problem, sizeof(out->problem),
+                 "subscription %s on %s is still copying %d tables", out->subscription, dst_side,
+                 copying);
+    else if (!out->streaming)
+        snprintf(out->problem, sizeof(out->problem), "no walsender on %s is streaming slot %s to %s",
+                 src_side, out->slot, dst_side);
+    return 0;
+}
+
+/* Finds src's walsender for the standby dst: by dst's slot, else the only physical one. */
+static int physical_walsender(PGconn *src, const char *src_side, const char *dst_side,
+                              const char *slot, struct sy_pgctl_repl *out, PGresult **res,
+                              int *row, char *err, size_t errlen)
+{
+    PGresult *r = run(src, src_side, "list the walsenders",
+                      "SELECT COALESCE(s.slot_name, ''), r.state, "
+                      "EXTRACT(epoch FROM r.replay_lag)::float8 "
+                      "FROM pg_stat_replication r JOIN pg_stat_activity a ON a.pid = r.pid "
+                      "LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid "
+                      "WHERE a.datid IS NULL ORDER BY r.pid",
+                      0, NULL, err, errlen);
+    if (!r)
+        return -1;
+    *res = r;
+    *row = -1;
+    for (int i = 0; i < PQntuples(r); i++)
+        if (slot[0] ? strcmp(PQgetvalue(r, i, 0), slot) == 0 : PQntuples(r) == 1)
+            *row = i;
+    if (*row >= 0)
+        out->streaming = strcmp(PQgetvalue(r, *row, 1), "streaming") == 0;
+    else if (!slot[0] && PQntuples(r) > 1)
+        snprintf(out->problem, sizeof(out->problem),
+                 "%d standbys stream from %s and %s uses no replication slot to tell which is it",
+                 PQntuples(r), src_side, dst_side);
+    return 0;
+}
+
+static int repl_physical(PGconn *src, PGconn *dst, const char *src_side, const char *dst_side,
+                         struct sy_pgctl_repl *out, char *err, size_t errlen)
+{
+    const char *sysid_sql = "SELECT system_identifier::text, "
+                            "COALESCE((SELECT slot_name FROM pg_stat_wal_receiver), '') "
+                            "FROM pg_control_system()";
+    PGresult *d = run(dst, dst_side, "read the standby's identity", sysid_sql, 0, NULL, err, errlen);
+    if (!d)
+        return -1;
+    PGresult *s = run(src, src_side, "read the system identifier", sysid_sql, 0, NULL, err, errlen);
+    if (!s) {
+        PQclear(d);
+        return -1;
+    }
+    int same = strcmp(PQgetvalue(d, 0, 0), PQgetvalue(s, 0, 0)) == 0;
+    get_str(d, 0, 1, out->slot, sizeof(out->slot));
+    PQclear(d);
+    PQclear(s);
+    if (!same) {
+        snprintf(out->problem, sizeof(out->problem), "%s is a standby of another cluster, not of %s",
+                 dst_side, src_side);
+        return 0;
+    }
+    out->mode = SY_REPL_PHYSICAL;
+    out->enabled = 1;
+    PGresult *w = NULL;
+    int row = -1;
+    if (physical_walsender(src, src_side, dst_side, out->slot, out, &w, &row, err, errlen) != 0 ||
+        physical_applied(dst, dst_side, &out->applied_lsn, err, errlen) != 0) {
+        PQclear(w);
+        return -1;
+    }
+    fill_lag(out, w, row, 2);
+    PQclear(w);
+    if (!out->streaming && !out->problem[0])
+        snprintf(out->problem, sizeof(out->problem), "no walsender on %s is streaming to %s",
+                 src_side, dst_side);
+    return 0;
+}
+
+int sy_pgctl_repl_state(PGconn *src, PGconn *dst, const char *src_side, const char *dst_side,
+                        struct sy_pgctl_repl *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    out->lag_bytes = -1;
+    out->lag_seconds = -1;
+    PGresult *r = run(dst, dst_side, "read the recovery state", "SELECT pg_is_in_recovery()", 0,
+                      NULL, err, errlen);
+    if (!r)
+        return -1;
+    int standby = get_bool(r, 0, 0);
+    PQclear(r);
+    if (wal_end(src, src_side, 0, &out->source_lsn, err, errlen) != 0)
+        return -1;
+    if (standby)
+        return repl_physical(src, dst, src_side, dst_side, out, err, errlen);
+    return repl_logical(src, dst, src_side, dst_side, out, err, errlen);
+}
+
+/* ---- sessions ---- */
+
+static void get_backend(const PGresult *r, int row, struct sy_pgctl_backend *b)
+{
+    b->pid = atoi(PQgetvalue(r, row, 0));
+    b->xact_age_s = get_double(r, row, 1, -1);
+    get_str(r, row, 2, b->user, sizeof(b->user));
+    get_str(r, row, 3, b->application, sizeof(b->application));
+    get_str(r, row, 4, b->client_addr, sizeof(b->client_addr));
+    get_str(r, row, 5, b->state, sizeof(b->state));
+}
+
+/* The columns get_backend reads, from pg_stat_activity a. */
+#define BACKEND_COLUMNS                                                                            \
+    "a.pid, EXTRACT(epoch FROM clock_timestamp() - a.xact_start)::float8, "                       \
+    "COALESCE(a.usename, ''), COALESCE(a.application_name, ''), "                                 \
+    "COALESCE(host(a.client_addr), ''), COALESCE(a.state, '') "
+
+int sy_pgctl_long_transactions(PGconn *c, const char *side, double min_age_s,
+                               struct sy_pgctl_backend *out, int max, char *err, size_t errlen)
+{
+    char age[32], limit[16];
+    snprintf(age, sizeof(age), "%.6f", min_age_s);
+    snprintf(limit, sizeof(limit), "%d", max > 0 ? max : 0);
+    const char *p[] = {age, limit};
+    PGresult *r = run(c, side, "list long transactions",
+                      "SELECT " BACKEND_COLUMNS "FROM pg_stat_activity a "
+                      "WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid() "
+                      "AND a.xact_start IS NOT NULL "
+                      "AND clock_timestamp() - a.xact_start > make_interval(secs => $1::float8) "
+                      "ORDER BY a.xact_start LIMIT $2::int",
+                      2, p, err, errlen);
+    if (!r)
+        return -1;
+    int n = PQntuples(r);
+    for (int i = 0; i < n; i++)
+        get_backend(r, i, &out[i]);
+    PQclear(r);
+    return n;
+}
+
+/* ---- fence ---- */
+
+/* Switches every role that can log in, but keep_role and the current user, to NOLOGIN in one
+ * transaction; records them in out->roles. */
+static int fence_roles(PGconn *c, const char *side, const char *keep_role,
+                       struct sy_pgctl_fence *out, char *err, size_t errlen)
+{
+    if (exec(c, side, "start the fence transaction", "BEGIN", 0, NULL, err, errlen) != 0)
+        return -1;
+    const char *p[] = {str(keep_role)};
+    PGresult *r = run(c, side, "list the roles that can log in",
+                      "SELECT rolname FROM pg_roles WHERE rolcanlogin AND rolname <> $1 "
+                      "AND rolname <> current_user ORDER BY rolname",
+                      1, p, err, errlen);
+    int n = r ? PQntuples(r) : 0, i = 0;
+    if (r && n > SY_FENCE_MAX_ROLES)
+        seterr(err, errlen, "%s: %d roles can log in, more than the %d a fence can record; "
+               "make the roles that need no login NOLOGIN", side, n, SY_FENCE_MAX_ROLES);
+    for (; r && n <= SY_FENCE_MAX_ROLES && i < n; i++)
+        if (exec_ident(c, side, "switch a role to NOLOGIN", "ALTER ROLE ", PQgetvalue(r, i, 0),
+                       " NOLOGIN", err, errlen) != 0)
+            break;
+    if (!r || i < n || exec(c, side, "commit the fence", "COMMIT", 0, NULL, err, errlen) != 0) {
+        PQclear(r);
+        rollback(c);
+        return -1;
+    }
+    for (i = 0; i < n; i++)
+        get_str(r, i, 0, out->roles[i], sizeof(out->roles[i]));
+    out->nroles = n;
+    PQclear(r);
+    return 0;
+}
+
+/* "{1,2,3}" for an int[] parameter; malloc'd. */
+static char *int_array(const int *v, int n)
+{
+    size_t cap = 3 + (size_t)(n > 0 ? n : 0) * 12;
+    char *s = malloc(cap);
+    if (!s)
+        return NULL;
+    size_t len = (size_t)snprintf(s, cap, "{");
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(s + len, cap - len, "%s%d", i ? "," : "", v[i]);
+    snprintf(s + len, cap - len, "}");
+    return s;
+}
+
+/* Of the pids pg_terminate_backend gave up on, those still there. Returns their count or -1. */
+static int still_running(PGconn *c, const char *side, const char *pids, int *first, char *err,
+                         size_t errlen)
+{
+    const char *p[] = {pids};
+    PGresult *r = run(c, side, "check the terminated sessions",
+                      "SELECT pid FROM pg_stat_activity WHERE pid = ANY ($1::int[])", 1, p, err,
+                      errlen);
+    if (!r)
+        return -1;
+    int n = PQntuples(r);
+    if (n > 0)
+        *first = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return n;
+}
+
+/* One pass: terminates every other client backend, waiting up to timeout for each. Returns how
+ * many it found, or -1. */
+static int terminate_pass(PGconn *c, const char *side, const char *keep, int timeout_ms,
+                          struct sy_pgctl_fence *out, char *err, size_t errlen)
+{
+    char timeout[16];
+    snprintf(timeout, sizeof(timeout), "%d", timeout_ms > 0 ? timeout_ms : 0);
+    const char *p[] = {keep, timeout};
+    PGresult *r = run(c, side, "terminate sessions (the control user must be a superuser)",
+                      "SELECT " BACKEND_COLUMNS ", pg_terminate_backend(a.pid, $2::bigint) "
+                      "FROM pg_stat_activity a WHERE a.backend_type = 'client backend' "
+                      "AND a.pid <> pg_backend_pid() AND a.pid <> ALL ($1::int[])",
+                      2, p, err, errlen);
+    if (!r)
+        return -1;
+    int n = PQntuples(r), nfailed = 0;
+    int *failed = calloc((size_t)n + 1, sizeof(int));
+    for (int i = 0; i < n; i++) {
+        if (out->nterminated < SY_FENCE_MAX_REPORT)
+            get_backend(r, i, &out->terminated[out->nterminated]);
+        out->nterminated++;
+        if (!get_bool(r, i, 6) && failed)
+            failed[nfailed++] = atoi(PQgetvalue(r, i, 0));
+    }
+    PQclear(r);
+    /* false also means the session ended by itself just before: only those still there count. */
+    char *pids = failed ? int_array(failed, nfailed) : NULL;
+    free(failed);
+    if (!pids) {
+        seterr(err, errlen, "%s: out of memory while terminating sessions", side);
+        return -1;
+    }
+    int first = 0, left = nfailed ? still_running(c, side, pids, &first, err, errlen) : 0;
+    free(pids);
+    if (left > 0)
+        seterr(err, errlen, "%s: %d sessions (pid %d first) did not end within %d ms of "
+               "pg_terminate_backend; end them or raise the timeout", side, left, first, timeout_ms);
+    return left == 0 ? n : -1;
+}
+
+/* Terminates the outside sessions; a second and third pass catch logins that were already past
+ * the role check when the NOLOGIN committed. */
+static int fence_terminate(PGconn *c, const char *side, const int *keep_pids, int nkeep,
+                           int timeout_ms, struct sy_pgctl_fence *out, char *err, size_t errlen)
+{
+    char *keep = int_array(keep_pids, keep_pids ? nkeep : 0);
+    if (!keep) {
+        seterr(err, errlen, "%s: out of memory while fencing", side);
+        return -1;
+    }
+    int n = 1;
+    for (int pass = 0; pass < 3 && n > 0; pass++)
+        n = terminate_pass(c, side, keep, timeout_ms, out, err, errlen);
+    free(keep);
+    return n < 0 ? -1 : 0;
+}
+
+int sy_pgctl_fence(PGconn *c, const char *side, const char *keep_role, const int *keep_pids,
+                   int nkeep, int timeout_ms, struct sy_pgctl_fence *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    if (fence_roles(c, side, keep_role, out, err, errlen) != 0)
+        return -1;
+    if (fence_terminate(c, side, keep_pids, nkeep, timeout_ms, out, err, errlen) == 0)
+        return 0;
+    char undo[256];
+    if (sy_pgctl_unfence(c, side, out, undo, sizeof(undo)) != 0 && err && errlen > 0) {
+        size_t len = strlen(err);
+        if (len + 1 < errlen)
+            snprintf(err + len, errlen - len, "; undoing the fence failed too (%s)", undo);
+    }
+    return -1;
+}
+
+int sy_pgctl_unfence(PGconn *c, const char *side, const struct sy_pgctl_fence *f, char *err,
+                     size_t errlen)
+{
+    int rc = 0;
+    for (int i = 0; i < f->nroles; i++) {
+        char one[256];
+        const char *p[] = {f->roles[i]};
+        PGresult *r = run(c, side, "look up a fenced role",
+                          "SELECT 1 FROM pg_roles WHERE rolname = $1", 1, p, one, sizeof(one));
+        int exists = r && PQntuples(r) == 1;
+        PQclear(r);
+        /* A role dropped since the fence has nothing to give back. */
+        if (r && !exists)
+            continue;
+        if (!r || exec_ident(c, side, "give a fenced role LOGIN back", "ALTER ROLE ", f->roles[i],
+                             " LOGIN", one, sizeof(one)) != 0) {
+            if (rc == 0)
+                seterr(err, errlen, "%s; run ALTER ROLE ... LOGIN by hand for the roles in the "
+                       "fence", one);
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+/* ---- sequences and promotion ---- */
+
+int sy_pgctl_sync_sequences(PGconn *src, PGconn *dst, const char *dst_side, int *count, char *err,
+                            size_t errlen)
+{
+    char src_side[128];
+    conn_side(src, "the source", src_side, sizeof(src_side));
+    *count = 0;
+    PGresult *r = run(src, src_side, "read the sequences",
+                      "SELECT schemaname, sequencename, last_value::text FROM pg_sequences "
+                      "WHERE last_value IS NOT NULL ORDER BY 1, 2",
+                      0, NULL, err, errlen);
+    if (!r)
+        return -1;
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *p[] = {PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2)};
+        char what[200];
+        snprintf(what, sizeof(what), "set sequence %.64s.%.64s (does the schema match?)", p[0],
+                 p[1]);
+        if (exec(dst, dst_side, what,
+                 "SELECT setval(format('%I.%I', $1::text, $2::text)::regclass, $3::bigint, true)",
+                 3, p, err, errlen) != 0) {
+            PQclear(r);
+            return -1;
+        }
+        (*count)++;
+    }
+    PQclear(r);
+    return 0;
+}
+
+int sy_pgctl_promote(PGconn *c, const char *side, int timeout_s, char *err, size_t errlen)
+{
+    char t[16];
+    snprintf(t, sizeof(t), "%d", timeout_s);
+    const char *p[] = {t};
+    PGresult *r = run(c, side, "promote the standby", "SELECT pg_promote(true, $1::int)", 1, p,
+                      err, errlen);
+    if (!r)
+        return -1;
+    int done = get_bool(r, 0, 0);
+    PQclear(r);
+    if (!done)
+        seterr(err, errlen, "%s: promotion did not finish within %d s; check the server's log",
+               side, timeout_s);
+    return done ? 0 : -1;
+}
+
+/* ---- reverse replication ---- */
+
+/* Appends key='value' (conninfo quoting) to buf when value is set. */
+static void conninfo_add(char *buf, size_t cap, const char *key, const char *value)
+{
+    size_t len = strlen(buf);
+    if (!value || !value[0] || len + 1 >= cap)
+        return;
+    len += (size_t)snprintf(buf + len, cap - len, "%s%s='", len ? " " : "", key);
+    for (; *value && len + 3 < cap; value++) {
+        if (*value == '\'' || *value == '\\')
+            buf[len++] = '\\';
+        buf[len++] = *value;
+    }
+    snprintf(buf + len, cap - len, "'");
+}
+
+/* Waits until dst has no apply worker for the subscription (disabling one is asynchronous). */
+static int wait_worker_gone(PGconn *c, const char *side, const char *subscription, char *err,
+                            size_t errlen)
+{
+    const char *p[] = {subscription};
+    for (int i = 0; i < 1000; i++) {
+        PGresult *r = run(c, side, "check the subscription's workers",
+                          "SELECT 1 FROM pg_stat_subscription WHERE subname = $1 "
+                          "AND pid IS NOT NULL",
+                          1, p, err, errlen);
+        if (!r)
+            return -1;
+        int running = PQntuples(r) > 0;
+        PQclear(r);
+        if (!running)
+            return 0;
+        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+    }
+    seterr(err, errlen, "%s: the apply worker of subscription %s did not stop within 10 s of "
+           "DISABLE; check the server's log", side, subscription);
+    return -1;
+}
+
+/* CREATE SUBSCRIPTION on old_active, connecting to new_active. The statement holds a password:
+ * the session keeps it out of the server log, and any error naming it is replaced. */
+static int create_reverse_subscription(PGconn *old_active, const char *side,
+                                       const struct sy_pgctl_target *t, const char *name,
+                                       char *err, size_t errlen)
+{
+    char conninfo[2048] = "", port[16], timeout[16];
+    snprintf(port, sizeof(port), "%d", t->port);
+    snprintf(timeout, sizeof(timeout), "%d", t->connect_timeout_s);
+    conninfo_add(conninfo, sizeof(conninfo), "host", t->host);
+    conninfo_add(conninfo, sizeof(conninfo), "port", t->port > 0 ? port : "");
+    conninfo_add(conninfo, sizeof(conninfo), "user", t->user);
+    conninfo_add(conninfo, sizeof(conninfo), "password", t->password);
+    conninfo_add(conninfo, sizeof(conninfo), "dbname", t->dbname);
+    conninfo_add(conninfo, sizeof(conninfo), "sslmode", t->sslmode);
+    conninfo_add(conninfo, sizeof(conninfo), "sslrootcert", t->sslrootcert);
+    conninfo_add(conninfo, sizeof(conninfo), "connect_timeout", t->connect_timeout_s > 0 ? timeout : "");
+    char *lit = PQescapeLiteral(old_active, conninfo, strlen(conninfo));
+    char *id = PQescapeIdentifier(old_active, name, strlen(name));
+    memset(conninfo, 0, sizeof(conninfo));
+    size_t cap = (lit ? strlen(lit) : 0) + 2 * (id ? strlen(id) : 0) + 128;
+    char *sql = lit && id ? malloc(cap) : NULL;
+    int rc = -1;
+    if (sql) {
+        snprintf(sql, cap, "CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s "
+                 "WITH (copy_data = false)", id, lit, id);
+        /* Superuser settings; without them the statement could be logged (best effort). */
+        PQclear(PQexec(old_active, "SET log_statement = 'none'"));
+        PQclear(PQexec(old_active, "SET log_min_error_statement = 'panic'"));
+        rc = exec(old_active, side, "create the reverse subscription", sql, 0, NULL, err, errlen);
+        PQclear(PQexec(old_active, "RESET log_statement"));
+        PQclear(PQexec(old_active, "RESET log_min_error_statement"));
+        memset(sql, 0, cap);
+        free(sql);
+    } else {
+        seterr(err, errlen, "%s: out of memory while creating the reverse subscription", side);
+    }
+    if (lit) {
+        memset(lit, 0, strlen(lit));
+        PQfreemem(lit);
+    }
+    PQfreemem(id);
+    if (rc != 0 && t->password && t->password[0] && err && strstr(err, t->password))
+        seterr(err, errlen, "%s: could not create the reverse subscription; see the server's log",
+               side);
+    return rc;
+}
+
+static int forward_logical(const struct sy_pgctl_repl *forward)
+{
+    return forward && forward->mode == SY_REPL_LOGICAL && forward->subscription[0];
+}
+
+int sy_pgctl_reverse_setup(PGconn *old_active, PGconn *new_active,
+                           const struct sy_pgctl_target *new_active_target, const char *name,
+                           const struct sy_pgctl_repl *forward, char *err, size_t errlen)
+{
+    char buf[128];
+    const char *new_side = str(new_active_target->side);
+    const char *old_side = other_side(new_side, old_active, "the old active server", buf, sizeof(buf));
+    int fwd = forward_logical(forward);
+    if (fwd && (exec_ident(new_active, new_side, "disable the forward subscription",
+                           "ALTER SUBSCRIPTION ", forward->subscription, " DISABLE", err,
+                           errlen) != 0 ||
+                wait_worker_gone(new_active, new_side, forward->subscription, err, errlen) != 0))
+        goto undo_forward;
+    const char *p[] = {name};
+    PGresult *r = run(new_active, new_side, "look up the reverse publication",
+                      "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, p, err, errlen);
+    if (!r)
+        goto undo_forward;
+    int created = PQntuples(r) == 0;
+    PQclear(r);
+    if (created && exec_ident(new_active, new_side, "create the reverse publication",
+                              "CREATE PUBLICATION ", name, " FOR ALL TABLES", err, errlen) != 0)
+        goto undo_forward;
+    if (create_reverse_subscription(old_active, old_side, new_active_target, name, err, errlen) == 0)
+        return 0;
+    if (created)
+        exec_ident(new_active, new_side, "drop", "DROP PUBLICATION IF EXISTS ", name, "", NULL, 0);
+undo_forward:
+    if (fwd)
+        exec_ident(new_active, new_side, "enable", "ALTER SUBSCRIPTION ", forward->subscription,
+                   " ENABLE", NULL, 0);
+    return -1;
+}
+
+int sy_pgctl_reverse_teardown(PGconn *old_active, PGconn *new_active, const char *name,
+                              const struct sy_pgctl_repl *forward, char *err, size_t errlen)
+{
+    char old_side[128], new_side[128];
+    conn_side(old_active, "the old active server", old_side, sizeof(old_side));
+    conn_side(new_active, "the new active server", new_side, sizeof(new_side));
+    if (exec_ident(old_active, old_side, "drop the reverse subscription",
+                   "DROP SUBSCRIPTION IF EXISTS ", name, "", err, errlen) != 0 ||
+        exec_ident(new_active, new_side, "drop the reverse publication",
+                   "DROP PUBLICATION IF EXISTS ", name, "", err, errlen) != 0)
+        return -1;
+    if (!forward_logical(forward))
+        return 0;
+    /* Everything old_active wrote since the fence came from new_active: skip it. The position
+     * includes asynchronous commits and is flushed, because the advance stops at the flush. */
+    sy_lsn to;
+    char lsn[32];
+    if (wal_end(old_active, old_side, 1, &to, err, errlen) != 0)
+        return -1;
+    sy_lsn_format(to, lsn, sizeof(lsn));
+    const char *p[] = {forward->slot, lsn};
+    if (exec(old_active, old_side, "advance the forward slot past the rollback window",
+             "SELECT pg_replication_slot_advance(slot_name, $2::pg_lsn) FROM pg_replication_slots "
+             "WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn",
+             2, p, err, errlen) != 0)
+        return -1;
+    return exec_ident(new_active, new_side, "enable the forward subscription",
+                      "ALTER SUBSCRIPTION ", forward->subscription, " ENABLE", err, errlen);
+}

@@ -19,6 +19,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/pglib.sh"
 
 SIDES=(blue green)
+# Every server this script stops: a standby of blue that pg_replicate.sh physical may have added
+# goes first.
+SERVERS=(standby blue green)
 
 usage() {
     echo "usage: $(basename "$0") start|stop DIR" >&2
@@ -49,11 +52,11 @@ clear_dir() {
     for entry in "$dir"/* "$dir"/.[!.]*; do
         [ -e "$entry" ] || continue
         case "$(basename "$entry")" in
-        blue | green | blue.* | green.* | env | env.tmp | .socket_dirs) ;;
+        blue | green | standby | blue.* | green.* | standby.* | env | env.tmp | .socket_dirs) ;;
         *) pglib_die "$dir holds $(basename "$entry"), which this script did not create; remove $dir or choose another directory" ;;
         esac
     done
-    for side in "${SIDES[@]}"; do
+    for side in "${SERVERS[@]}"; do
         if [ -d "$dir/$side" ] && pglib_pg_running "$dir/$side"; then
             pglib_log "stopping the $side server left running in $dir/$side by an earlier run"
             pglib_pg_stop "$dir/$side" "$dir/$side.log" immediate || ok=1
@@ -184,7 +187,7 @@ cmd_start() {
 # Best-effort stop after a failed start (the directory is kept for its logs).
 cmd_stop_quiet() {
     local dir=$1 side
-    for side in "${SIDES[@]}"; do
+    for side in "${SERVERS[@]}"; do
         if [ -d "$dir/$side" ]; then
             pglib_pg_stop "$dir/$side" "$dir/$side.log" immediate >/dev/null 2>&1 || true
         fi
@@ -197,7 +200,7 @@ cmd_stop() {
         pglib_log "$dir does not exist; nothing to stop"
         return 0
     fi
-    for side in "${SIDES[@]}"; do
+    for side in "${SERVERS[@]}"; do
         if [ -d "$dir/$side" ]; then
             pglib_pg_stop "$dir/$side" "$dir/$side.log" fast || failed=1
         fi
@@ -207,7 +210,7 @@ cmd_stop() {
     fi
     remove_socket_dirs "$dir"
     rm -rf -- "$dir"
-    pglib_log "stopped blue and green; removed $dir"
+    pglib_log "stopped the servers; removed $dir"
 }
 
 [ $# -eq 2 ] || usage
