@@ -51,37 +51,13 @@ void sy_lsn_format(sy_lsn lsn, char *out, size_t cap)
     snprintf(out, cap, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
 }
 
-/* Parses 1 to 8 hex digits ending at stop; returns the end or NULL. */
-static const char *parse_hex32(const char *s, char stop, uint32_t *out)
-{
-    uint32_t v = 0;
-    int n = 0;
-    for (; *s && *s != stop; s++, n++) {
-        int d;
-        if (*s >= '0' && *s <= '9')
-            d = *s - '0';
-        else if (*s >= 'a' && *s <= 'f')
-            d = *s - 'a' + 10;
-        else if (*s >= 'A' && *s <= 'F')
-            d = *s - 'A' + 10;
-        else
-            return NULL;
-        if (n == 8)
-            return NULL;
-        v = v << 4 | (uint32_t)d;
-    }
-    if (n == 0 || *s != stop)
-        return NULL;
-    *out = v;
-    return s;
-}
-
 int sy_lsn_parse(const char *s, sy_lsn *out)
 {
-    uint32_t hi, lo;
-    if (!s || !(s = parse_hex32(s, '/', &hi)) || !parse_hex32(s + 1, '\0', &lo))
+    static const char hex[] = "0123456789abcdefABCDEF";
+    size_t hi = s ? strspn(s, hex) : 0, lo = hi && s[hi] == '/' ? strspn(s + hi + 1, hex) : 0;
+    if (hi < 1 || hi > 8 || lo < 1 || lo > 8 || s[hi + 1 + lo] != '\0')
         return -1;
-    *out = (sy_lsn)hi << 32 | lo;
+    *out = (sy_lsn)strtoull(s, NULL, 16) << 32 | strtoull(s + hi + 1, NULL, 16);
     return 0;
 }
 
@@ -101,19 +77,11 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 static void one_line(const char *msg, char *out, size_t cap)
 {
     size_t n = 0;
-    int space = 0;
-    if (!msg)
-        msg = "no message";
-    for (; *msg && n + 1 < cap; msg++) {
-        if (*msg == '\n' || *msg == '\r' || *msg == '\t') {
-            space = 1;
-            continue;
-        }
-        if (space && n > 0 && n + 2 < cap)
+    for (msg = msg ? msg : "no message"; *msg && n + 1 < cap; msg++)
+        if (!strchr("\n\r\t", *msg))
+            out[n++] = *msg;
+        else if (n > 0 && out[n - 1] != ' ')
             out[n++] = ' ';
-        space = 0;
-        out[n++] = *msg;
-    }
     while (n > 0 && (out[n - 1] == '.' || out[n - 1] == ' '))
         n--;
     out[n] = '\0';
@@ -175,29 +143,27 @@ static int exec_ident(PGconn *c, const char *side, const char *what, const char 
     return exec(c, side, what, sql, 0, NULL, err, errlen);
 }
 
-static int is_null(const PGresult *r, int row, int col) { return PQgetisnull(r, row, col); }
-
 static sy_lsn get_lsn(const PGresult *r, int row, int col)
 {
     sy_lsn v = 0;
-    if (is_null(r, row, col) || sy_lsn_parse(PQgetvalue(r, row, col), &v) != 0)
+    if (PQgetisnull(r, row, col) || sy_lsn_parse(PQgetvalue(r, row, col), &v) != 0)
         return 0;
     return v;
 }
 
 static int get_bool(const PGresult *r, int row, int col)
 {
-    return !is_null(r, row, col) && PQgetvalue(r, row, col)[0] == 't';
+    return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] == 't';
 }
 
 static void get_str(const PGresult *r, int row, int col, char *out, size_t cap)
 {
-    snprintf(out, cap, "%s", is_null(r, row, col) ? "" : PQgetvalue(r, row, col));
+    snprintf(out, cap, "%s", PQgetisnull(r, row, col) ? "" : PQgetvalue(r, row, col));
 }
 
 static double get_double(const PGresult *r, int row, int col, double if_null)
 {
-    return is_null(r, row, col) ? if_null : strtod(PQgetvalue(r, row, col), NULL);
+    return PQgetisnull(r, row, col) ? if_null : strtod(PQgetvalue(r, row, col), NULL);
 }
 
 static sy_lsn lsn_max(sy_lsn a, sy_lsn b) { return a > b ? a : b; }
@@ -322,14 +288,10 @@ static int wal_end(PGconn *c, const char *side, int flush, sy_lsn *out, char *er
     else if (block && insert % block == SHORT_PAGE_HEADER)
         end = insert - SHORT_PAGE_HEADER;
     if (flush && logical && flushed < end) {
-        char ignored[64];
-        if (exec(c, side, "flush", "BEGIN READ WRITE", 0, NULL, ignored, sizeof(ignored)) == 0 &&
-            (exec(c, side, "flush", "SET LOCAL synchronous_commit = local", 0, NULL, ignored,
-                  sizeof(ignored)) != 0 ||
-             exec(c, side, "flush",
-                  "SELECT pg_logical_emit_message(true, 'switchyard', 'flush')", 0, NULL,
-                  ignored, sizeof(ignored)) != 0 ||
-             exec(c, side, "flush", "COMMIT", 0, NULL, ignored, sizeof(ignored)) != 0))
+        /* One round trip; on any error the transaction is rolled back and the flush skipped. */
+        PQclear(PQexec(c, "BEGIN READ WRITE; SET LOCAL synchronous_commit = local; "
+                          "SELECT pg_logical_emit_message(true, 'switchyard', 'flush'); COMMIT"));
+        if (PQtransactionStatus(c) != PQTRANS_IDLE)
             rollback(c);
     }
     *out = end;
@@ -402,6 +364,14 @@ int sy_pgctl_applied_lsn(PGconn *src, PGconn *dst, const struct sy_pgctl_repl *r
     return -1;
 }
 
+static void problem(struct sy_pgctl_repl *out, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out->problem, sizeof(out->problem), fmt, ap);
+    va_end(ap);
+}
+
 /* Fills lag_bytes and lag_seconds from the positions (replay_lag is NULL once a walsender is
  * idle and caught up: that is 0). */
 static void fill_lag(struct sy_pgctl_repl *out, const PGresult *r, int row, int col)
@@ -421,46 +391,41 @@ static void fill_lag(struct sy_pgctl_repl *out, const PGresult *r, int row, int 
 static int logical_pick(PGconn *src, PGconn *dst, const char *src_side, const char *dst_side,
                         struct sy_pgctl_repl *out, int *copying, char *err, size_t errlen)
 {
-    PGresult *subs = run(dst, dst_side, "list the subscriptions",
-                         "SELECT s.subname, s.subslotname, s.subenabled, "
-                         "(SELECT count(*) FROM pg_subscription_rel r "
-                         " WHERE r.srsubid = s.oid AND r.srsubstate <> 'r') "
-                         "FROM pg_subscription s WHERE s.subslotname IS NOT NULL AND s.subdbid = "
-                         "(SELECT oid FROM pg_database WHERE datname = current_database()) "
-                         "ORDER BY s.subname",
-                         0, NULL, err, errlen);
-    if (!subs)
-        return -1;
+    PGresult *slots = run(src, src_side, "list the replication slots",
+                          "SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' "
+                          "AND database = current_database()",
+                          0, NULL, err, errlen);
+    PGresult *subs = slots ? run(dst, dst_side, "list the subscriptions",
+                                 "SELECT s.subname, s.subslotname, s.subenabled, "
+                                 "(SELECT count(*) FROM pg_subscription_rel r "
+                                 " WHERE r.srsubid = s.oid AND r.srsubstate <> 'r') "
+                                 "FROM pg_subscription s WHERE s.subslotname IS NOT NULL AND "
+                                 "s.subdbid = (SELECT oid FROM pg_database "
+                                 "             WHERE datname = current_database()) "
+                                 "ORDER BY s.subname",
+                                 0, NULL, err, errlen)
+                           : NULL;
     int found = 0;
-    for (int i = 0; i < PQntuples(subs); i++) {
-        const char *p[] = {PQgetvalue(subs, i, 1)};
-        PGresult *slot = run(src, src_side, "read the replication slots",
-                             "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND "
-                             "slot_type = 'logical' AND database = current_database()",
-                             1, p, err, errlen);
-        if (!slot) {
-            PQclear(subs);
-            return -1;
-        }
-        if (PQntuples(slot) == 1 && found++ == 0) {
-            get_str(subs, i, 0, out->subscription, sizeof(out->subscription));
-            get_str(subs, i, 1, out->slot, sizeof(out->slot));
-            out->enabled = get_bool(subs, i, 2);
-            *copying = atoi(PQgetvalue(subs, i, 3));
-        }
-        PQclear(slot);
-    }
+    for (int i = 0; subs && i < PQntuples(subs); i++)
+        for (int j = 0; j < PQntuples(slots); j++)
+            if (strcmp(PQgetvalue(subs, i, 1), PQgetvalue(slots, j, 0)) == 0 && found++ == 0) {
+                get_str(subs, i, 0, out->subscription, sizeof(out->subscription));
+                get_str(subs, i, 1, out->slot, sizeof(out->slot));
+                out->enabled = get_bool(subs, i, 2);
+                *copying = atoi(PQgetvalue(subs, i, 3));
+            }
+    int ok = subs != NULL;
+    PQclear(slots);
     PQclear(subs);
     if (found == 1)
         out->mode = SY_REPL_LOGICAL;
     else if (found == 0)
-        snprintf(out->problem, sizeof(out->problem),
-                 "no subscription on %s has its slot on %s (in this database)", dst_side, src_side);
+        problem(out, "no subscription on %s has its slot on %s (in this database)", dst_side,
+                src_side);
     else
-        snprintf(out->problem, sizeof(out->problem),
-                 "%d subscriptions on %s have their slots on %s; keep exactly one", found,
-                 dst_side, src_side);
-    return 0;
+        problem(out, "%d subscriptions on %s have their slots on %s; keep exactly one", found,
+                dst_side, src_side);
+    return ok ? 0 : -1;
 }
 
 static int repl_logical(PGconn *src, PGconn *dst, const char *src_side, const char *dst_side,
@@ -490,14 +455,13 @@ static int repl_logical(PGconn *src, PGconn *dst, const char *src_side, const ch
     fill_lag(out, r, row, 1);
     PQclear(r);
     if (!out->enabled)
-        snprintf(out->problem, sizeof(out->problem), "subscription %s on %s is disabled",
+        problem(out, "subscription %s on %s is disabled",
                  out->subscription, dst_side);
     else if (copying > 0)
-        snprintf(out->problem, sizeof(out->problem),
-                 "subscription %s on %s is still copying %d tables", out->subscription, dst_side,
+        problem(out, "subscription %s on %s is still copying %d tables", out->subscription, dst_side,
                  copying);
     else if (!out->streaming)
-        snprintf(out->problem, sizeof(out->problem), "no walsender on %s is streaming slot %s to %s",
+        problem(out, "no walsender on %s is streaming slot %s to %s",
                  src_side, out->slot, dst_side);
     return 0;
 }
@@ -524,8 +488,7 @@ static int physical_walsender(PGconn *src, const char *src_side, const char *dst
     if (*row >= 0)
         out->streaming = strcmp(PQgetvalue(r, *row, 1), "streaming") == 0;
     else if (!slot[0] && PQntuples(r) > 1)
-        snprintf(out->problem, sizeof(out->problem),
-                 "%d standbys stream from %s and %s uses no replication slot to tell which is it",
+        problem(out, "%d standbys stream from %s and %s uses no replication slot to tell which is it",
                  PQntuples(r), src_side, dst_side);
     return 0;
 }
@@ -549,7 +512,7 @@ static int repl_physical(PGconn *src, PGconn *dst, const char *src_side, const c
     PQclear(d);
     PQclear(s);
     if (!same) {
-        snprintf(out->problem, sizeof(out->problem), "%s is a standby of another cluster, not of %s",
+        problem(out, "%s is a standby of another cluster, not of %s",
                  dst_side, src_side);
         return 0;
     }
@@ -565,7 +528,7 @@ static int repl_physical(PGconn *src, PGconn *dst, const char *src_side, const c
     fill_lag(out, w, row, 2);
     PQclear(w);
     if (!out->streaming && !out->problem[0])
-        snprintf(out->problem, sizeof(out->problem), "no walsender on %s is streaming to %s",
+        problem(out, "no walsender on %s is streaming to %s",
                  src_side, dst_side);
     return 0;
 }
@@ -667,32 +630,33 @@ static int fence_roles(PGconn *c, const char *side, const char *keep_role,
 /* "{1,2,3}" for an int[] parameter; malloc'd. */
 static char *int_array(const int *v, int n)
 {
-    size_t cap = 3 + (size_t)(n > 0 ? n : 0) * 12;
+    size_t cap = 3 + (size_t)(n > 0 ? n : 0) * 12, len = 1;
     char *s = malloc(cap);
     if (!s)
         return NULL;
-    size_t len = (size_t)snprintf(s, cap, "{");
+    strcpy(s, "{");
     for (int i = 0; i < n; i++)
         len += (size_t)snprintf(s + len, cap - len, "%s%d", i ? "," : "", v[i]);
     snprintf(s + len, cap - len, "}");
     return s;
 }
 
-/* Of the pids pg_terminate_backend gave up on, those still there. Returns their count or -1. */
-static int still_running(PGconn *c, const char *side, const char *pids, int *first, char *err,
-                         size_t errlen)
+/* Of the pids pg_terminate_backend gave up on ("{1,2}"), those still there are an error: false
+ * also means that a session ended by itself just before. Returns 0 or -1. */
+static int none_left(PGconn *c, const char *side, const char *pids, int timeout_ms, char *err,
+                     size_t errlen)
 {
     const char *p[] = {pids};
     PGresult *r = run(c, side, "check the terminated sessions",
                       "SELECT pid FROM pg_stat_activity WHERE pid = ANY ($1::int[])", 1, p, err,
                       errlen);
-    if (!r)
-        return -1;
-    int n = PQntuples(r);
+    int n = r ? PQntuples(r) : -1;
     if (n > 0)
-        *first = atoi(PQgetvalue(r, 0, 0));
+        seterr(err, errlen, "%s: %d sessions (pid %s first) did not end within %d ms of "
+               "pg_terminate_backend; end them or raise the timeout", side, n,
+               PQgetvalue(r, 0, 0), timeout_ms);
     PQclear(r);
-    return n;
+    return n == 0 ? 0 : -1;
 }
 
 /* One pass: terminates every other client backend, waiting up to timeout for each. Returns how
@@ -712,31 +676,29 @@ static int terminate_pass(PGconn *c, const char *side, const char *keep, int tim
         return -1;
     int n = PQntuples(r), nfailed = 0;
     int *failed = calloc((size_t)n + 1, sizeof(int));
-    for (int i = 0; i < n; i++) {
-        if (out->nterminated < SY_FENCE_MAX_REPORT)
-            get_backend(r, i, &out->terminated[out->nterminated]);
-        out->nterminated++;
-        if (!get_bool(r, i, 6) && failed)
-            failed[nfailed++] = atoi(PQgetvalue(r, i, 0));
+    char *pids = NULL;
+    if (failed) {
+        for (int i = 0; i < n; i++) {
+            if (out->nterminated < SY_FENCE_MAX_REPORT)
+                get_backend(r, i, &out->terminated[out->nterminated]);
+            out->nterminated++;
+            if (!get_bool(r, i, 6))
+                failed[nfailed++] = atoi(PQgetvalue(r, i, 0));
+        }
+        pids = int_array(failed, nfailed);
+        free(failed);
     }
     PQclear(r);
-    /* false also means the session ended by itself just before: only those still there count. */
-    char *pids = failed ? int_array(failed, nfailed) : NULL;
-    free(failed);
-    if (!pids) {
+    if (!pids)
         seterr(err, errlen, "%s: out of memory while terminating sessions", side);
-        return -1;
-    }
-    int first = 0, left = nfailed ? still_running(c, side, pids, &first, err, errlen) : 0;
+    int rc = pids && (nfailed == 0 || none_left(c, side, pids, timeout_ms, err, errlen) == 0);
     free(pids);
-    if (left > 0)
-        seterr(err, errlen, "%s: %d sessions (pid %d first) did not end within %d ms of "
-               "pg_terminate_backend; end them or raise the timeout", side, left, first, timeout_ms);
-    return left == 0 ? n : -1;
+    return rc ? n : -1;
 }
 
 /* Terminates the outside sessions; a second and third pass catch logins that were already past
- * the role check when the NOLOGIN committed. */
+ * the role check when the NOLOGIN committed (not without a timeout: a session that was told to
+ * end but has not yet would be counted again). */
 static int fence_terminate(PGconn *c, const char *side, const int *keep_pids, int nkeep,
                            int timeout_ms, struct sy_pgctl_fence *out, char *err, size_t errlen)
 {
@@ -746,7 +708,7 @@ static int fence_terminate(PGconn *c, const char *side, const int *keep_pids, in
         return -1;
     }
     int n = 1;
-    for (int pass = 0; pass < 3 && n > 0; pass++)
+    for (int pass = 0; pass < (timeout_ms > 0 ? 3 : 1) && n > 0; pass++)
         n = terminate_pass(c, side, keep, timeout_ms, out, err, errlen);
     free(keep);
     return n < 0 ? -1 : 0;
@@ -883,50 +845,45 @@ static int wait_worker_gone(PGconn *c, const char *side, const char *subscriptio
 }
 
 /* CREATE SUBSCRIPTION on old_active, connecting to new_active. The statement holds a password:
- * the session keeps it out of the server log, and any error naming it is replaced. */
+ * the session keeps it out of the server log, the buffers are wiped, and an error that would
+ * name it is replaced. */
 static int create_reverse_subscription(PGconn *old_active, const char *side,
                                        const struct sy_pgctl_target *t, const char *name,
                                        char *err, size_t errlen)
 {
-    char conninfo[2048] = "", port[16], timeout[16];
+    char ci[1024] = "", sql[2600], port[16], timeout[16];
     snprintf(port, sizeof(port), "%d", t->port);
     snprintf(timeout, sizeof(timeout), "%d", t->connect_timeout_s);
-    conninfo_add(conninfo, sizeof(conninfo), "host", t->host);
-    conninfo_add(conninfo, sizeof(conninfo), "port", t->port > 0 ? port : "");
-    conninfo_add(conninfo, sizeof(conninfo), "user", t->user);
-    conninfo_add(conninfo, sizeof(conninfo), "password", t->password);
-    conninfo_add(conninfo, sizeof(conninfo), "dbname", t->dbname);
-    conninfo_add(conninfo, sizeof(conninfo), "sslmode", t->sslmode);
-    conninfo_add(conninfo, sizeof(conninfo), "sslrootcert", t->sslrootcert);
-    conninfo_add(conninfo, sizeof(conninfo), "connect_timeout", t->connect_timeout_s > 0 ? timeout : "");
-    char *lit = PQescapeLiteral(old_active, conninfo, strlen(conninfo));
+    conninfo_add(ci, sizeof(ci), "host", t->host);
+    conninfo_add(ci, sizeof(ci), "port", t->port > 0 ? port : "");
+    conninfo_add(ci, sizeof(ci), "user", t->user);
+    conninfo_add(ci, sizeof(ci), "password", t->password);
+    conninfo_add(ci, sizeof(ci), "dbname", t->dbname);
+    conninfo_add(ci, sizeof(ci), "sslmode", t->sslmode);
+    conninfo_add(ci, sizeof(ci), "sslrootcert", t->sslrootcert);
+    conninfo_add(ci, sizeof(ci), "connect_timeout", t->connect_timeout_s > 0 ? timeout : "");
+    char *lit = PQescapeLiteral(old_active, ci, strlen(ci));
     char *id = PQescapeIdentifier(old_active, name, strlen(name));
-    memset(conninfo, 0, sizeof(conninfo));
-    size_t cap = (lit ? strlen(lit) : 0) + 2 * (id ? strlen(id) : 0) + 128;
-    char *sql = lit && id ? malloc(cap) : NULL;
+    snprintf(sql, sizeof(sql), "CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s "
+             "WITH (copy_data = false)", str(id), str(lit), str(id));
     int rc = -1;
-    if (sql) {
-        snprintf(sql, cap, "CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s "
-                 "WITH (copy_data = false)", id, lit, id);
-        /* Superuser settings; without them the statement could be logged (best effort). */
+    if (!lit || !id) {
+        query_error(old_active, NULL, side, "create the reverse subscription", err, errlen);
+    } else {
+        /* Superuser settings (best effort): without them a failing statement is logged. */
         PQclear(PQexec(old_active, "SET log_statement = 'none'"));
         PQclear(PQexec(old_active, "SET log_min_error_statement = 'panic'"));
         rc = exec(old_active, side, "create the reverse subscription", sql, 0, NULL, err, errlen);
-        PQclear(PQexec(old_active, "RESET log_statement"));
-        PQclear(PQexec(old_active, "RESET log_min_error_statement"));
-        memset(sql, 0, cap);
-        free(sql);
-    } else {
-        seterr(err, errlen, "%s: out of memory while creating the reverse subscription", side);
+        PQclear(PQexec(old_active, "RESET log_statement; RESET log_min_error_statement"));
     }
-    if (lit) {
-        memset(lit, 0, strlen(lit));
-        PQfreemem(lit);
-    }
+    explicit_bzero(ci, sizeof(ci));
+    explicit_bzero(sql, sizeof(sql));
+    if (lit)
+        explicit_bzero(lit, strlen(lit));
+    PQfreemem(lit);
     PQfreemem(id);
     if (rc != 0 && t->password && t->password[0] && err && strstr(err, t->password))
-        seterr(err, errlen, "%s: could not create the reverse subscription; see the server's log",
-               side);
+        seterr(err, errlen, "%s: could not create the reverse subscription; see its log", side);
     return rc;
 }
 

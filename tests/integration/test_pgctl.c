@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -249,6 +251,31 @@ static long file_size(const char *path)
 
 /* ---- fixture ---- */
 
+/* pg_cluster.sh stop DIR, ready before any crash: a test that aborts (a sanitizer, a failed
+ * assertion outside cmocka's reach) or is killed by ctest's timeout must not leave servers. */
+static char stop_script[600];
+static char *stop_argv[] = {stop_script, "stop", dir, NULL};
+
+static void stop_servers_on_signal(int sig)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execv(stop_script, stop_argv);
+        _exit(127);
+    }
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void stop_servers_on_crash(void)
+{
+    const int sigs[] = {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTERM, SIGINT};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        signal(sigs[i], stop_servers_on_signal);
+}
+
 static void target(struct sy_pgctl_target *t, const char *side, int port)
 {
     *t = (struct sy_pgctl_target){.side = side, .host = "127.0.0.1", .port = port,
@@ -266,6 +293,8 @@ static int setup(void **state)
     snprintf(dir, sizeof(dir), "/tmp/sy-pgctl-XXXXXX");
     if (!mkdtemp(dir))
         return -1;
+    snprintf(stop_script, sizeof(stop_script), "%s/tests/support/pg_cluster.sh", src);
+    stop_servers_on_crash();
     if (shell("'%s/tests/support/pg_cluster.sh' start %s", src, dir) != 0 ||
         shell("'%s/tests/support/pg_replicate.sh' logical %s " DB, src, dir) != 0 ||
         shell("'%s/tests/support/pg_replicate.sh' physical %s", src, dir) != 0) {
