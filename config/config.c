@@ -41,10 +41,13 @@ enum cfg_side_key {
     CFG_SIDE_PORT = 1, /* port = NUMBER */
     CFG_SIDE_TLS = 2,  /* server_tls = MODE */
     CFG_SIDE_TLS_CA = 3, /* server_tls_ca = PATH */
-    CFG_SIDE_KEYS = 4,
+    CFG_SIDE_CONTROL_USER = 4, /* control_user = NAME */
+    CFG_SIDE_CONTROL_PASSWORD = 5, /* control_password = SECRET */
+    CFG_SIDE_CONTROL_DATABASE = 6, /* control_database = NAME */
+    CFG_SIDE_KEYS = 7,
 };
 
-#define CFG_KEYS_MAX 32 /* at least the number of keys in the largest section */
+#define CFG_KEYS_MAX 48 /* at least the number of keys in the largest section */
 
 struct cfg_parser {
     const char *name;         /* file name used in messages */
@@ -719,6 +722,112 @@ static int cfg_set_server_tls_ca(struct cfg_parser *p, const char *v)
     return cfg_copy(p, v, cfg_side(p)->tls_ca, sizeof cfg_side(p)->tls_ca);
 }
 
+static int cfg_set_control_user(struct cfg_parser *p, const char *v)
+{
+    return cfg_copy(p, v, cfg_side(p)->control_user, sizeof cfg_side(p)->control_user);
+}
+
+static int cfg_set_control_password(struct cfg_parser *p, const char *v)
+{
+    return cfg_copy(p, v, cfg_side(p)->control_password, sizeof cfg_side(p)->control_password);
+}
+
+static int cfg_set_control_database(struct cfg_parser *p, const char *v)
+{
+    return cfg_copy(p, v, cfg_side(p)->control_database, sizeof cfg_side(p)->control_database);
+}
+
+static int cfg_set_state_file(struct cfg_parser *p, const char *v)
+{
+    return cfg_copy(p, v, p->cfg->state_file, sizeof p->cfg->state_file);
+}
+
+static int cfg_set_health_interval(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_duration(p, v, 1, &p->cfg->health_interval_ms);
+}
+
+static int cfg_set_drain_timeout(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_duration(p, v, 0, &p->cfg->drain_timeout_ms);
+}
+
+static int cfg_set_catchup_timeout(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_duration(p, v, 0, &p->cfg->catchup_timeout_ms);
+}
+
+static int cfg_set_step_timeout(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_duration(p, v, 0, &p->cfg->step_timeout_ms);
+}
+
+static int cfg_set_max_transaction_age(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_duration(p, v, 0, &p->cfg->max_transaction_age_ms);
+}
+
+static int cfg_set_rollback_window(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_duration(p, v, 1, &p->cfg->rollback_window_ms);
+}
+
+static int cfg_set_max_lag(struct cfg_parser *p, const char *v)
+{
+    uint32_t mb;
+    /* Sizes are parsed into 32 bits; a lag limit above 4 GB is given in whole MB. */
+    uint64_t n;
+    if (sy_parse_size(v, &n) == 0 && n > UINT32_MAX) {
+        p->cfg->max_lag_bytes = n;
+        return 0;
+    }
+    if (cfg_value_size(p, v, 0, UINT32_MAX, &mb) != 0)
+        return -1;
+    p->cfg->max_lag_bytes = mb;
+    return 0;
+}
+
+/* Sets *out to the index of v in words[0..n) or fails naming the choices (a "|" list). */
+static int cfg_choice(struct cfg_parser *p, const char *v, const char *const *words, size_t n,
+                      const char *choices, int *out)
+{
+    char show[CFG_SHOW_MAX];
+    if (cfg_value_word(v, words, n, out) != 0)
+        return cfg_fail(p, "%s must be %s, not '%s'", p->key, choices,
+                        cfg_show(v, strlen(v), show));
+    return 0;
+}
+
+static int cfg_set_reverse_replication(struct cfg_parser *p, const char *v)
+{
+    static const char *const w[] = {"off", "auto", "manual"};
+    int i;
+    if (cfg_choice(p, v, w, 3, "auto, manual or off", &i) != 0)
+        return -1;
+    p->cfg->reverse_replication = (enum sy_reverse_repl)i;
+    return 0;
+}
+
+static int cfg_set_unmovable_sessions(struct cfg_parser *p, const char *v)
+{
+    static const char *const w[] = {"abort", "close"};
+    int i;
+    if (cfg_choice(p, v, w, 2, "abort or close", &i) != 0)
+        return -1;
+    p->cfg->unmovable_sessions = (enum sy_unmovable)i;
+    return 0;
+}
+
+static int cfg_set_window_expiry(struct cfg_parser *p, const char *v)
+{
+    static const char *const w[] = {"commit", "keep"};
+    int i;
+    if (cfg_choice(p, v, w, 2, "commit or keep", &i) != 0)
+        return -1;
+    p->cfg->window_expiry = (enum sy_window_expiry)i;
+    return 0;
+}
+
 /* A [users] line: NAME = AUTH_TYPE. */
 static int cfg_set_user_auth(struct cfg_parser *p, const char *name, size_t nn, const char *v)
 {
@@ -766,6 +875,17 @@ static const struct cfg_key cfg_switchyard_keys[] = {
     {"client_tls_cert", cfg_set_client_tls_cert, 0},
     {"client_tls_key", cfg_set_client_tls_key, 0},
     {"client_tls_ca", cfg_set_client_tls_ca, 0},
+    {"state_file", cfg_set_state_file, 0},
+    {"health_interval", cfg_set_health_interval, 0},
+    {"drain_timeout", cfg_set_drain_timeout, 0},
+    {"catchup_timeout", cfg_set_catchup_timeout, 0},
+    {"step_timeout", cfg_set_step_timeout, 0},
+    {"max_lag", cfg_set_max_lag, 0},
+    {"max_transaction_age", cfg_set_max_transaction_age, 0},
+    {"unmovable_sessions", cfg_set_unmovable_sessions, 0},
+    {"rollback_window", cfg_set_rollback_window, 0},
+    {"reverse_replication", cfg_set_reverse_replication, 0},
+    {"rollback_window_expiry", cfg_set_window_expiry, 0},
 };
 
 static const struct cfg_key cfg_side_keys[CFG_SIDE_KEYS] = {
@@ -773,6 +893,9 @@ static const struct cfg_key cfg_side_keys[CFG_SIDE_KEYS] = {
     [CFG_SIDE_PORT] = {"port", cfg_set_port, 0},
     [CFG_SIDE_TLS] = {"server_tls", cfg_set_server_tls, 0},
     [CFG_SIDE_TLS_CA] = {"server_tls_ca", cfg_set_server_tls_ca, 0},
+    [CFG_SIDE_CONTROL_USER] = {"control_user", cfg_set_control_user, 0},
+    [CFG_SIDE_CONTROL_PASSWORD] = {"control_password", cfg_set_control_password, 0},
+    [CFG_SIDE_CONTROL_DATABASE] = {"control_database", cfg_set_control_database, 0},
 };
 
 #define CFG_NKEYS(a) (sizeof(a) / sizeof((a)[0]))
@@ -1068,6 +1191,19 @@ void sy_config_defaults(struct sy_config *cfg)
              "ELSE rolpassword END FROM pg_catalog.pg_authid WHERE rolname = $1");
     snprintf(cfg->auth_dbname, sizeof cfg->auth_dbname, "%s", "postgres");
     cfg->server[SY_BLUE].tls = cfg->server[SY_GREEN].tls = SY_SERVER_TLS_PREFER;
+    for (int s = 0; s < 2; s++) {
+        snprintf(cfg->server[s].control_user, sizeof cfg->server[s].control_user, "postgres");
+        snprintf(cfg->server[s].control_database, sizeof cfg->server[s].control_database,
+                 "postgres");
+    }
+    cfg->health_interval_ms = 5000;
+    cfg->drain_timeout_ms = 10000;
+    cfg->catchup_timeout_ms = 10000;
+    cfg->step_timeout_ms = 10000;
+    cfg->max_lag_bytes = 16 * CFG_MB;
+    cfg->max_transaction_age_ms = 30000;
+    cfg->rollback_window_ms = 3600000;
+    cfg->reverse_replication = SY_REVERSE_AUTO;
 }
 
 /*

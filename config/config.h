@@ -72,6 +72,29 @@ struct sy_server_config {
     int port;
     enum sy_server_tls tls;       /* server_tls = prefer */
     char tls_ca[SY_PATH_MAX];     /* server_tls_ca = PATH (for verify-ca and verify-full) */
+    /* The control connection (cutover and rollback: health, fence, catch-up). */
+    char control_user[64];        /* control_user = postgres */
+    char control_password[256];   /* control_password ("" for none) */
+    char control_database[64];    /* control_database: holds the replication (postgres) */
+};
+
+/* What happens to the reverse replication at a cutover. */
+enum sy_reverse_repl {
+    SY_REVERSE_OFF = 0,    /* none: rollback is refused once green took writes */
+    SY_REVERSE_AUTO = 1,   /* Switchyard sets up green -> blue logical replication at the switch */
+    SY_REVERSE_MANUAL = 2, /* the operator set it up; Switchyard verifies it */
+};
+
+/* What a cutover does with a session holding state that cannot move. */
+enum sy_unmovable {
+    SY_UNMOVABLE_ABORT = 0, /* abort the cutover, naming the sessions */
+    SY_UNMOVABLE_CLOSE = 1, /* close only those sessions, with a clear error */
+};
+
+/* What happens when the rollback window expires. */
+enum sy_window_expiry {
+    SY_EXPIRY_COMMIT = 0, /* commit by itself */
+    SY_EXPIRY_KEEP = 1,   /* keep the window open until commit or rollback */
 };
 
 struct sy_config {
@@ -106,6 +129,18 @@ struct sy_config {
     char client_tls_cert[SY_PATH_MAX];  /* client_tls_cert = PATH (PEM) */
     char client_tls_key[SY_PATH_MAX];   /* client_tls_key = PATH (PEM) */
     char client_tls_ca[SY_PATH_MAX];    /* client_tls_ca = PATH: verify client certificates */
+    /* Cutover and rollback (docs/runbook.md). */
+    char state_file[SY_PATH_MAX];       /* state_file = PATH ("" = beside the admin socket) */
+    uint64_t health_interval_ms;        /* health_interval = 5s */
+    uint64_t drain_timeout_ms;          /* drain_timeout = 10s (cutover --timeout) */
+    uint64_t catchup_timeout_ms;        /* catchup_timeout = 10s */
+    uint64_t step_timeout_ms;           /* step_timeout = 10s: any other cutover step */
+    uint64_t max_lag_bytes;             /* max_lag = 16MB: guardrail */
+    uint64_t max_transaction_age_ms;    /* max_transaction_age = 30s: guardrail */
+    enum sy_unmovable unmovable_sessions; /* unmovable_sessions = abort */
+    uint64_t rollback_window_ms;        /* rollback_window = 1h (0: none) */
+    enum sy_reverse_repl reverse_replication; /* reverse_replication = auto */
+    enum sy_window_expiry window_expiry; /* rollback_window_expiry = commit */
 };
 
 /* The auth_type for a user: its [users] entry, else auth_type. */

@@ -18,6 +18,7 @@
 
 #include "log.h"
 #include "proxy.h"
+#include "switch.h"
 #include "sy_version.h"
 #include "tls.h"
 
@@ -25,6 +26,7 @@
 
 struct admin_conn {
     uv_pipe_t pipe;
+    int closing;
     struct sy_proxy *proxy;
     size_t len;
     char buf[ADMIN_LINE_MAX];
@@ -43,6 +45,15 @@ static int admin_open;
 /* ---- replies ---- */
 
 static void on_admin_closed(uv_handle_t *h) { free(h->data); }
+
+static void admin_close(struct admin_conn *a)
+{
+    if (a->closing)
+        return;
+    a->closing = 1;
+    sy_switch_forget_admin(a->proxy, (struct sy_admin_conn *)a);
+    uv_close((uv_handle_t *)&a->pipe, on_admin_closed);
+}
 
 static void on_reply_written(uv_write_t *req, int status)
 {
@@ -72,6 +83,16 @@ static void admin_reply(struct admin_conn *a, struct json_object *obj)
         free(text);
         free(w);
     }
+}
+
+void sy_admin_send(struct sy_admin_conn *c, struct json_object *o)
+{
+    struct admin_conn *a = (struct admin_conn *)c;
+    if (a->closing) {
+        json_object_put(o);
+        return;
+    }
+    admin_reply(a, o);
 }
 
 static struct json_object *error_reply(const char *msg)
@@ -109,7 +130,7 @@ static struct json_object *side_json(struct sy_proxy *p, enum sy_side s)
     return o;
 }
 
-static struct json_object *cmd_status(struct sy_proxy *p, int argc, char **argv)
+static struct json_object *cmd_status(struct sy_proxy *p, struct admin_conn *a, int argc, char **argv)
 {
     struct json_object *o = json_object_new_object();
     add_str(o, "version", SY_VERSION);
@@ -146,10 +167,11 @@ static struct json_object *cmd_status(struct sy_proxy *p, int argc, char **argv)
     add_int(t, "refused_sessions", (int64_t)p->refused_sessions);
     add_int(t, "auth_failures", (int64_t)p->auth_failures);
     json_object_object_add(o, "totals", t);
+    sy_switch_status(p, o);
     return o;
 }
 
-static struct json_object *cmd_clients(struct sy_proxy *p, int argc, char **argv)
+static struct json_object *cmd_clients(struct sy_proxy *p, struct admin_conn *a, int argc, char **argv)
 {
     struct json_object *arr = json_object_new_array();
     uint64_t now = uv_now(p->loop);
@@ -180,7 +202,7 @@ static struct json_object *cmd_clients(struct sy_proxy *p, int argc, char **argv
     return o;
 }
 
-static struct json_object *cmd_servers(struct sy_proxy *p, int argc, char **argv)
+static struct json_object *cmd_servers(struct sy_proxy *p, struct admin_conn *a, int argc, char **argv)
 {
     struct json_object *arr = json_object_new_array();
     for (struct sy_session *s = p->sessions; s; s = s->next) {
@@ -213,7 +235,7 @@ static void pause_counts(struct sy_proxy *p, int64_t *held, int64_t *busy)
     }
 }
 
-static struct json_object *cmd_pause(struct sy_proxy *p, int argc, char **argv)
+static struct json_object *cmd_pause(struct sy_proxy *p, struct admin_conn *a, int argc, char **argv)
 {
     uint64_t timeout = 0;
     for (int i = 1; i < argc; i++) {
@@ -239,7 +261,7 @@ static struct json_object *cmd_pause(struct sy_proxy *p, int argc, char **argv)
     return o;
 }
 
-static struct json_object *cmd_resume(struct sy_proxy *p, int argc, char **argv)
+static struct json_object *cmd_resume(struct sy_proxy *p, struct admin_conn *a, int argc, char **argv)
 {
     int64_t held, busy;
     pause_counts(p, &held, &busy);
@@ -251,11 +273,26 @@ static struct json_object *cmd_resume(struct sy_proxy *p, int argc, char **argv)
     return o;
 }
 
-static struct json_object *cmd_help(struct sy_proxy *p, int argc, char **argv);
+static struct json_object *cmd_cutover(struct sy_proxy *p, struct admin_conn *a, int argc, char **argv)
+{
+    return sy_switch_cmd_cutover(p, (struct sy_admin_conn *)a, argc, argv, 0);
+}
+
+static struct json_object *cmd_rollback(struct sy_proxy *p, struct admin_conn *a, int argc, char **argv)
+{
+    return sy_switch_cmd_cutover(p, (struct sy_admin_conn *)a, argc, argv, 1);
+}
+
+static struct json_object *cmd_commit(struct sy_proxy *p, struct admin_conn *a, int argc, char **argv)
+{
+    return sy_switch_cmd_commit(p, argc, argv);
+}
+
+static struct json_object *cmd_help(struct sy_proxy *p, struct admin_conn *a, int argc, char **argv);
 
 static const struct {
     const char *name;
-    struct json_object *(*fn)(struct sy_proxy *p, int argc, char **argv);
+    struct json_object *(*fn)(struct sy_proxy *p, struct admin_conn *a, int argc, char **argv);
     const char *help;
 } commands[] = {
     {"status", cmd_status, "the proxy, both sides and totals"},
@@ -263,10 +300,15 @@ static const struct {
     {"servers", cmd_servers, "one row per server connection"},
     {"pause", cmd_pause, "hold new transactions and logins at the proxy [--timeout MS]"},
     {"resume", cmd_resume, "release everything a pause holds"},
+    {"cutover", cmd_cutover, "move every session to the standby side [--timeout MS] [--dry-run] "
+                             "[--force]; streams progress, ends with the report"},
+    {"rollback", cmd_rollback, "within the rollback window, move back the same way "
+                               "[--timeout MS] [--dry-run] [--force]"},
+    {"commit", cmd_commit, "close the rollback window and remove the reverse replication"},
     {"help", cmd_help, "the commands"},
 };
 
-static struct json_object *cmd_help(struct sy_proxy *p, int argc, char **argv)
+static struct json_object *cmd_help(struct sy_proxy *p, struct admin_conn *a, int argc, char **argv)
 {
     struct json_object *o = json_object_new_object();
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
@@ -287,7 +329,9 @@ static void admin_run_line(struct admin_conn *a, char *line)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(argv[0], commands[i].name) == 0) {
             sy_debug("admin: uid %u ran '%s'", (unsigned)a->uid, argv[0]);
-            admin_reply(a, commands[i].fn(a->proxy, argc, argv));
+            struct json_object *r = commands[i].fn(a->proxy, a, argc, argv);
+            if (r)
+                admin_reply(a, r); /* NULL: a long command replies as it goes */
             return;
         }
     }
@@ -309,7 +353,7 @@ static void admin_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     struct admin_conn *a = s->data;
     if (nread < 0) {
-        uv_close((uv_handle_t *)&a->pipe, on_admin_closed);
+        admin_close(a);
         return;
     }
     a->len += (size_t)nread;

@@ -28,6 +28,14 @@ static void usage(FILE *out)
             "  pause [--timeout MS]  hold new transactions and logins at the proxy; with a\n"
             "            timeout, resume by itself after MS milliseconds\n"
             "  resume    release everything a pause holds\n"
+            "  cutover [--timeout MS] [--dry-run] [--force]\n"
+            "            move every session to the standby side: guardrails, warm connections,\n"
+            "            pause, drain (up to MS; --force ends what is still open), fence, catch\n"
+            "            up, move, resume. Shows progress; the last line is the JSON report.\n"
+            "            Exits 0 only when the switch happened (or --dry-run passed).\n"
+            "  rollback [--timeout MS] [--dry-run] [--force]\n"
+            "            within the rollback window, the same steps back to the old side\n"
+            "  commit    close the rollback window (removes the reverse replication)\n"
             "  help      the commands the running switchyard knows\n"
             "\n"
             "Options:\n"
@@ -60,39 +68,90 @@ static int admin_connect(const char *path)
     return fd;
 }
 
-/* Reads one reply line (any length). Returns a malloc'd string or NULL. */
-static char *read_line(int fd)
-{
-    size_t cap = 65536, len = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (len + 1 >= cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb)
-                break;
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t n = read(fd, buf + len, cap - len - 1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        char *nl = memchr(buf + len - n, '\n', (size_t)n);
-        if (nl) {
-            *nl = 0;
-            return buf;
-        }
-    }
-    free(buf);
-    return NULL;
-}
-
 static const char *jstr(struct json_object *o, const char *k)
 {
     struct json_object *v;
     return json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : "";
+}
+
+/* Reads one reply line (any length); bytes after it are kept for the next call. Returns a
+ * malloc'd string or NULL at the end of the stream. */
+static char *read_line(int fd)
+{
+    static char *buf;
+    static size_t cap, len;
+    for (;;) {
+        char *nl = buf ? memchr(buf, '\n', len) : NULL;
+        if (nl) {
+            size_t n = (size_t)(nl - buf);
+            char *line = malloc(n + 1);
+            if (!line)
+                return NULL;
+            memcpy(line, buf, n);
+            line[n] = 0;
+            memmove(buf, nl + 1, len - n - 1);
+            len -= n + 1;
+            return line;
+        }
+        if (len + 4096 > cap) {
+            size_t ncap = cap ? cap * 2 : 65536;
+            char *nb = realloc(buf, ncap);
+            if (!nb)
+                return NULL;
+            buf = nb;
+            cap = ncap;
+        }
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return NULL;
+        len += (size_t)n;
+    }
+}
+
+/* A long command (cutover, rollback): progress lines until the report, which has "result".
+ * Progress is printed readably (or as JSON with --json); the report is always printed as its
+ * JSON line, last. Exit 0 only when the switch happened (or a dry run passed). */
+static int stream_switch(int fd, int json)
+{
+    char *line;
+    while ((line = read_line(fd)) != NULL) {
+        struct json_object *o = json_tokener_parse(line), *v;
+        if (!o) {
+            fprintf(stderr, "switchyardctl: reply is not JSON: %.200s\n", line);
+            free(line);
+            return 1;
+        }
+        if (json_object_object_get_ex(o, "progress", &v)) {
+            if (json)
+                printf("%s\n", line);
+            else {
+                struct json_object *d;
+                printf("[%6s ms] %-9s %s\n", jstr(o, "elapsed_ms"), json_object_get_string(v),
+                       json_object_object_get_ex(o, "detail", &d) ? json_object_get_string(d) : "");
+            }
+            fflush(stdout);
+            json_object_put(o);
+            free(line);
+            continue;
+        }
+        int rc = 1;
+        if (json_object_object_get_ex(o, "error", &v))
+            fprintf(stderr, "switchyardctl: %s\n", json_object_get_string(v));
+        else if (json_object_object_get_ex(o, "result", &v)) {
+            const char *r = json_object_get_string(v);
+            rc = strcmp(r, "done") == 0 || strcmp(r, "ok") == 0 ? 0 : 1;
+            if (!json && json_object_object_get_ex(o, "reason", &v))
+                fprintf(stderr, "switchyardctl: aborted: %s\n", json_object_get_string(v));
+        }
+        printf("%s\n", line);
+        json_object_put(o);
+        free(line);
+        return rc;
+    }
+    fprintf(stderr, "switchyardctl: the connection closed before the report\n");
+    return 1;
 }
 
 static void print_status(struct json_object *o)
@@ -199,6 +258,11 @@ int main(int argc, char **argv)
     if (write(fd, line, len) != (ssize_t)len) {
         fprintf(stderr, "switchyardctl: write to %s failed: %s\n", path, strerror(errno));
         return 1;
+    }
+    if (strcmp(argv[optind], "cutover") == 0 || strcmp(argv[optind], "rollback") == 0) {
+        int rc = stream_switch(fd, json);
+        close(fd);
+        return rc;
     }
     char *reply = read_line(fd);
     close(fd);

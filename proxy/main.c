@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "auth_query.h"
+#include "switch.h"
 #include "config/auth_file.h"
 #include "log.h"
 #include "pg_crypto.h"
@@ -238,6 +239,7 @@ static void finish(void)
     struct runtime none = {0};
     runtime_install(&none);
     sy_auth_query_stop();
+    sy_switch_stop(&proxy);
     sy_info("stopped");
 }
 
@@ -322,6 +324,8 @@ int main(int argc, char **argv)
     proxy.loop = uv_default_loop();
     proxy.ops = &sy_pg_ops;
     proxy.active = proxy.cfg.active;
+    if (sy_switch_load_state(&proxy) != 0)
+        return 1;
     proxy.started_ms = uv_now(proxy.loop);
     proxy.side[0].healthy = proxy.side[1].healthy = -1;
     struct runtime rt;
@@ -335,7 +339,7 @@ int main(int argc, char **argv)
     }
     if (sy_proxy_listen(&proxy) != 0 || sy_admin_start(&proxy) != 0)
         return 1;
-    if (sy_auth_query_start(&proxy, pg_auth_query_done) != 0)
+    if (sy_auth_query_start(&proxy, pg_auth_query_done) != 0 || sy_switch_start(&proxy) != 0)
         return 1;
     uv_signal_init(proxy.loop, &sig_term);
     uv_signal_init(proxy.loop, &sig_int);

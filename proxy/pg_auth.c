@@ -123,8 +123,15 @@ static int client_authenticated(struct sy_session *sess)
     sy_session_log(sess, SY_LOG_DEBUG, "client authenticated (%s); logging into the %s server",
                    sy_auth_type_name(ps->auth), sy_side_name(sess->side));
     ps->stage = PG_STAGE_SERVER_LOGIN;
-    ps->sl_step = PG_SL_CONNECTING;
+    ps->sl.step = PG_SL_CONNECTING;
+    ps->sl.scratch = ps->login;
     sy_conn_pause(&sess->client);
+    if (sess->proxy->paused) {
+        /* A cutover may be under way: log into whichever side is active when it ends. */
+        sess->wait_server = 1;
+        sy_session_hold(sess);
+        return 0;
+    }
     return sy_session_connect_server(sess);
 }
 
@@ -433,17 +440,28 @@ int pg_auth_client_data(struct sy_session *sess)
 
 /* ---- Switchyard logging into the server ---- */
 
-static void server_login_failed(struct sy_session *sess, const char *sqlstate, const char *fmt,
-                                const char *detail)
+/* A login failed: the client hears it, or, for a standby login, the switch does (the client
+ * never notices). */
+static void login_fail(struct sy_session *sess, struct pg_server_login *L, const char *sqlstate,
+                       const char *msg)
+{
+    if (L->standby)
+        sy_conn_failed(L->conn, msg);
+    else
+        pg_session_fail(sess, sqlstate, msg);
+}
+
+static void server_login_failed(struct sy_session *sess, struct pg_server_login *L,
+                                const char *sqlstate, const char *fmt, const char *detail)
 {
     char msg[400];
-    snprintf(msg, sizeof(msg), fmt, sy_side_name(sess->side), sess->user, detail ? detail : "");
-    pg_session_fail(sess, sqlstate, msg);
+    snprintf(msg, sizeof(msg), fmt, sy_side_name(L->side), sess->user, detail ? detail : "");
+    login_fail(sess, L, sqlstate, msg);
 }
 
 /* The StartupMessage for the server: the client's parameters, protocol 3.0, and no protocol
  * extensions (_pq_.*), which Switchyard answered for the client itself. */
-static int send_startup(struct sy_session *sess, struct pg_sess *ps)
+static int send_startup(struct sy_session *sess, struct pg_sess *ps, struct pg_server_login *L)
 {
     struct pg_startup st;
     if (pg_fe_parse_startup(ps->startup, ps->startup_len, (uint32_t)ps->startup_len, &st, NULL) <= 0)
@@ -457,59 +475,59 @@ static int send_startup(struct sy_session *sess, struct pg_sess *ps)
     if (!pkt)
         return -1;
     int len = pg_fe_write_startup(pkt, ps->startup_len + 16, PG_PROTO_V3, params, n);
-    int rc = len > 0 ? sy_conn_send(sess->server, pkt, (size_t)len) : -1;
+    int rc = len > 0 ? sy_conn_send(L->conn, pkt, (size_t)len) : -1;
     free(pkt);
-    ps->sl_step = PG_SL_AUTH;
+    L->step = PG_SL_AUTH;
     return rc;
 }
 
-int pg_auth_server_connected(struct sy_session *sess)
+int pg_auth_server_connected(struct sy_session *sess, struct pg_server_login *L)
 {
     struct pg_sess *ps = pg_sess_of(sess);
-    const struct sy_server_config *sc = &sess->proxy->cfg.server[sess->side];
-    if (sc->tls != SY_SERVER_TLS_DISABLE && sess->proxy->server_tls_ctx[sess->side]) {
+    const struct sy_server_config *sc = &sess->proxy->cfg.server[L->side];
+    if (sc->tls != SY_SERVER_TLS_DISABLE && sess->proxy->server_tls_ctx[L->side]) {
         uint8_t req[8];
         pg_put_u32(req, 8);
         pg_put_u32(req + 4, PG_CODE_SSL);
-        ps->sl_step = PG_SL_TLS_ANSWER;
-        return sy_conn_send_raw(sess->server, req, sizeof(req));
+        L->step = PG_SL_TLS_ANSWER;
+        return sy_conn_send_raw(L->conn, req, sizeof(req));
     }
-    return send_startup(sess, ps);
+    return send_startup(sess, ps, L);
 }
 
-int pg_auth_server_tls_ready(struct sy_session *sess)
+int pg_auth_server_tls_ready(struct sy_session *sess, struct pg_server_login *L)
 {
-    return send_startup(sess, pg_sess_of(sess));
+    return send_startup(sess, pg_sess_of(sess), L);
 }
 
-static int tls_answer(struct sy_session *sess, struct pg_sess *ps)
+static int tls_answer(struct sy_session *sess, struct pg_sess *ps, struct pg_server_login *L)
 {
-    struct sy_conn *c = sess->server;
-    const struct sy_server_config *sc = &sess->proxy->cfg.server[sess->side];
+    struct sy_conn *c = L->conn;
+    const struct sy_server_config *sc = &sess->proxy->cfg.server[L->side];
     uint8_t answer = c->buf[0];
     if (answer == 'S') {
         if (c->len > 1) {
             /* Bytes before the handshake could only have been injected (CVE-2021-23214). */
             sess->proxy->protocol_errors++;
-            pg_session_fail(sess, "08P01", "the server sent unexpected data after its TLS answer");
+            login_fail(sess, L, "08P01", "the server sent unexpected data after its TLS answer");
             return -1;
         }
         sy_conn_consume(c, 1);
-        ps->sl_step = PG_SL_TLS;
-        return sy_conn_start_tls(c, sess->proxy->server_tls_ctx[sess->side], sc->host, NULL, 0);
+        L->step = PG_SL_TLS;
+        return sy_conn_start_tls(c, sess->proxy->server_tls_ctx[L->side], sc->host, NULL, 0);
     }
     if (answer == 'N') {
         sy_conn_consume(c, 1);
         if (sc->tls != SY_SERVER_TLS_PREFER) {
-            server_login_failed(sess, "08006",
+            server_login_failed(sess, L, "08006",
                                 "the %s server refused TLS (server_tls = require or verify-*); "
                                 "user %s not logged in%s", NULL);
             return -1;
         }
-        return send_startup(sess, ps);
+        return send_startup(sess, ps, L);
     }
     sess->proxy->protocol_errors++;
-    pg_session_fail(sess, "08P01", "the server sent an invalid answer to SSLRequest");
+    login_fail(sess, L, "08P01", "the server sent an invalid answer to SSLRequest");
     return -1;
 }
 
@@ -520,16 +538,17 @@ static int client_proved_password(const struct pg_sess *ps)
     return ps->auth == SY_AUTH_SCRAM || ps->auth == SY_AUTH_MD5 || ps->auth == SY_AUTH_PASSWORD;
 }
 
-static int sasl_start(struct sy_session *sess, struct pg_sess *ps, const struct pg_scram_auth_sasl *a)
+static int sasl_start(struct sy_session *sess, struct pg_sess *ps, struct pg_server_login *L,
+                      const struct pg_scram_auth_sasl *a)
 {
     if (!a->offers_scram) {
-        server_login_failed(sess, "28000", "the %s server offers no SCRAM-SHA-256 for user %s%s",
+        server_login_failed(sess, L, "28000", "the %s server offers no SCRAM-SHA-256 for user %s%s",
                             NULL);
         return -1;
     }
     if (!ps->have_password && !ps->have_client_key &&
         !(ps->user_known && ps->secret_kind == SY_SECRET_PLAIN) && !client_proved_password(ps)) {
-        server_login_failed(sess, "28000",
+        server_login_failed(sess, L, "28000",
                             "switchyard cannot log into the %s server as %s: it asks for SCRAM "
                             "and switchyard has neither the password nor the client's SCRAM "
                             "keys%s (put the password in auth_file, or have clients use SCRAM)",
@@ -538,17 +557,17 @@ static int sasl_start(struct sy_session *sess, struct pg_sess *ps, const struct 
     }
     char first[PG_SCRAM_MSG_MAX];
     size_t bare_off = 0;
-    if (pg_crypto_scram_nonce(ps->login->sl_nonce) != 0)
+    if (pg_crypto_scram_nonce(L->scratch->sl_nonce) != 0)
         return -1;
     int n = pg_scram_fe_write_client_first(first, sizeof(first), PG_SCRAM_CBIND_N, NULL,
-                                           ps->login->sl_nonce, PG_CRYPTO_NONCE_LEN, &bare_off);
+                                           L->scratch->sl_nonce, PG_CRYPTO_NONCE_LEN, &bare_off);
     if (n < 0)
         return -1;
-    ps->login->sl_client_first_bare_len = (size_t)n - bare_off;
-    memcpy(ps->login->sl_client_first_bare, first + bare_off, ps->login->sl_client_first_bare_len);
+    L->scratch->sl_client_first_bare_len = (size_t)n - bare_off;
+    memcpy(L->scratch->sl_client_first_bare, first + bare_off, L->scratch->sl_client_first_bare_len);
     uint8_t msg[PG_SCRAM_MSG_MAX + 64];
     int m = pg_scram_fe_write_sasl_initial(msg, sizeof(msg), PG_SCRAM_MECHANISM, first, (size_t)n);
-    return m > 0 ? sy_conn_send(sess->server, msg, (size_t)m) : -1;
+    return m > 0 ? sy_conn_send(L->conn, msg, (size_t)m) : -1;
 }
 
 /* The keys to answer the server's SCRAM challenge with, for its salt and iteration count. */
@@ -571,20 +590,21 @@ static int sasl_keys(struct pg_sess *ps, const uint8_t *salt, size_t salt_len, u
     return 0;
 }
 
-static int sasl_continue(struct sy_session *sess, struct pg_sess *ps, const struct pg_scram_auth_sasl *a)
+static int sasl_continue(struct sy_session *sess, struct pg_sess *ps, struct pg_server_login *L,
+                         const struct pg_scram_auth_sasl *a)
 {
     uint8_t salt[PG_SCRAM_SALT_MAX];
     struct pg_scram_server_first sf;
-    if (pg_scram_be_parse_server_first(a->data, a->data_len, ps->login->sl_nonce, PG_CRYPTO_NONCE_LEN,
+    if (pg_scram_be_parse_server_first(a->data, a->data_len, L->scratch->sl_nonce, PG_CRYPTO_NONCE_LEN,
                                        salt, sizeof(salt), &sf, NULL) < 0) {
         sess->proxy->protocol_errors++;
-        pg_session_fail(sess, "08P01", "the server sent a malformed SCRAM server-first-message");
+        login_fail(sess, L, "08P01", "the server sent a malformed SCRAM server-first-message");
         return -1;
     }
     uint8_t ck[PG_CRYPTO_KEY_LEN], sk[PG_CRYPTO_KEY_LEN], proof[PG_CRYPTO_KEY_LEN];
-    if (sasl_keys(ps, salt, sf.salt_len, sf.iterations, ck, sk, ps->login->sl_server_key) != 0) {
+    if (sasl_keys(ps, salt, sf.salt_len, sf.iterations, ck, sk, L->scratch->sl_server_key) != 0) {
         if (!client_proved_password(ps)) {
-            server_login_failed(sess, "28000",
+            server_login_failed(sess, L, "28000",
                                 "switchyard cannot log into the %s server as %s: the server's "
                                 "SCRAM verifier differs from auth_file's%s (copy the verifier "
                                 "from the server, or store the password)", NULL);
@@ -598,37 +618,38 @@ static int sasl_continue(struct sy_session *sess, struct pg_sess *ps, const stru
                        "from auth_file's verifier (expired password, or a stale entry); the "
                        "server will refuse this login", sy_side_name(sess->side));
         if (pg_crypto_random(ck, sizeof(ck)) != 0 || pg_crypto_random(sk, sizeof(sk)) != 0 ||
-            pg_crypto_random(ps->login->sl_server_key, sizeof(ps->login->sl_server_key)) != 0)
+            pg_crypto_random(L->scratch->sl_server_key, sizeof(L->scratch->sl_server_key)) != 0)
             return -1;
     }
     char without[PG_SCRAM_MSG_MAX], final[PG_SCRAM_MSG_MAX];
     int w = pg_scram_fe_write_client_final_without_proof(without, sizeof(without), "n,,", 3, NULL,
                                                          0, (const char *)sf.nonce.ptr,
                                                          sf.nonce.len);
-    struct pg_scram_view bare = {ps->login->sl_client_first_bare, ps->login->sl_client_first_bare_len};
+    struct pg_scram_view bare = {L->scratch->sl_client_first_bare, L->scratch->sl_client_first_bare_len};
     struct pg_scram_view sfirst = {(const char *)a->data, a->data_len};
     struct pg_scram_view wp = {without, w > 0 ? (size_t)w : 0};
-    int am = w > 0 ? pg_scram_write_auth_message(ps->login->sl_auth_message, sizeof(ps->login->sl_auth_message),
+    int am = w > 0 ? pg_scram_write_auth_message(L->scratch->sl_auth_message, sizeof(L->scratch->sl_auth_message),
                                                  bare, sfirst, wp)
                    : -1;
-    int rc = am > 0 ? pg_crypto_client_proof(ck, sk, ps->login->sl_auth_message, (size_t)am, proof) : -1;
+    int rc = am > 0 ? pg_crypto_client_proof(ck, sk, L->scratch->sl_auth_message, (size_t)am, proof) : -1;
     OPENSSL_cleanse(ck, sizeof(ck));
     if (rc != 0)
         return -1;
-    ps->login->sl_auth_message_len = (size_t)am;
+    L->scratch->sl_auth_message_len = (size_t)am;
     int f = pg_scram_fe_write_client_final(final, sizeof(final), without, (size_t)w, proof);
     uint8_t msg[PG_SCRAM_MSG_MAX + 16];
     int m = f > 0 ? pg_scram_fe_write_sasl_response(msg, sizeof(msg), final, (size_t)f) : -1;
-    return m > 0 ? sy_conn_send(sess->server, msg, (size_t)m) : -1;
+    return m > 0 ? sy_conn_send(L->conn, msg, (size_t)m) : -1;
 }
 
-static int sasl_final(struct sy_session *sess, struct pg_sess *ps, const struct pg_scram_auth_sasl *a)
+static int sasl_final(struct sy_session *sess, struct pg_sess *ps, struct pg_server_login *L,
+                      const struct pg_scram_auth_sasl *a)
 {
     struct pg_scram_server_final sf;
     if (pg_scram_be_parse_server_final(a->data, a->data_len, &sf, NULL) < 0 || sf.is_error ||
-        pg_crypto_verify_server_signature(ps->login->sl_server_key, ps->login->sl_auth_message,
-                                          ps->login->sl_auth_message_len, sf.signature) != 0) {
-        server_login_failed(sess, "08006",
+        pg_crypto_verify_server_signature(L->scratch->sl_server_key, L->scratch->sl_auth_message,
+                                          L->scratch->sl_auth_message_len, sf.signature) != 0) {
+        server_login_failed(sess, L, "08006",
                             "the %s server's SCRAM signature is wrong for user %s%s: "
                             "not the server switchyard is configured for?", NULL);
         return -1;
@@ -636,7 +657,7 @@ static int sasl_final(struct sy_session *sess, struct pg_sess *ps, const struct 
     return 0;
 }
 
-static int answer_password(struct sy_session *sess, struct pg_sess *ps, const char *pw)
+static int answer_password(struct pg_server_login *L, const char *pw)
 {
     size_t n = strlen(pw);
     uint8_t *msg = malloc(n + 6);
@@ -645,14 +666,14 @@ static int answer_password(struct sy_session *sess, struct pg_sess *ps, const ch
     msg[0] = PG_FE_PASSWORD;
     pg_put_u32(msg + 1, (uint32_t)(n + 5));
     memcpy(msg + 5, pw, n + 1);
-    int rc = sy_conn_send(sess->server, msg, n + 6);
+    int rc = sy_conn_send(L->conn, msg, n + 6);
     OPENSSL_cleanse(msg, n + 6);
     free(msg);
     return rc;
 }
 
-static int server_auth_request(struct sy_session *sess, struct pg_sess *ps, const uint8_t *msg,
-                               size_t len)
+static int server_auth_request(struct sy_session *sess, struct pg_sess *ps,
+                               struct pg_server_login *L, const uint8_t *msg, size_t len)
 {
     uint32_t code;
     if (pg_be_parse_auth(msg, len, &code) < 0)
@@ -665,13 +686,13 @@ static int server_auth_request(struct sy_session *sess, struct pg_sess *ps, cons
         return 1;
     case AUTH_CLEARTEXT:
         if (!plain) {
-            server_login_failed(sess, "28000",
+            server_login_failed(sess, L, "28000",
                                 "switchyard cannot log into the %s server as %s: it asks for a "
                                 "cleartext password and switchyard has none%s (put it in auth_file)",
                                 NULL);
             return -1;
         }
-        return answer_password(sess, ps, plain);
+        return answer_password(L, plain);
     case AUTH_MD5: {
         char resp[PG_CRYPTO_MD5_LEN + 1];
         int rc = -1;
@@ -682,14 +703,14 @@ static int server_auth_request(struct sy_session *sess, struct pg_sess *ps, cons
         else if (ps->user_known && ps->secret_kind == SY_SECRET_MD5)
             rc = pg_crypto_md5_response(ps->secret, msg + 9, resp);
         if (rc < 0) {
-            server_login_failed(sess, "28000",
+            server_login_failed(sess, L, "28000",
                                 "switchyard cannot log into the %s server as %s: it asks for md5 "
                                 "and switchyard has neither the password nor its md5 hash%s "
                                 "(put either in auth_file)",
                                 NULL);
             return -1;
         }
-        return answer_password(sess, ps, resp);
+        return answer_password(L, resp);
     }
     case AUTH_SASL:
     case AUTH_SASL_CONTINUE:
@@ -698,33 +719,44 @@ static int server_auth_request(struct sy_session *sess, struct pg_sess *ps, cons
         if (pg_scram_be_parse_auth_sasl(msg, len, &a, NULL) < 0)
             return PG_E_MALFORMED;
         if (code == AUTH_SASL)
-            return sasl_start(sess, ps, &a);
-        return code == AUTH_SASL_CONTINUE ? sasl_continue(sess, ps, &a) : sasl_final(sess, ps, &a);
+            return sasl_start(sess, ps, L, &a);
+        return code == AUTH_SASL_CONTINUE ? sasl_continue(sess, ps, L, &a)
+                                          : sasl_final(sess, ps, L, &a);
     }
     default: {
         char detail[64];
         snprintf(detail, sizeof(detail), " (authentication request %u is not supported)", code);
-        server_login_failed(sess, "28000", "switchyard cannot log into the %s server as %s%s",
+        server_login_failed(sess, L, "28000", "switchyard cannot log into the %s server as %s%s",
                             detail);
         return -1;
     }
     }
 }
 
-int pg_auth_server_data(struct sy_session *sess)
+int pg_auth_server_data(struct sy_session *sess, struct pg_server_login *L)
 {
     struct pg_sess *ps = pg_sess_of(sess);
-    struct sy_conn *c = sess->server;
-    if (ps->sl_step == PG_SL_TLS_ANSWER)
-        return c->len > 0 ? tls_answer(sess, ps) : 0;
-    while (ps->stage == PG_STAGE_SERVER_LOGIN && c->len > 0) {
+    struct sy_conn *c = L->conn;
+    if (L->step == PG_SL_TLS_ANSWER)
+        return c->len > 0 ? tls_answer(sess, ps, L) : 0;
+    while (L->step != PG_SL_DONE && c->open && c->len > 0) {
         int total = front_message(c, 65536);
         if (total == 0)
             return 0;
         uint8_t type = c->buf[0];
         if (total < 0 || (type != PG_BE_AUTH && type != PG_BE_ERROR && type != PG_BE_NOTICE)) {
             sess->proxy->protocol_errors++;
-            pg_session_fail(sess, "08P01", "the server sent an unexpected message during login");
+            login_fail(sess, L, "08P01", "the server sent an unexpected message during login");
+            return -1;
+        }
+        if (type == PG_BE_ERROR && L->standby) {
+            struct pg_error_fields f;
+            char msg[400];
+            int ok = pg_be_parse_error(c->buf, (size_t)total, &f) > 0;
+            snprintf(msg, sizeof(msg), "the %s server refused the login of user %s: %s %s",
+                     sy_side_name(L->side), sess->user, ok && f.sqlstate ? f.sqlstate : "",
+                     ok && f.message ? f.message : "");
+            sy_conn_failed(c, msg);
             return -1;
         }
         if (type == PG_BE_ERROR) {
@@ -739,19 +771,26 @@ int pg_auth_server_data(struct sy_session *sess)
             return -1;
         }
         if (type == PG_BE_NOTICE) {
-            sy_conn_send(&sess->client, c->buf, (size_t)total);
+            if (!L->standby)
+                sy_conn_send(&sess->client, c->buf, (size_t)total);
             sy_conn_consume(c, (size_t)total);
             continue;
         }
-        int rc = server_auth_request(sess, ps, c->buf, (size_t)total);
-        if (sess->phase == SY_PHASE_CLOSING)
+        int rc = server_auth_request(sess, ps, L, c->buf, (size_t)total);
+        if (sess->phase == SY_PHASE_CLOSING || !c->open)
             return -1;
         if (rc < 0) {
             sess->proxy->protocol_errors++;
-            pg_session_fail(sess, "08P01", "the server sent a malformed authentication request");
+            login_fail(sess, L, "08P01", "the server sent a malformed authentication request");
             return -1;
         }
+        if (rc == 1 && L->standby) {
+            sy_conn_consume(c, (size_t)total);
+            L->step = PG_SL_DONE;
+            return pg_move_standby_logged_in(sess);
+        }
         if (rc == 1) {
+            L->step = PG_SL_DONE;
             /* AuthenticationOk: the client gets the server's own, then everything after it. */
             if (sy_conn_send(&sess->client, c->buf, (size_t)total) != 0)
                 return -1;

@@ -210,16 +210,21 @@ static int startup_packet(struct sy_session *sess)
     return 0;
 }
 
-static int pg_server_connected(struct sy_session *sess)
+static int pg_server_connected(struct sy_session *sess, struct sy_conn *conn)
 {
-    return pg_auth_server_connected(sess);
+    struct pg_sess *ps = pg(sess);
+    if (conn != sess->server)
+        return pg_auth_server_connected(sess, pg_move_login(ps));
+    ps->sl.conn = conn;
+    ps->sl.side = sess->side;
+    return pg_auth_server_connected(sess, &ps->sl);
 }
 
 static int pg_tls_ready(struct sy_session *sess, struct sy_conn *conn)
 {
     struct pg_sess *ps = pg(sess);
     if (conn->is_server)
-        return pg_auth_server_tls_ready(sess);
+        return pg_auth_server_tls_ready(sess, conn == sess->server ? &ps->sl : pg_move_login(ps));
     if (ps->direct_tls && !sy_tls_alpn_ok(conn->tls)) {
         sess->proxy->protocol_errors++;
         sy_session_close(sess, "direct TLS without ALPN \"postgresql\"");
@@ -236,7 +241,8 @@ int pg_session_start_relay(struct sy_session *sess)
     sy_conn_resume(&sess->client);
     /* What the server sent after AuthenticationOk (ParameterStatus, BackendKeyData,
      * ReadyForQuery) goes through the relay like everything after it. */
-    if (sess->server && sess->server->len > 0 && sess->proxy->ops->server_data(sess) != 0)
+    if (sess->server && sess->server->len > 0 &&
+        sess->proxy->ops->server_data(sess, sess->server) != 0)
         return -1;
     sy_conn_pump(&sess->client);
     return 0;
@@ -339,6 +345,11 @@ static int pg_client_data(struct sy_session *sess)
         return ps->waiting_query ? 0 : pg_auth_client_data(sess);
     if (ps->stage != PG_STAGE_RELAY)
         return 0;
+    if (pg_move_owns_server(ps)) {
+        /* Switchyard's own query runs on the server: the client's next request waits. */
+        sy_conn_pause(c);
+        return 0;
+    }
     if (sess->proxy->paused && c->len > c->ready && sess->tx == SY_TX_IDLE && !ps->in_copy &&
         pg_scan_at_boundary(&ps->fe)) {
         /* The start of a new transaction: it waits here until the pause ends. */
@@ -356,7 +367,7 @@ static int pg_client_data(struct sy_session *sess)
 
 /* ---- relay: server to client ---- */
 
-static void store_param(struct pg_sess *ps, const char *name, const char *value)
+void pg_params_store(char **params, size_t *nparams, const char *name, const char *value)
 {
     size_t nl = strlen(name), vl = strlen(value);
     char *s = malloc(nl + vl + 2);
@@ -364,15 +375,15 @@ static void store_param(struct pg_sess *ps, const char *name, const char *value)
         return;
     memcpy(s, name, nl + 1);
     memcpy(s + nl + 1, value, vl + 1);
-    for (size_t i = 0; i < ps->nparams; i++) {
-        if (strcmp(ps->params[i], name) == 0) {
-            free(ps->params[i]);
-            ps->params[i] = s;
+    for (size_t i = 0; i < *nparams; i++) {
+        if (strcmp(params[i], name) == 0) {
+            free(params[i]);
+            params[i] = s;
             return;
         }
     }
-    if (ps->nparams < PG_PARAMS_MAX)
-        ps->params[ps->nparams++] = s;
+    if (*nparams < PG_PARAMS_MAX)
+        params[(*nparams)++] = s;
     else
         free(s);
 }
@@ -406,6 +417,7 @@ static int backend_key(struct sy_session *sess, struct pg_sess *ps, uint8_t *msg
     if (pg_be_parse_backend_key(msg, len, &pid, &key, &key_len) < 0)
         return PG_E_MALFORMED;
     ps->server_pid = pid;
+    sess->server_pid = pid;
     memcpy(ps->server_key, key, key_len);
     ps->key_len = key_len;
     ps->proxy_pid = (uint32_t)(sess->id & 0x7fffffff);
@@ -430,7 +442,7 @@ static int server_message(struct sy_session *sess, struct pg_sess *ps, uint8_t *
         const char *name, *value;
         if (pg_be_parse_parameter_status(msg, len, &name, &value) < 0)
             return PG_E_MALFORMED;
-        store_param(ps, name, value);
+        pg_params_store(ps->params, &ps->nparams, name, value);
         return 0;
     }
     }
@@ -448,14 +460,17 @@ static int on_server_message(struct sy_session *sess, struct pg_sess *ps,
     return 0;
 }
 
-static int pg_server_data(struct sy_session *sess)
+static int pg_server_data(struct sy_session *sess, struct sy_conn *c)
 {
     struct pg_sess *ps = pg(sess);
-    struct sy_conn *c = sess->server;
+    if (c != sess->server)
+        return pg_move_standby_data(sess);
     if (ps->stage == PG_STAGE_SERVER_LOGIN)
-        return pg_auth_server_data(sess);
+        return pg_auth_server_data(sess, &ps->sl);
     if (ps->stage != PG_STAGE_RELAY)
         return 0;
+    if (pg_move_owns_server(ps))
+        return pg_move_server_data(sess);
     return relay_scan(sess, c, &ps->be, on_server_message);
 }
 
@@ -482,6 +497,7 @@ static void pg_session_free(struct sy_session *sess)
         return;
     for (size_t i = 0; i < ps->nparams; i++)
         free(ps->params[i]);
+    pg_move_drop(sess);
     pg_auth_free(ps);
     free(ps->startup);
 }
@@ -496,6 +512,11 @@ const struct sy_protocol_ops sy_pg_ops = {
     .tls_ready = pg_tls_ready,
     .client_error = pg_client_error,
     .session_free = pg_session_free,
+    .standby_open = pg_move_standby_open,
+    .standby_failed = pg_move_standby_failed,
+    .move_prepare = pg_move_prepare,
+    .move_commit = pg_move_commit,
+    .standby_drop = pg_move_drop,
 };
 
 /* ---- cancel ---- */

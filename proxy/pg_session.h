@@ -36,6 +36,7 @@ enum pg_server_login_step {
     PG_SL_TLS_ANSWER = 2, /* SSLRequest sent, waiting for 'S' or 'N' */
     PG_SL_TLS = 3,        /* TLS handshake with the server */
     PG_SL_AUTH = 4,       /* StartupMessage sent, answering the server's requests */
+    PG_SL_DONE = 5,       /* AuthenticationOk received */
 };
 
 /* What the two SCRAM exchanges need while a login is in progress; freed (wiped) once the
@@ -56,6 +57,17 @@ struct pg_login {
     char sl_auth_message[3 * PG_SCRAM_MSG_MAX];
     size_t sl_auth_message_len;
 };
+
+/* One login of Switchyard into a server: the session's own, or a standby's for a move. */
+struct pg_server_login {
+    struct sy_conn *conn;
+    enum sy_side side;
+    enum pg_server_login_step step;
+    struct pg_login *scratch; /* the SCRAM exchange's state */
+    uint8_t standby;          /* failures go to the switch, not to the client */
+};
+
+struct pg_move; /* pg_move.c: a standby connection and a move in progress */
 
 struct pg_sess {
     enum pg_sess_stage stage;
@@ -92,8 +104,10 @@ struct pg_sess {
     int have_password;
 
     /* Switchyard's login into the server. */
-    enum pg_server_login_step sl_step;
+    struct pg_server_login sl;
     struct pg_login *login; /* exchange scratch, only while logging in */
+
+    struct pg_move *move;   /* NULL unless a switch is preparing this session's move */
 };
 
 static inline struct pg_sess *pg_sess_of(struct sy_session *sess) { return sess->proto_state; }
@@ -104,11 +118,11 @@ int pg_auth_client_begin(struct sy_session *sess);
 /* Handles client bytes during PG_STAGE_CLIENT_AUTH. */
 int pg_auth_client_data(struct sy_session *sess);
 /* The server TCP connection is open: TLS negotiation or the StartupMessage. */
-int pg_auth_server_connected(struct sy_session *sess);
+int pg_auth_server_connected(struct sy_session *sess, struct pg_server_login *L);
 /* The TLS handshake with the server is done. */
-int pg_auth_server_tls_ready(struct sy_session *sess);
-/* Handles server bytes during PG_STAGE_SERVER_LOGIN. */
-int pg_auth_server_data(struct sy_session *sess);
+int pg_auth_server_tls_ready(struct sy_session *sess, struct pg_server_login *L);
+/* Handles server bytes while L logs in. */
+int pg_auth_server_data(struct sy_session *sess, struct pg_server_login *L);
 /* Frees the login scratch (the session is logged in). */
 void pg_auth_login_done(struct pg_sess *ps);
 /* Wipes secrets. */
@@ -116,6 +130,24 @@ void pg_auth_free(struct pg_sess *ps);
 /* An auth_query lookup came back (see auth_query.h). */
 #include "auth_query.h"
 void pg_auth_query_done(struct sy_session *sess, enum sy_aq_result result, const char *secret);
+
+/* pg_move.c */
+/* A standby login got AuthenticationOk: read the rest of its greeting. */
+int pg_move_standby_logged_in(struct sy_session *sess);
+/* Bytes on the standby connection, or on the server connection while a move reads the
+ * session's state there (pg_move_owns_server). */
+int pg_move_standby_data(struct sy_session *sess);
+int pg_move_server_data(struct sy_session *sess);
+int pg_move_owns_server(const struct pg_sess *ps);
+/* The standby's login state, for pg_session.c's callbacks. */
+struct pg_server_login *pg_move_login(struct pg_sess *ps);
+int pg_move_standby_open(struct sy_session *sess, enum sy_side side);
+void pg_move_standby_failed(struct sy_session *sess, const char *reason);
+int pg_move_prepare(struct sy_session *sess);
+int pg_move_commit(struct sy_session *sess);
+void pg_move_drop(struct sy_session *sess);
+/* Records a ParameterStatus value (name and value copied) in a "name\0value\0" list. */
+void pg_params_store(char **params, size_t *n, const char *name, const char *value);
 
 /* pg_session.c */
 /* Login is complete: relay from here on (called when the server sent AuthenticationOk). */

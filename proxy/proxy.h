@@ -35,7 +35,7 @@ struct sy_conn {
     uint32_t pending_writes; /* uv_write requests on this connection whose callbacks are due */
     uint8_t open;      /* the handle is initialised and not yet closing */
     uint8_t reading;   /* uv_read_start is in force */
-    uint8_t is_server; /* 1: the server connection */
+    uint8_t is_server; /* 1: a server connection (the session's, or its standby) */
     uint8_t tls_handshaking; /* TLS started, handshake not yet done */
     uint8_t drain_resume;    /* the peer stopped reading until this connection's queue drains */
     uint64_t bytes_in; /* bytes read from this connection (plaintext) */
@@ -67,16 +67,32 @@ struct sy_protocol_ops {
     int (*client_accepted)(struct sy_session *sess);
     /* New bytes in sess->client: scan them, set client.ready, act on what they say. */
     int (*client_data)(struct sy_session *sess);
-    /* New bytes in sess->server. */
-    int (*server_data)(struct sy_session *sess);
-    /* The server connection is open. */
-    int (*server_connected)(struct sy_session *sess);
+    /* New bytes in a server connection: sess->server or sess->standby. */
+    int (*server_data)(struct sy_session *sess, struct sy_conn *conn);
+    /* A server connection (sess->server or sess->standby) is open. */
+    int (*server_connected)(struct sy_session *sess, struct sy_conn *conn);
     /* The TLS handshake on conn (client or server connection) is done. */
     int (*tls_ready)(struct sy_session *sess, struct sy_conn *conn);
     /* Sends a fatal error to the client in the protocol's own form (no close). */
     void (*client_error)(struct sy_session *sess, const char *code, const char *message);
     /* Frees protocol state (not the session). */
     void (*session_free)(struct sy_session *sess);
+
+    /* ---- moving a session to the other side (cutover and rollback; see switch.c) ---- */
+    /* Opens and logs into a standby connection to side for the session, in the background.
+     * Reports sy_switch_standby_ready or sy_switch_standby_failed. Returns 0 or -1. */
+    int (*standby_open)(struct sy_session *sess, enum sy_side side);
+    /* The standby connection failed or closed (already closed; sess->standby is NULL). */
+    void (*standby_failed)(struct sy_session *sess, const char *reason);
+    /* The session is held at a transaction boundary: read its state on sess->server and replay
+     * it on sess->standby. Reports sy_switch_move_prepared (with unmovable state noted) or
+     * sy_switch_standby_failed. Returns 0 or -1. */
+    int (*move_prepare)(struct sy_session *sess);
+    /* Makes the standby the session's server (sy_session_swap_server) and tells the client
+     * what changed (ParameterStatus). Returns 0, or -1 when the session was closed. */
+    int (*move_commit)(struct sy_session *sess);
+    /* Closes the standby connection and forgets its state (an abort). */
+    void (*standby_drop)(struct sy_session *sess);
 };
 
 struct sy_session {
@@ -89,11 +105,19 @@ struct sy_session {
     struct sy_conn client;
     struct sy_conn *server; /* NULL until a server connection is started; its own allocation, so
                                a warm one can take its place */
+    struct sy_conn *standby; /* a warm connection to the other side during a switch, or NULL */
+    enum sy_side standby_side;
     uv_timer_t timer;      /* login timeout, server connect timeout, close linger */
     uint8_t timer_open;
     uint8_t server_counted; /* counted in proxy->side[side].server_conns */
     uint8_t connecting;     /* the server TCP connect is in progress */
     uint8_t held;           /* paused at a transaction boundary by a proxy-wide pause */
+    uint8_t wait_server;    /* held after client authentication, before the server login */
+    uint8_t standby_counted; /* standby counted in proxy->side[standby_side].server_conns */
+    uint8_t move_state;     /* the switch driver's per-session state (switch.c) */
+    uint8_t unmovable;      /* holds state that cannot move (temporary tables, ...) */
+    uint32_t server_pid;    /* the server backend's process id (0 unknown) */
+    uint64_t held_at_ms;    /* uv_now when the session was held */
     const char *timeout_code;    /* what the session fails with when the timer fires */
     const char *timeout_message;
     uv_connect_t connect_req;
@@ -130,6 +154,10 @@ struct sy_proxy {
     int paused;
     uint64_t paused_at_ms;
     uv_timer_t pause_timer;   /* resumes by itself when the pause's timeout runs out */
+    /* Pauses the last resume released, per held session (for the cutover report). */
+    uint32_t *pause_ms;
+    uint32_t npause, pause_cap;
+    struct sy_switch *sw;     /* the cutover / rollback driver (switch.c) */
     /* Totals since start. */
     uint64_t total_sessions;
     uint64_t total_queries;
@@ -155,9 +183,21 @@ void sy_proxy_stop_listening(struct sy_proxy *p);
 int sy_proxy_resolve_servers(struct sy_proxy *p, const struct sy_config *cfg,
                              struct sockaddr_storage out[2]);
 
-/* Opens the server connection to the session's side; calls ops->server_connected when open,
- * or fails the session with a connection error. Returns 0, or -1 when it could not start. */
+/* Opens the server connection to the active side (sess->side is set to it); calls
+ * ops->server_connected when open, or fails the session with a connection error. Returns 0, or
+ * -1 when it could not start. */
 int sy_session_connect_server(struct sy_session *sess);
+/* Opens sess->standby to side; calls ops->server_connected(sess, standby) when open, or
+ * ops->standby_failed. Returns 0, or -1 (standby_failed was not called). */
+int sy_session_connect_standby(struct sy_session *sess, enum sy_side side);
+/* Closes sess->standby, if any (no callback). */
+void sy_session_close_standby(struct sy_session *sess);
+/* The standby becomes the session's server; the old server connection is closed. The old one
+ * must have nothing queued to the client (server->inflight == 0). */
+void sy_session_swap_server(struct sy_session *sess);
+/* A failure on conn: a standby connection is closed and ops->standby_failed is told; any other
+ * failure closes the session. */
+void sy_conn_failed(struct sy_conn *conn, const char *reason);
 /* Forwards conn->ready bytes of conn to the other connection of its session, then moves the
  * rest of the buffer to its front. Returns 0, or -1 when the session was closed. */
 int sy_conn_forward(struct sy_conn *conn);

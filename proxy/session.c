@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "proxy.h"
+#include "switch.h"
 #include "tls.h"
 
 #define CLOSE_LINGER_MS 5000 /* how long a closing client may take to read its last bytes */
@@ -80,6 +81,8 @@ static void on_conn_closed(uv_handle_t *h)
     if (c->is_server) {
         if (sess && sess->server == c)
             sess->server = NULL;
+        if (sess && sess->standby == c)
+            sess->standby = NULL;
         sy_tls_conn_free(c->tls);
         free(c->buf);
         free(c);
@@ -152,11 +155,13 @@ void sy_session_close(struct sy_session *sess, const char *reason)
     sy_session_log(sess, SY_LOG_INFO, "closing: %s", reason);
     sess->phase = SY_PHASE_CLOSING;
     session_unlink(sess);
+    sy_switch_session_closed(sess);
     if (sess->server_counted) {
         sess->proxy->side[sess->side].server_conns--;
         sess->server_counted = 0;
     }
     conn_close(sess->server);
+    sy_session_close_standby(sess);
     if (sess->timer_open)
         uv_timer_stop(&sess->timer);
     /* Let the client read what is queued to it (an error message, the server's last words),
@@ -260,7 +265,7 @@ static void dispatch(struct sy_conn *c)
 {
     struct sy_session *sess = c->sess;
     if (c->is_server)
-        sess->proxy->ops->server_data(sess);
+        sess->proxy->ops->server_data(sess, c);
     else
         sess->proxy->ops->client_data(sess);
 }
@@ -271,7 +276,9 @@ static void tls_fail(struct sy_conn *c, const char *what)
     snprintf(msg, sizeof(msg), "TLS %s %s failed: %s", what,
              c->is_server ? "with the server" : "with the client", sy_tls_conn_error(c->tls));
     conn_tls_flush(c); /* an alert may tell the peer why */
-    if (c->is_server)
+    if (c->sess->standby == c)
+        sy_conn_failed(c, msg);
+    else if (c->is_server)
         sy_session_fail(c->sess, "08P01", msg);
     else
         sy_session_close(c->sess, msg); /* the client's TLS is broken: nothing more reaches it */
@@ -317,8 +324,8 @@ static void conn_tls_input(struct sy_conn *c)
                  * before closing, as a plaintext connection's bytes before EOF are. */
                 if (c->len > before)
                     dispatch(c);
-                if (sess->phase != SY_PHASE_CLOSING)
-                    sy_session_close(sess, c->is_server ? "server closed TLS" : "client closed TLS");
+                if (sess->phase != SY_PHASE_CLOSING && c->open)
+                    sy_conn_failed(c, c->is_server ? "server closed TLS" : "client closed TLS");
                 return;
             }
             if (r < 0) {
@@ -327,13 +334,13 @@ static void conn_tls_input(struct sy_conn *c)
             }
             break;
         }
-        if (sess->phase == SY_PHASE_CLOSING)
+        if (sess->phase == SY_PHASE_CLOSING || !c->open)
             return;
         int got = c->len > before;
         if (!got && c->len == c->ready)
             return; /* nothing to hand over */
         dispatch(c);
-        if (sess->phase == SY_PHASE_CLOSING || !c->reading || c->inflight)
+        if (sess->phase == SY_PHASE_CLOSING || !c->open || !c->reading || c->inflight)
             return; /* resumed later with sy_conn_pump */
         /* Go round again only while records keep yielding plaintext: a partial record waits
          * for the socket. */
@@ -369,6 +376,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *unused)
     }
     if (nread == 0)
         return;
+    if (sess->standby == c) {
+        sy_conn_failed(c, nread == UV_EOF ? "server closed the connection" : "server read error");
+        return;
+    }
     if (nread == UV_ENOBUFS) {
         /* The protocol left a full buffer unscanned: it can never make progress. */
         sess->proxy->protocol_errors++;
@@ -504,8 +515,8 @@ static void on_send_written(uv_write_t *req, int status)
     if (!c->sess)
         return; /* a detached connection: nobody to tell */
     if (status < 0) {
-        if (status != UV_ECANCELED)
-            sy_session_close(c->sess, c->is_server ? "write to server failed" : "write to client failed");
+        if (status != UV_ECANCELED && c->open)
+            sy_conn_failed(c, c->is_server ? "write to server failed" : "write to client failed");
         return;
     }
     if (c->drain_resume &&
@@ -532,7 +543,7 @@ int sy_conn_send(struct sy_conn *c, const void *data, size_t len)
 {
     if (c->tls && c->open && len > 0) {
         if (sy_tls_write(c->tls, data, len) < 0) {
-            sy_session_close(c->sess, "TLS encryption failed");
+            sy_conn_failed(c, "TLS encryption failed");
             return -1;
         }
         return conn_tls_flush(c);
@@ -549,13 +560,13 @@ int sy_conn_send_raw(struct sy_conn *c, const void *data, size_t len)
     if (w == (int)len)
         return 0;
     if (w < 0 && w != UV_EAGAIN) {
-        sy_session_close(c->sess, c->is_server ? "write to server failed" : "write to client failed");
+        sy_conn_failed(c, c->is_server ? "write to server failed" : "write to client failed");
         return -1;
     }
     size_t done = w > 0 ? (size_t)w : 0;
     struct send_req *r = malloc(sizeof(*r) + len - done);
     if (!r) {
-        sy_session_close(c->sess, "out of memory");
+        sy_conn_failed(c, "out of memory");
         return -1;
     }
     r->len = len - done;
@@ -564,7 +575,7 @@ int sy_conn_send_raw(struct sy_conn *c, const void *data, size_t len)
     b = uv_buf_init((char *)r->data, (unsigned)r->len);
     if (uv_write(&r->req, (uv_stream_t *)&c->tcp, &b, 1, on_send_written) != 0) {
         free(r);
-        sy_session_close(c->sess, c->is_server ? "write to server failed" : "write to client failed");
+        sy_conn_failed(c, c->is_server ? "write to server failed" : "write to client failed");
         return -1;
     }
     c->pending_writes++;
@@ -580,7 +591,10 @@ int sy_conn_start_tls(struct sy_conn *c, struct sy_tls_ctx *ctx, const char *hos
         char msg[320];
         snprintf(msg, sizeof(msg), "cannot start TLS with the %s: %s",
                  c->is_server ? "server" : "client", err);
-        sy_session_fail(c->sess, "08006", msg);
+        if (c->sess->standby == c)
+            sy_conn_failed(c, msg);
+        else
+            sy_session_fail(c->sess, "08006", msg);
         return -1;
     }
     c->tls_handshaking = 1;
@@ -589,7 +603,7 @@ int sy_conn_start_tls(struct sy_conn *c, struct sy_tls_ctx *ctx, const char *hos
         return -1;
     }
     conn_tls_input(c);
-    return c->sess->phase == SY_PHASE_CLOSING ? -1 : 0;
+    return c->sess->phase == SY_PHASE_CLOSING || !c->open ? -1 : 0;
 }
 
 /* ---- the server connection ---- */
@@ -658,12 +672,13 @@ static void on_server_connect(uv_connect_t *req, int status)
     uv_tcp_nodelay(&sess->server->tcp, 1);
     uv_tcp_keepalive(&sess->server->tcp, 1, 60);
     sy_conn_resume(sess->server);
-    p->ops->server_connected(sess);
+    p->ops->server_connected(sess, sess->server);
 }
 
 int sy_session_connect_server(struct sy_session *sess)
 {
     struct sy_proxy *p = sess->proxy;
+    sess->side = p->active;
     sess->server = server_conn_new(sess);
     if (!sess->server) {
         sy_session_fail(sess, "53200", "switchyard is out of memory");
@@ -683,6 +698,103 @@ int sy_session_connect_server(struct sy_session *sess)
     sy_session_set_timeout(sess, p->cfg.server_connect_timeout_ms, "08006",
                            "switchyard timed out connecting to the database server");
     return 0;
+}
+
+/* ---- the standby connection (a warm connection to the other side) ---- */
+
+void sy_conn_failed(struct sy_conn *c, const char *reason)
+{
+    struct sy_session *sess = c->sess;
+    if (!sess || sess->phase == SY_PHASE_CLOSING)
+        return;
+    if (sess->standby == c) {
+        sy_session_log(sess, SY_LOG_INFO, "standby connection to %s: %s",
+                       sy_side_name(sess->standby_side), reason);
+        sy_session_close_standby(sess);
+        if (sess->proxy->ops->standby_failed)
+            sess->proxy->ops->standby_failed(sess, reason);
+        return;
+    }
+    sy_session_close(sess, reason);
+}
+
+void sy_session_close_standby(struct sy_session *sess)
+{
+    struct sy_conn *c = sess->standby;
+    if (!c)
+        return;
+    if (sess->standby_counted) {
+        sess->proxy->side[sess->standby_side].server_conns--;
+        sess->standby_counted = 0;
+    }
+    sess->standby = NULL;
+    conn_close(c);
+}
+
+static void on_standby_connect(uv_connect_t *req, int status)
+{
+    struct sy_conn *c = req->data;
+    free(req);
+    if (status == UV_ECANCELED || !c->open)
+        return;
+    struct sy_session *sess = c->sess;
+    struct sy_proxy *p = sess->proxy;
+    if (status < 0) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "could not connect to the %s server: %s",
+                 sy_side_name(sess->standby_side), uv_strerror(status));
+        sy_conn_failed(c, msg);
+        return;
+    }
+    p->side[sess->standby_side].server_conns++;
+    sess->standby_counted = 1;
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_tcp_keepalive(&c->tcp, 1, 60);
+    sy_conn_resume(c);
+    p->ops->server_connected(sess, c);
+}
+
+int sy_session_connect_standby(struct sy_session *sess, enum sy_side side)
+{
+    struct sy_proxy *p = sess->proxy;
+    if (sess->standby || sess->phase == SY_PHASE_CLOSING)
+        return -1;
+    uv_connect_t *req = malloc(sizeof(*req));
+    struct sy_conn *c = req ? server_conn_new(sess) : NULL;
+    if (!c) {
+        free(req);
+        return -1;
+    }
+    sess->standby = c;
+    sess->standby_side = side;
+    req->data = c;
+    if (uv_tcp_connect(req, &c->tcp, (const struct sockaddr *)&p->server_addr[side],
+                       on_standby_connect) != 0) {
+        free(req);
+        sess->standby = NULL;
+        conn_close(c);
+        return -1;
+    }
+    return 0;
+}
+
+void sy_session_swap_server(struct sy_session *sess)
+{
+    struct sy_conn *old = sess->server;
+    struct sy_proxy *p = sess->proxy;
+    if (!sess->standby)
+        return;
+    if (sess->server_counted)
+        p->side[sess->side].server_conns--;
+    sess->server = sess->standby;
+    sess->server_counted = sess->standby_counted;
+    sess->side = sess->standby_side;
+    sess->standby = NULL;
+    sess->standby_counted = 0;
+    if (old) {
+        /* Its handle closes; on_conn_closed frees it (it is no longer sess->server). */
+        conn_close(old);
+    }
 }
 
 /* ---- accepting clients ---- */
@@ -771,6 +883,7 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     if (p->paused) {
         sess->held = 1; /* logs in when the pause ends */
+        sess->held_at_ms = uv_now(p->loop);
         sy_session_clear_timeout(sess);
         return;
     }
@@ -784,9 +897,24 @@ void sy_session_hold(struct sy_session *sess)
     if (sess->held)
         return;
     sess->held = 1;
+    sess->held_at_ms = uv_now(sess->proxy->loop);
     sy_conn_pause(&sess->client);
     if (sess->phase == SY_PHASE_LOGIN)
         sy_session_clear_timeout(sess); /* a pause is not the client's delay */
+}
+
+/* Records how long a released session waited (for the cutover report). */
+static void note_pause(struct sy_proxy *p, uint64_t ms)
+{
+    if (p->npause == p->pause_cap) {
+        uint32_t cap = p->pause_cap ? 2 * p->pause_cap : 64;
+        uint32_t *a = realloc(p->pause_ms, cap * sizeof(*a));
+        if (!a)
+            return;
+        p->pause_ms = a;
+        p->pause_cap = cap;
+    }
+    p->pause_ms[p->npause++] = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
 }
 
 static void on_pause_timeout(uv_timer_t *t)
@@ -814,6 +942,8 @@ void sy_proxy_resume(struct sy_proxy *p, const char *why)
     p->paused = 0;
     uv_timer_stop(&p->pause_timer);
     uint32_t n = 0;
+    uint64_t now = uv_now(p->loop);
+    p->npause = 0;
     /* Resuming a session can close it (and unlink it): walk a snapshot of the ids. */
     for (struct sy_session *s = p->sessions, *next; s; s = next) {
         next = s->next;
@@ -821,6 +951,13 @@ void sy_proxy_resume(struct sy_proxy *p, const char *why)
             continue;
         s->held = 0;
         n++;
+        note_pause(p, now - s->held_at_ms);
+        if (s->wait_server) {
+            /* Authenticated while paused: logs into the side that is active now. */
+            s->wait_server = 0;
+            sy_session_connect_server(s);
+            continue;
+        }
         if (s->phase == SY_PHASE_LOGIN)
             sy_session_set_timeout(s, p->cfg.client_login_timeout_ms, "08P01",
                                    "client did not complete login in time (client_login_timeout)");

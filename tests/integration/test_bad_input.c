@@ -272,7 +272,8 @@ static void run_hostile(const uint8_t *reply, size_t len, const char *log_needle
     assert_int_equal(listen(fs.listen_fd, 4), 0);
     fs.port = ntohs(a.sin_port);
     struct h_proxy p2;
-    assert_int_equal(h_proxy_start(&p2, &env, fs.port, env.green_port, NULL), 0);
+    /* No control connection: the fake server answers one connection, the session's. */
+    assert_int_equal(h_proxy_start(&p2, &env, fs.port, env.green_port, "health_interval = 0\n"), 0);
     pthread_t th;
     pthread_create(&th, NULL, fake_server_main, &fs);
     uint8_t pkt[64];

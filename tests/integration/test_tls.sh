@@ -386,7 +386,8 @@ PY
 
 # 12. server_tls = require against a server that answers 'N'.
 fake_server n
-start_sy refuse "$FAKE_PORT" "$CLIENT_TLS" "server_tls = require"
+start_sy refuse "$FAKE_PORT" "$CLIENT_TLS
+health_interval = 0" "server_tls = require"
 out=$("$PSQL" "host=127.0.0.1 port=$SY_PORT user=postgres dbname=app sslmode=require" \
     -Atc "select 'should not connect'" 2>&1)
 status=$?
@@ -397,7 +398,8 @@ stop_sy "$SY_PID" "$SY_LOG" refuse
 
 # 13. verify-full against a server showing an expired certificate from the right CA.
 fake_server s "$CERT_DIR/expired.crt" "$CERT_DIR/expired.key"
-start_sy expired "$FAKE_PORT" "$CLIENT_TLS" "server_tls = verify-full
+start_sy expired "$FAKE_PORT" "$CLIENT_TLS
+health_interval = 0" "server_tls = verify-full
 server_tls_ca = $CERT_DIR/ca.crt"
 out=$("$PSQL" "host=127.0.0.1 port=$SY_PORT user=postgres dbname=app sslmode=require" \
     -Atc "select 'should not connect'" 2>&1)
@@ -410,7 +412,8 @@ stop_sy "$SY_PID" "$SY_LOG" expired
 
 # 14. verify-full against a server whose certificate comes from another CA (wrong-server.crt).
 fake_server s "$CERT_DIR/wrong-server.crt" "$CERT_DIR/wrong-server.key"
-start_sy wrongsrv "$FAKE_PORT" "$CLIENT_TLS" "server_tls = verify-full
+start_sy wrongsrv "$FAKE_PORT" "$CLIENT_TLS
+health_interval = 0" "server_tls = verify-full
 server_tls_ca = $CERT_DIR/ca.crt"
 out=$("$PSQL" "host=127.0.0.1 port=$SY_PORT user=postgres dbname=app sslmode=require" \
     -Atc "select 'should not connect'" 2>&1)

@@ -1,0 +1,1504 @@
+/*
+ * The cutover and rollback driver (see switch.h and docs/runbook.md).
+ *
+ * Two threads. The event loop owns sessions, the pause and the state machine; the control
+ * thread owns the two control connections (blocking libpq, switchover/pgctl.h) and runs one job
+ * at a time from a queue: a health probe, the guardrails, a fence, a catch-up poll, sequences,
+ * reverse replication. A job's result comes back to the loop through a uv_async and is turned
+ * into the state machine's next step.
+ */
+#include "switch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "switchover/cutover.h"
+#include "switchover/pgctl.h"
+
+#define TICK_MS 2
+#define PROGRESS_EVERY_MS 500
+#define REVERSE_NAME "switchyard_reverse"
+#define MAX_WATCHERS 8
+
+enum job_kind {
+    J_PROBE = 1,     /* health of both sides and the replication between them */
+    J_CHECK = 2,     /* the guardrails */
+    J_FENCE = 3,     /* fence side `from` (or `to` to restore a fence) */
+    J_UNFENCE = 4,   /* lift the fence recorded for side */
+    J_CATCHUP = 5,   /* wait until `to` has `from`'s position after the fence */
+    J_SEQUENCES = 6, /* copy sequences from -> to */
+    J_SWITCH = 7,    /* reverse replication (cutover) or its teardown (rollback) */
+    J_COMMIT = 8,    /* close the rollback window: drop the reverse replication */
+};
+
+/* Everything a control connection needs, copied from the config when a job is queued. */
+struct target_copy {
+    char host[256], user[64], password[256], dbname[64], sslmode[16], ca[1024];
+    int port;
+};
+
+struct job {
+    struct job *next;
+    enum job_kind kind;
+    enum sy_side from, to, side;
+    int rollback;
+    enum sy_reverse_repl reverse;
+    struct target_copy t[2];
+    int *keep_pids;
+    int nkeep;
+    uint64_t deadline_hr_ms; /* uv_hrtime-based, for polling jobs */
+    double max_tx_age_s;
+    uint64_t max_lag;
+    struct sy_pgctl_fence *fence; /* J_FENCE out, J_UNFENCE in */
+    /* results */
+    int ok;
+    char err[600];
+    int reachable[2];
+    char side_err[2][256];
+    struct sy_pgctl_probe probe[2];
+    struct sy_pgctl_repl repl;    /* from -> to */
+    struct sy_pgctl_repl reverse_repl; /* to -> from, when a window is open */
+    struct sy_pgctl_repl forward;      /* the window's cutover's replication (for a rollback) */
+    int have_reverse;
+    sy_lsn target_lsn, applied_lsn;
+    int nseq;
+    uint64_t elapsed_ms;
+};
+
+struct watcher {
+    struct sy_admin_conn *a;
+};
+
+struct sy_switch {
+    struct sy_proxy *p;
+    /* control thread */
+    uv_thread_t thread;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    uv_async_t async;
+    struct job *queue, *queue_tail, *done;
+    int stop, thread_started;
+    PGconn *conn[2];
+    struct target_copy conn_target[2];
+    /* health, as last probed */
+    uv_timer_t health_timer, tick;
+    int probe_queued;
+    int reachable[2];
+    char side_err[2][256];
+    struct sy_pgctl_probe probe[2];
+    struct sy_pgctl_repl repl, reverse_repl;
+    struct sy_pgctl_repl window_forward; /* the replication the window's cutover followed */
+    int have_repl, have_reverse;
+    uint64_t probed_ms;
+    /* a switch under way */
+    int running;
+    struct sy_cutover co;
+    enum sy_side from, to;
+    int job_out;              /* a job for the running step is queued */
+    uint32_t warming, preparing, sessions_moved, sessions_closed, sessions_forced;
+    char session_error[400];  /* the first session-level failure */
+    uint64_t last_progress_ms;
+    struct watcher watchers[MAX_WATCHERS];
+    struct sy_pgctl_repl run_repl; /* the replication the catch-up follows */
+    sy_lsn fence_lsn, applied_lsn;
+    int nseq;
+    uint64_t check_lag;
+    double check_lag_s;
+    struct sy_pgctl_fence *pending_fence; /* the fence being applied (job output) */
+    int to_unfenced;          /* the target side's old fence was lifted for this switch */
+    struct sy_pgctl_repl pending_forward; /* becomes window_forward at the switch point */
+    char unmovable_report[400];
+    uint32_t held_at_report, max_pause, p99_pause;
+    /* persistent state (the state file) */
+    struct sy_pgctl_fence fence[2]; /* the fence in force on each side (nroles 0: none) */
+    int fenced[2];
+    int window_open;
+    uint64_t window_until_unix_ms;
+    enum sy_side window_from;       /* the side the window's cutover came from */
+    char state_path[SY_PATH_MAX + 8];
+};
+
+static struct sy_switch *sw_of(struct sy_proxy *p) { return p->sw; }
+
+static uint64_t hr_ms(void) { return uv_hrtime() / 1000000u; }
+
+static uint64_t unix_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+/* ---- the control thread ---- */
+
+static void target_fill(struct target_copy *t, const struct sy_config *cfg, enum sy_side s)
+{
+    const struct sy_server_config *sc = &cfg->server[s];
+    static const char *const modes[] = {"disable", "prefer", "require", "verify-ca", "verify-full"};
+    memset(t, 0, sizeof(*t));
+    snprintf(t->host, sizeof(t->host), "%s", sc->host);
+    t->port = sc->port;
+    snprintf(t->user, sizeof(t->user), "%s", sc->control_user);
+    snprintf(t->password, sizeof(t->password), "%s", sc->control_password);
+    snprintf(t->dbname, sizeof(t->dbname), "%s", sc->control_database);
+    snprintf(t->sslmode, sizeof(t->sslmode), "%s", modes[sc->tls]);
+    snprintf(t->ca, sizeof(t->ca), "%s", sc->tls_ca);
+}
+
+static struct sy_pgctl_target target_of(const struct target_copy *t, enum sy_side s)
+{
+    struct sy_pgctl_target x = {
+        .side = sy_side_name(s), .host = t->host, .port = t->port, .user = t->user,
+        .password = t->password, .dbname = t->dbname, .sslmode = t->sslmode,
+        .sslrootcert = t->ca, .connect_timeout_s = 5,
+    };
+    return x;
+}
+
+/* The control connection to side s, (re)opened when missing, broken or reconfigured. */
+static PGconn *ctl_conn(struct sy_switch *sw, const struct job *j, enum sy_side s, char *err,
+                        size_t errlen)
+{
+    if (sw->conn[s] && (PQstatus(sw->conn[s]) != CONNECTION_OK ||
+                        memcmp(&sw->conn_target[s], &j->t[s], sizeof(j->t[s])) != 0)) {
+        PQfinish(sw->conn[s]);
+        sw->conn[s] = NULL;
+    }
+    if (!sw->conn[s]) {
+        struct sy_pgctl_target t = target_of(&j->t[s], s);
+        sw->conn[s] = sy_pgctl_connect(&t, err, errlen);
+        if (sw->conn[s])
+            sw->conn_target[s] = j->t[s];
+    }
+    return sw->conn[s];
+}
+
+/* A failed query may have broken the connection: drop it so the next job reconnects. */
+static void ctl_check(struct sy_switch *sw, enum sy_side s)
+{
+    if (sw->conn[s] && PQstatus(sw->conn[s]) != CONNECTION_OK) {
+        PQfinish(sw->conn[s]);
+        sw->conn[s] = NULL;
+    }
+}
+
+static void job_probe(struct sy_switch *sw, struct job *j)
+{
+    for (int s = 0; s < 2; s++) {
+        PGconn *c = ctl_conn(sw, j, (enum sy_side)s, j->side_err[s], sizeof(j->side_err[s]));
+        j->reachable[s] = c && sy_pgctl_probe(c, sy_side_name((enum sy_side)s), &j->probe[s],
+                                              j->side_err[s], sizeof(j->side_err[s])) == 0;
+        ctl_check(sw, (enum sy_side)s);
+    }
+    j->ok = 1;
+    if (j->reachable[0] && j->reachable[1]) {
+        if (sy_pgctl_repl_state(sw->conn[j->from], sw->conn[j->to], sy_side_name(j->from),
+                                sy_side_name(j->to), &j->repl, j->err, sizeof(j->err)) != 0)
+            j->ok = 0;
+        if (j->have_reverse &&
+            sy_pgctl_repl_state(sw->conn[j->to], sw->conn[j->from], sy_side_name(j->to),
+                                sy_side_name(j->from), &j->reverse_repl, j->err,
+                                sizeof(j->err)) != 0)
+            j->have_reverse = 0;
+    }
+}
+
+static void job_check(struct sy_switch *sw, struct job *j)
+{
+    job_probe(sw, j);
+    j->ok = 0;
+    for (int s = 0; s < 2; s++) {
+        if (!j->reachable[s]) {
+            snprintf(j->err, sizeof(j->err), "the %s server is not reachable: %s",
+                     sy_side_name((enum sy_side)s), j->side_err[s]);
+            return;
+        }
+    }
+    if (j->repl.mode == SY_REPL_NONE || j->repl.problem[0]) {
+        snprintf(j->err, sizeof(j->err), "no usable replication from %s to %s: %s%s",
+                 sy_side_name(j->from), sy_side_name(j->to),
+                 j->repl.problem[0] ? j->repl.problem : "no subscription or standby found",
+                 j->rollback ? " (a rollback needs the reverse replication the cutover set up)"
+                             : " (set up a subscription on the target, see docs/runbook.md)");
+        return;
+    }
+    if (j->repl.lag_bytes < 0 || (uint64_t)j->repl.lag_bytes > j->max_lag) {
+        snprintf(j->err, sizeof(j->err), "%s lags %lld bytes behind %s (max_lag is %llu); wait "
+                 "for it to catch up", sy_side_name(j->to), (long long)j->repl.lag_bytes,
+                 sy_side_name(j->from), (unsigned long long)j->max_lag);
+        return;
+    }
+    struct sy_pgctl_backend old[4];
+    int n = sy_pgctl_long_transactions(sw->conn[j->from], sy_side_name(j->from), j->max_tx_age_s,
+                                       old, 4, j->err, sizeof(j->err));
+    if (n < 0) {
+        ctl_check(sw, j->from);
+        return;
+    }
+    if (n > 0) {
+        snprintf(j->err, sizeof(j->err), "a transaction on %s is older than max_transaction_age: "
+                 "pid %d (user %s, application '%s') has been open %.1f s; end it or wait",
+                 sy_side_name(j->from), old[0].pid, old[0].user, old[0].application,
+                 old[0].xact_age_s);
+        return;
+    }
+    j->ok = 1;
+}
+
+static void job_catchup(struct sy_switch *sw, struct job *j)
+{
+    PGconn *from = ctl_conn(sw, j, j->from, j->err, sizeof(j->err));
+    PGconn *to = from ? ctl_conn(sw, j, j->to, j->err, sizeof(j->err)) : NULL;
+    if (!to || sy_pgctl_current_lsn(from, sy_side_name(j->from), &j->target_lsn, j->err,
+                                    sizeof(j->err)) != 0)
+        return;
+    for (;;) {
+        if (sy_pgctl_applied_lsn(from, to, &j->repl, &j->applied_lsn, j->err, sizeof(j->err)) != 0)
+            return;
+        if (j->applied_lsn >= j->target_lsn)
+            break;
+        if (hr_ms() >= j->deadline_hr_ms) {
+            char a[24], b[24];
+            sy_lsn_format(j->applied_lsn, a, sizeof(a));
+            sy_lsn_format(j->target_lsn, b, sizeof(b));
+            snprintf(j->err, sizeof(j->err), "%s reached %s, not %s's final position %s, within "
+                     "catchup_timeout", sy_side_name(j->to), a, sy_side_name(j->from), b);
+            return;
+        }
+        usleep(1000);
+    }
+    if (j->repl.mode == SY_REPL_PHYSICAL) {
+        if (sy_pgctl_promote(to, sy_side_name(j->to), 60, j->err, sizeof(j->err)) != 0)
+            return;
+        /* Roles are cluster-wide and physically replicated: the fence came along. */
+        if (j->fence && sy_pgctl_unfence(to, sy_side_name(j->to), j->fence, j->err,
+                                         sizeof(j->err)) != 0)
+            return;
+    }
+    j->ok = 1;
+}
+
+static void job_switch(struct sy_switch *sw, struct job *j)
+{
+    PGconn *from = ctl_conn(sw, j, j->from, j->err, sizeof(j->err));
+    PGconn *to = from ? ctl_conn(sw, j, j->to, j->err, sizeof(j->err)) : NULL;
+    if (!to)
+        return;
+    if (j->repl.mode != SY_REPL_LOGICAL) {
+        j->ok = 1; /* a promoted standby has no way back by replication */
+        return;
+    }
+    if (j->rollback) {
+        /* Back to the original side: its reverse subscription goes, forward replication
+         * resumes from here (everything the original side wrote since was green's). */
+        j->ok = sy_pgctl_reverse_teardown(to, from, REVERSE_NAME, &j->forward, j->err,
+                                          sizeof(j->err)) == 0;
+        return;
+    }
+    if (j->reverse == SY_REVERSE_AUTO) {
+        struct sy_pgctl_target t = target_of(&j->t[j->to], j->to);
+        j->ok = sy_pgctl_reverse_setup(from, to, &t, REVERSE_NAME, &j->repl, j->err,
+                                       sizeof(j->err)) == 0;
+        return;
+    }
+    j->ok = 1;
+}
+
+static void job_run(struct sy_switch *sw, struct job *j)
+{
+    uint64_t t0 = hr_ms();
+    PGconn *c;
+    j->ok = 0;
+    switch (j->kind) {
+    case J_PROBE: job_probe(sw, j); break;
+    case J_CHECK: job_check(sw, j); break;
+    case J_FENCE:
+        c = ctl_conn(sw, j, j->side, j->err, sizeof(j->err));
+        j->ok = c && sy_pgctl_fence(c, sy_side_name(j->side), j->t[j->side].user, j->keep_pids,
+                                    j->nkeep, 5000, j->fence, j->err, sizeof(j->err)) == 0;
+        break;
+    case J_UNFENCE:
+        c = ctl_conn(sw, j, j->side, j->err, sizeof(j->err));
+        j->ok = c && sy_pgctl_unfence(c, sy_side_name(j->side), j->fence, j->err,
+                                      sizeof(j->err)) == 0;
+        break;
+    case J_CATCHUP: job_catchup(sw, j); break;
+    case J_SEQUENCES: {
+        PGconn *a = ctl_conn(sw, j, j->from, j->err, sizeof(j->err));
+        PGconn *b = a ? ctl_conn(sw, j, j->to, j->err, sizeof(j->err)) : NULL;
+        j->ok = j->repl.mode != SY_REPL_LOGICAL ||
+                (b && sy_pgctl_sync_sequences(a, b, sy_side_name(j->to), &j->nseq, j->err,
+                                              sizeof(j->err)) == 0);
+        break;
+    }
+    case J_SWITCH: job_switch(sw, j); break;
+    case J_COMMIT: {
+        PGconn *a = ctl_conn(sw, j, j->from, j->err, sizeof(j->err));
+        PGconn *b = a ? ctl_conn(sw, j, j->to, j->err, sizeof(j->err)) : NULL;
+        j->ok = b && sy_pgctl_reverse_teardown(a, b, REVERSE_NAME, NULL, j->err,
+                                               sizeof(j->err)) == 0;
+        break;
+    }
+    }
+    ctl_check(sw, SY_BLUE);
+    ctl_check(sw, SY_GREEN);
+    j->elapsed_ms = hr_ms() - t0;
+}
+
+static void control_thread(void *arg)
+{
+    struct sy_switch *sw = arg;
+    uv_mutex_lock(&sw->mu);
+    for (;;) {
+        while (!sw->queue && !sw->stop)
+            uv_cond_wait(&sw->cv, &sw->mu);
+        if (sw->stop)
+            break;
+        struct job *j = sw->queue;
+        sw->queue = j->next;
+        if (!sw->queue)
+            sw->queue_tail = NULL;
+        uv_mutex_unlock(&sw->mu);
+        job_run(sw, j);
+        uv_mutex_lock(&sw->mu);
+        j->next = sw->done;
+        sw->done = j;
+        uv_async_send(&sw->async);
+    }
+    uv_mutex_unlock(&sw->mu);
+    for (int s = 0; s < 2; s++)
+        if (sw->conn[s])
+            PQfinish(sw->conn[s]);
+}
+
+static struct job *job_new(struct sy_switch *sw, enum job_kind kind)
+{
+    struct job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return NULL;
+    j->kind = kind;
+    j->from = sw->running ? sw->from : sw->p->active;
+    j->to = sw->running ? sw->to : (enum sy_side)!sw->p->active;
+    target_fill(&j->t[0], &sw->p->cfg, SY_BLUE);
+    target_fill(&j->t[1], &sw->p->cfg, SY_GREEN);
+    j->repl = sw->run_repl;
+    j->reverse_repl = sw->reverse_repl;
+    j->forward = sw->window_forward;
+    return j;
+}
+
+static void job_submit(struct sy_switch *sw, struct job *j)
+{
+    uv_mutex_lock(&sw->mu);
+    if (sw->queue_tail)
+        sw->queue_tail->next = j;
+    else
+        sw->queue = j;
+    sw->queue_tail = j;
+    uv_cond_signal(&sw->cv);
+    uv_mutex_unlock(&sw->mu);
+}
+
+static void job_free(struct job *j)
+{
+    if (!j)
+        return;
+    free(j->keep_pids);
+    memset(j->t, 0, sizeof(j->t)); /* passwords */
+    free(j);
+}
+
+/* ---- the state file ---- */
+
+static void fence_json(struct json_object *o, const char *key, const struct sy_pgctl_fence *f)
+{
+    struct json_object *arr = json_object_new_array();
+    for (int i = 0; i < f->nroles; i++)
+        json_object_array_add(arr, json_object_new_string(f->roles[i]));
+    json_object_object_add(o, key, arr);
+}
+
+/* Writes the state atomically (a new file renamed over the old). phase: "idle", "fencing",
+ * "switching". Returns 0 or -1 after logging. */
+static int state_write(struct sy_switch *sw, const char *phase, enum sy_side active)
+{
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "active", json_object_new_string(sy_side_name(active)));
+    json_object_object_add(o, "phase", json_object_new_string(phase));
+    if (sw->running) {
+        json_object_object_add(o, "from", json_object_new_string(sy_side_name(sw->from)));
+        json_object_object_add(o, "to", json_object_new_string(sy_side_name(sw->to)));
+    }
+    json_object_object_add(o, "window_open", json_object_new_boolean(sw->window_open));
+    json_object_object_add(o, "window_until_unix_ms",
+                           json_object_new_int64((int64_t)sw->window_until_unix_ms));
+    json_object_object_add(o, "window_from",
+                           json_object_new_string(sy_side_name(sw->window_from)));
+    json_object_object_add(o, "forward_subscription",
+                           json_object_new_string(sw->window_forward.subscription));
+    json_object_object_add(o, "forward_slot", json_object_new_string(sw->window_forward.slot));
+    fence_json(o, "fence_blue", &sw->fence[SY_BLUE]);
+    fence_json(o, "fence_green", &sw->fence[SY_GREEN]);
+    json_object_object_add(o, "fenced_blue", json_object_new_boolean(sw->fenced[SY_BLUE]));
+    json_object_object_add(o, "fenced_green", json_object_new_boolean(sw->fenced[SY_GREEN]));
+    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
+    char tmp[sizeof(sw->state_path) + 8];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", sw->state_path);
+    int rc = -1;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        size_t n = strlen(text);
+        if (write(fd, text, n) == (ssize_t)n && write(fd, "\n", 1) == 1 && fsync(fd) == 0)
+            rc = 0;
+        close(fd);
+        if (rc == 0 && rename(tmp, sw->state_path) != 0)
+            rc = -1;
+    }
+    if (rc != 0)
+        sy_error("cannot write the state file %s: %s", sw->state_path, strerror(errno));
+    json_object_put(o);
+    return rc;
+}
+
+static void fence_from_json(struct json_object *o, const char *key, struct sy_pgctl_fence *f)
+{
+    struct json_object *arr;
+    memset(f, 0, sizeof(*f));
+    if (!json_object_object_get_ex(o, key, &arr) || !json_object_is_type(arr, json_type_array))
+        return;
+    size_t n = json_object_array_length(arr);
+    for (size_t i = 0; i < n && f->nroles < SY_FENCE_MAX_ROLES; i++)
+        snprintf(f->roles[f->nroles++], sizeof(f->roles[0]), "%s",
+                 json_object_get_string(json_object_array_get_idx(arr, i)));
+}
+
+static void state_path_init(struct sy_switch *sw, const struct sy_config *cfg)
+{
+    if (cfg->state_file[0])
+        snprintf(sw->state_path, sizeof(sw->state_path), "%s", cfg->state_file);
+    else
+        snprintf(sw->state_path, sizeof(sw->state_path), "%s.state", cfg->admin_socket);
+}
+
+static struct sy_switch *sw_alloc(struct sy_proxy *p)
+{
+    if (!p->sw) {
+        p->sw = calloc(1, sizeof(struct sy_switch));
+        if (p->sw)
+            p->sw->p = p;
+    }
+    return p->sw;
+}
+
+int sy_switch_load_state(struct sy_proxy *p)
+{
+    struct sy_switch *sw = sw_alloc(p);
+    if (!sw)
+        return -1;
+    state_path_init(sw, &p->cfg);
+    struct json_object *o = json_object_from_file(sw->state_path);
+    if (!o) {
+        if (access(sw->state_path, F_OK) == 0) {
+            sy_error("the state file %s cannot be read as JSON; it says which side is active. "
+                     "Fix or remove it (removing it routes to active = %s from the config)",
+                     sw->state_path, sy_side_name(p->cfg.active));
+            return -1;
+        }
+        return 0; /* first start */
+    }
+    struct json_object *v;
+    const char *active = json_object_object_get_ex(o, "active", &v) ? json_object_get_string(v) : "";
+    const char *phase = json_object_object_get_ex(o, "phase", &v) ? json_object_get_string(v) : "";
+    if (strcmp(active, "blue") != 0 && strcmp(active, "green") != 0) {
+        sy_error("the state file %s names no active side; fix or remove it", sw->state_path);
+        json_object_put(o);
+        return -1;
+    }
+    p->active = strcmp(active, "green") == 0 ? SY_GREEN : SY_BLUE;
+    if (json_object_object_get_ex(o, "forward_subscription", &v))
+        snprintf(sw->window_forward.subscription, sizeof(sw->window_forward.subscription), "%s",
+                 json_object_get_string(v));
+    if (json_object_object_get_ex(o, "forward_slot", &v))
+        snprintf(sw->window_forward.slot, sizeof(sw->window_forward.slot), "%s",
+                 json_object_get_string(v));
+    sw->window_forward.mode = sw->window_forward.subscription[0] ? SY_REPL_LOGICAL : SY_REPL_NONE;
+    fence_from_json(o, "fence_blue", &sw->fence[SY_BLUE]);
+    fence_from_json(o, "fence_green", &sw->fence[SY_GREEN]);
+    sw->fenced[SY_BLUE] = json_object_object_get_ex(o, "fenced_blue", &v) && json_object_get_boolean(v);
+    sw->fenced[SY_GREEN] = json_object_object_get_ex(o, "fenced_green", &v) && json_object_get_boolean(v);
+    sw->window_open = json_object_object_get_ex(o, "window_open", &v) && json_object_get_boolean(v);
+    sw->window_until_unix_ms = json_object_object_get_ex(o, "window_until_unix_ms", &v)
+                                   ? (uint64_t)json_object_get_int64(v) : 0;
+    sw->window_from = json_object_object_get_ex(o, "window_from", &v) &&
+                              strcmp(json_object_get_string(v), "green") == 0 ? SY_GREEN : SY_BLUE;
+    if (strcmp(phase, "idle") != 0) {
+        /* A switch was interrupted before its switch point (the active side is written only
+         * there): the sessions were on the recorded side, which stays active; its fence, if one
+         * was applied, is lifted once the control connection is up. */
+        enum sy_side was = p->active;
+        sy_warn("the state file says a switch was interrupted (%s) by a restart: staying on %s%s",
+                phase, sy_side_name(was),
+                sw->fenced[was] ? "; its fence is lifted as soon as the control connection is up"
+                                : "");
+        if (strcmp(phase, "fencing") == 0 && sw->fence[was].nroles == 0)
+            sy_warn("the fence on %s may have been partly applied before the roles it changed "
+                    "were recorded: check pg_roles for roles that lost LOGIN", sy_side_name(was));
+    }
+    sy_info("state file %s: active side is %s", sw->state_path, sy_side_name(p->active));
+    json_object_put(o);
+    return 0;
+}
+
+/* ---- progress and the report ---- */
+
+static void watchers_send(struct sy_switch *sw, struct json_object *o)
+{
+    for (int i = 0; i < MAX_WATCHERS; i++)
+        if (sw->watchers[i].a)
+            sy_admin_send(sw->watchers[i].a, json_object_get(o));
+    json_object_put(o);
+}
+
+void sy_switch_forget_admin(struct sy_proxy *p, struct sy_admin_conn *a)
+{
+    struct sy_switch *sw = sw_of(p);
+    for (int i = 0; sw && i < MAX_WATCHERS; i++)
+        if (sw->watchers[i].a == a)
+            sw->watchers[i].a = NULL;
+}
+
+static const char *op_name(const struct sy_switch *sw)
+{
+    return sw->co.opt.rollback ? "rollback" : "cutover";
+}
+
+static uint32_t sessions_busy(struct sy_proxy *p)
+{
+    uint32_t n = 0;
+    for (struct sy_session *s = p->sessions; s; s = s->next)
+        if (s->phase == SY_PHASE_READY && !s->held && s->tx != SY_TX_IDLE)
+            n++;
+    return n;
+}
+
+static void progress(struct sy_switch *sw, const char *what)
+{
+    struct sy_proxy *p = sw->p;
+    uint64_t now = uv_now(p->loop);
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "progress", json_object_new_string(sy_co_step_name(sw->co.step)));
+    json_object_object_add(o, "elapsed_ms", json_object_new_int64((int64_t)(now - sw->co.started_ms)));
+    if (what && what[0])
+        json_object_object_add(o, "detail", json_object_new_string(what));
+    if (sw->co.step == SY_CO_DRAIN)
+        json_object_object_add(o, "busy_sessions", json_object_new_int64(sessions_busy(p)));
+    if (sw->co.step == SY_CO_WARM)
+        json_object_object_add(o, "warming", json_object_new_int64(sw->warming));
+    sw->last_progress_ms = now;
+    watchers_send(sw, o);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* max and p99 of the pauses the last resume released. */
+static void pause_stats(struct sy_switch *sw)
+{
+    struct sy_proxy *p = sw->p;
+    sw->held_at_report = p->npause;
+    sw->max_pause = sw->p99_pause = 0;
+    if (p->npause == 0)
+        return;
+    qsort(p->pause_ms, p->npause, sizeof(uint32_t), cmp_u32);
+    sw->max_pause = p->pause_ms[p->npause - 1];
+    size_t i = (size_t)((p->npause * 99 + 99) / 100);
+    sw->p99_pause = p->pause_ms[i > 0 ? i - 1 : 0];
+}
+
+static struct json_object *report(struct sy_switch *sw)
+{
+    const struct sy_cutover *co = &sw->co;
+    struct json_object *o = json_object_new_object();
+    char a[24], b[24];
+    const char *result = co->done ? "done" : co->opt.dry_run && !co->failed_step ? "ok" : "aborted";
+    json_object_object_add(o, "operation", json_object_new_string(op_name(sw)));
+    json_object_object_add(o, "from", json_object_new_string(sy_side_name(sw->from)));
+    json_object_object_add(o, "to", json_object_new_string(sy_side_name(sw->to)));
+    json_object_object_add(o, "dry_run", json_object_new_boolean(co->opt.dry_run));
+    if (co->failed_step)
+        json_object_object_add(o, "reason", json_object_new_string(co->reason));
+    if (co->unfence_error[0])
+        json_object_object_add(o, "unfence_error", json_object_new_string(co->unfence_error));
+    struct json_object *steps = json_object_new_array();
+    for (int s = SY_CO_CHECK; s < SY_CO_NSTEPS; s++) {
+        if (s == SY_CO_DONE || s == SY_CO_ABORTED || (!co->step_ms[s] && co->step_ms[s] == 0 &&
+                                                     !(s <= (int)co->step || co->failed_step)))
+            continue;
+        struct json_object *st = json_object_new_object();
+        json_object_object_add(st, "step", json_object_new_string(sy_co_step_name((enum sy_co_step)s)));
+        json_object_object_add(st, "ms", json_object_new_int64((int64_t)co->step_ms[s]));
+        json_object_array_add(steps, st);
+    }
+    json_object_object_add(o, "steps", steps);
+    json_object_object_add(o, "total_ms", json_object_new_int64((int64_t)(co->finished_ms - co->started_ms)));
+    json_object_object_add(o, "paused_ms", json_object_new_int64(
+        co->paused_at_ms && co->resumed_at_ms ? (int64_t)(co->resumed_at_ms - co->paused_at_ms) : 0));
+    json_object_object_add(o, "sessions_held", json_object_new_int64(sw->held_at_report));
+    json_object_object_add(o, "sessions_moved", json_object_new_int64(sw->sessions_moved));
+    json_object_object_add(o, "sessions_closed", json_object_new_int64(sw->sessions_closed));
+    json_object_object_add(o, "sessions_forced", json_object_new_int64(sw->sessions_forced));
+    if (sw->unmovable_report[0])
+        json_object_object_add(o, "unmovable", json_object_new_string(sw->unmovable_report));
+    if (sw->fence_lsn) {
+        sy_lsn_format(sw->fence_lsn, a, sizeof(a));
+        sy_lsn_format(sw->applied_lsn, b, sizeof(b));
+        json_object_object_add(o, "fence_lsn", json_object_new_string(a));
+        json_object_object_add(o, "applied_lsn", json_object_new_string(b));
+    }
+    const struct sy_pgctl_fence *f = &sw->fence[sw->from];
+    json_object_object_add(o, "fenced_roles", json_object_new_int64(co->done ? f->nroles : 0));
+    if (co->done && f->nterminated > 0) {
+        struct json_object *out = json_object_new_array();
+        for (int i = 0; i < f->nterminated && i < SY_FENCE_MAX_REPORT; i++) {
+            struct json_object *x = json_object_new_object();
+            json_object_object_add(x, "pid", json_object_new_int(f->terminated[i].pid));
+            json_object_object_add(x, "user", json_object_new_string(f->terminated[i].user));
+            json_object_object_add(x, "application", json_object_new_string(f->terminated[i].application));
+            json_object_object_add(x, "client_addr", json_object_new_string(f->terminated[i].client_addr));
+            json_object_array_add(out, x);
+        }
+        json_object_object_add(o, "outside_sessions_terminated", out);
+    }
+    json_object_object_add(o, "sequences", json_object_new_int(sw->nseq));
+    json_object_object_add(o, "lag_bytes_at_check", json_object_new_int64((int64_t)sw->check_lag));
+    if (co->opt.dry_run) {
+        /* A rough forecast: the replication lag in time plus what the steps cost when there is
+         * nothing to wait for. */
+        double lag_ms = sw->check_lag_s > 0 ? sw->check_lag_s * 1000.0 : 0;
+        json_object_object_add(o, "predicted_pause_ms", json_object_new_int64((int64_t)(lag_ms + 50)));
+    }
+    if (sw->window_open && co->done && !co->opt.rollback)
+        json_object_object_add(o, "rollback_window_until_unix_ms",
+                               json_object_new_int64((int64_t)sw->window_until_unix_ms));
+    json_object_object_add(o, "max_pause_ms", json_object_new_int64(sw->max_pause));
+    json_object_object_add(o, "p99_pause_ms", json_object_new_int64(sw->p99_pause));
+    json_object_object_add(o, "result", json_object_new_string(result));
+    return o;
+}
+
+/* ---- the steps ---- */
+
+static void run_action(struct sy_switch *sw, enum sy_co_action act);
+
+static void step_done(struct sy_switch *sw, enum sy_co_step step, int ok, const char *why)
+{
+    enum sy_co_action act = sy_cutover_done(&sw->co, step, ok, why, uv_now(sw->p->loop));
+    run_action(sw, act);
+}
+
+static void submit_step_job(struct sy_switch *sw, struct job *j)
+{
+    if (!j) {
+        step_done(sw, sw->co.step, 0, "out of memory");
+        return;
+    }
+    sw->job_out = 1;
+    job_submit(sw, j);
+}
+
+static int session_movable(struct sy_session *s)
+{
+    return s->phase == SY_PHASE_READY && s->server && s->server->open;
+}
+
+enum { MS_NONE = 0, MS_WARMING = 1, MS_WARM = 2, MS_PREPARING = 3, MS_PREPARED = 4 };
+
+static void open_standby(struct sy_switch *sw, struct sy_session *s)
+{
+    if (s->move_state != MS_NONE || !session_movable(s) || s->side != sw->from)
+        return;
+    if (sw->p->ops->standby_open(s, sw->to) != 0) {
+        if (!sw->session_error[0])
+            snprintf(sw->session_error, sizeof(sw->session_error), "session %llu (user %s): "
+                     "could not open a connection to %s", (unsigned long long)s->id, s->user,
+                     sy_side_name(sw->to));
+        return;
+    }
+    s->move_state = MS_WARMING;
+    sw->warming++;
+}
+
+static void start_warm(struct sy_switch *sw)
+{
+    for (struct sy_session *s = sw->p->sessions; s; s = s->next)
+        open_standby(sw, s);
+    if (sw->session_error[0])
+        step_done(sw, SY_CO_WARM, 0, sw->session_error);
+    else if (sw->warming == 0)
+        step_done(sw, SY_CO_WARM, 1, NULL);
+    else
+        progress(sw, "opening a connection to the new side for every session");
+}
+
+/* Whether every session is at a point where it can move (or needs no move). */
+static int drained(struct sy_switch *sw)
+{
+    int all = 1;
+    for (struct sy_session *s = sw->p->sessions; s; s = s->next) {
+        if (s->wait_server || (s->phase == SY_PHASE_LOGIN && !s->server))
+            continue; /* logs in after the switch, to the new side */
+        if (s->phase != SY_PHASE_READY) {
+            all = 0; /* logging into the old side right now */
+            continue;
+        }
+        if (s->side != sw->from)
+            continue;
+        if (s->tx != SY_TX_IDLE || !s->server || s->server->inflight || s->server->len) {
+            all = 0;
+            continue;
+        }
+        if (s->move_state == MS_NONE)
+            open_standby(sw, s); /* logged in after WARM */
+        if (s->move_state != MS_WARM)
+            all = 0;
+    }
+    return all;
+}
+
+static void force_stragglers(struct sy_switch *sw)
+{
+    for (struct sy_session *s = sw->p->sessions, *next; s; s = next) {
+        next = s->next;
+        if (s->phase == SY_PHASE_READY && s->side == sw->from && s->tx != SY_TX_IDLE) {
+            sw->sessions_forced++;
+            sy_session_fail(s, "57P01", "switchyard ended this session: its transaction was "
+                            "still open when the cutover's drain timed out (--force)");
+        }
+    }
+}
+
+static void start_move(struct sy_switch *sw)
+{
+    for (struct sy_session *s = sw->p->sessions; s; s = s->next) {
+        if (s->move_state != MS_WARM)
+            continue;
+        if (sw->p->ops->move_prepare(s) != 0) {
+            step_done(sw, sw->co.step, 0, "a session's state could not be read");
+            return;
+        }
+        s->move_state = MS_PREPARING;
+        sw->preparing++;
+    }
+}
+
+/* MOVE ends when every session's state is on its standby; unmovable state decides. */
+static void move_check(struct sy_switch *sw)
+{
+    if (sw->co.step != SY_CO_MOVE || sw->preparing > 0)
+        return;
+    if (sw->session_error[0]) {
+        step_done(sw, SY_CO_MOVE, 0, sw->session_error);
+        return;
+    }
+    if (sw->unmovable_report[0] && sw->p->cfg.unmovable_sessions == SY_UNMOVABLE_ABORT) {
+        char why[512];
+        snprintf(why, sizeof(why), "%s (unmovable_sessions = abort; set it to close to close "
+                 "only those sessions, or end that state first)", sw->unmovable_report);
+        step_done(sw, SY_CO_MOVE, 0, why);
+        return;
+    }
+    step_done(sw, SY_CO_MOVE, 1, NULL);
+}
+
+/* The switch point: the new side becomes active and every session moves. */
+static void switch_sessions(struct sy_switch *sw)
+{
+    struct sy_proxy *p = sw->p;
+    if (!sw->co.opt.rollback && p->cfg.rollback_window_ms > 0 &&
+        sw->run_repl.mode == SY_REPL_LOGICAL && p->cfg.reverse_replication != SY_REVERSE_OFF) {
+        sw->window_open = 1;
+        sw->window_from = sw->from;
+        sw->window_forward = sw->pending_forward;
+        sw->window_until_unix_ms = unix_ms() + p->cfg.rollback_window_ms;
+    } else if (sw->co.opt.rollback) {
+        sw->window_open = 0;
+    }
+    sw->fenced[sw->from] = 1;
+    sw->fenced[sw->to] = 0;
+    memset(&sw->fence[sw->to], 0, sizeof(sw->fence[sw->to]));
+    if (state_write(sw, "idle", sw->to) != 0) {
+        step_done(sw, SY_CO_SWITCH, 0, "the state file could not be written");
+        return;
+    }
+    p->active = sw->to;
+    for (struct sy_session *s = p->sessions, *next; s; s = next) {
+        next = s->next;
+        if (s->move_state != MS_PREPARED)
+            continue;
+        s->move_state = MS_NONE;
+        if (s->unmovable) {
+            p->ops->standby_drop(s);
+            sw->sessions_closed++;
+            sy_session_fail(s, "57P01", "switchyard moved to the other database and this "
+                            "session held state that cannot move (temporary tables, advisory "
+                            "locks or WITH HOLD cursors): reconnect");
+            continue;
+        }
+        if (p->ops->move_commit(s) == 0)
+            sw->sessions_moved++;
+    }
+    sy_proxy_resume(p, op_name(sw));
+    pause_stats(sw);
+    sy_info("%s: %s is active now; %u sessions moved, max pause %u ms", op_name(sw),
+            sy_side_name(sw->to), sw->sessions_moved, sw->max_pause);
+    step_done(sw, SY_CO_SWITCH, 1, NULL);
+}
+
+static void restore(struct sy_switch *sw)
+{
+    struct sy_proxy *p = sw->p;
+    for (struct sy_session *s = p->sessions; s; s = s->next) {
+        if (s->move_state != MS_NONE)
+            p->ops->standby_drop(s);
+        s->move_state = MS_NONE;
+        s->unmovable = 0;
+    }
+    sw->warming = sw->preparing = 0;
+    if (p->paused) {
+        sy_proxy_resume(p, "the switch aborted");
+        pause_stats(sw);
+    }
+    state_write(sw, "idle", p->active);
+    if (sw->to_unfenced) {
+        /* The target's old fence was lifted for this switch: put it back. */
+        struct job *j = job_new(sw, J_FENCE);
+        if (j) {
+            j->side = sw->to;
+            j->fence = calloc(1, sizeof(*j->fence));
+            sw->pending_fence = j->fence;
+            submit_step_job(sw, j);
+            return;
+        }
+    }
+    step_done(sw, SY_CO_RESTORE, 1, NULL);
+}
+
+static int *our_pids(struct sy_switch *sw, int *n)
+{
+    int *pids = calloc(sw->p->nsessions + 1, sizeof(int));
+    *n = 0;
+    for (struct sy_session *s = sw->p->sessions; pids && s; s = s->next)
+        if (s->side == sw->from && s->server_pid)
+            pids[(*n)++] = (int)s->server_pid;
+    return pids;
+}
+
+static void run_step(struct sy_switch *sw)
+{
+    struct sy_proxy *p = sw->p;
+    struct job *j;
+    progress(sw, NULL);
+    switch (sw->co.step) {
+    case SY_CO_CHECK:
+        j = job_new(sw, J_CHECK);
+        if (j) {
+            j->rollback = sw->co.opt.rollback;
+            j->max_tx_age_s = (double)p->cfg.max_transaction_age_ms / 1000.0;
+            j->max_lag = p->cfg.max_lag_bytes;
+        }
+        submit_step_job(sw, j);
+        break;
+    case SY_CO_WARM:
+        if (sw->fenced[sw->to] && sw->fence[sw->to].nroles > 0) {
+            /* The target was fenced by an earlier switch: its users must be able to log in. */
+            j = job_new(sw, J_UNFENCE);
+            if (j) {
+                j->side = sw->to;
+                j->fence = calloc(1, sizeof(*j->fence));
+                if (j->fence)
+                    *j->fence = sw->fence[sw->to];
+            }
+            submit_step_job(sw, j);
+            break;
+        }
+        start_warm(sw);
+        break;
+    case SY_CO_DRAIN:
+        sy_proxy_pause(p, 0);
+        p->npause = 0;
+        break; /* the tick checks */
+    case SY_CO_FENCE:
+        /* Every session is held and idle: read and replay their state now, while the control
+         * thread fences and waits; MOVE then only collects the outcome. */
+        start_move(sw);
+        if (!sw->running || sw->co.step != SY_CO_FENCE)
+            break;
+        state_write(sw, "fencing", p->active);
+        j = job_new(sw, J_FENCE);
+        if (j) {
+            j->side = sw->from;
+            j->keep_pids = our_pids(sw, &j->nkeep);
+            j->fence = calloc(1, sizeof(*j->fence));
+            sw->pending_fence = j->fence;
+        }
+        submit_step_job(sw, j);
+        break;
+    case SY_CO_CATCHUP:
+        j = job_new(sw, J_CATCHUP);
+        if (j) {
+            j->deadline_hr_ms = hr_ms() + sy_cutover_remaining(&sw->co, uv_now(p->loop));
+            j->fence = calloc(1, sizeof(*j->fence));
+            if (j->fence)
+                *j->fence = sw->fence[sw->from];
+        }
+        submit_step_job(sw, j);
+        break;
+    case SY_CO_SEQUENCES:
+        submit_step_job(sw, job_new(sw, J_SEQUENCES));
+        break;
+    case SY_CO_MOVE:
+        move_check(sw);
+        break;
+    case SY_CO_SWITCH:
+        j = job_new(sw, J_SWITCH);
+        if (j) {
+            j->rollback = sw->co.opt.rollback;
+            j->reverse = p->cfg.rollback_window_ms > 0 ? p->cfg.reverse_replication : SY_REVERSE_OFF;
+        }
+        submit_step_job(sw, j);
+        break;
+    case SY_CO_UNFENCE:
+        j = job_new(sw, J_UNFENCE);
+        if (j) {
+            j->side = sw->from;
+            j->fence = calloc(1, sizeof(*j->fence));
+            if (j->fence)
+                *j->fence = sw->fence[sw->from];
+        }
+        submit_step_job(sw, j);
+        break;
+    case SY_CO_RESTORE:
+        restore(sw);
+        break;
+    default:
+        break;
+    }
+}
+
+static void finish(struct sy_switch *sw)
+{
+    struct sy_proxy *p = sw->p;
+    uv_timer_stop(&sw->tick);
+    for (struct sy_session *s = p->sessions; s; s = s->next)
+        s->move_state = MS_NONE;
+    struct json_object *r = report(sw);
+    sy_info("%s %s: %s", op_name(sw), sw->co.done ? "done" : sw->co.opt.dry_run && !sw->co.failed_step ? "checked" : "aborted",
+            json_object_to_json_string_ext(r, JSON_C_TO_STRING_PLAIN));
+    if (sw->co.unfence_error[0])
+        sy_error("%s: THE FENCE ON %s COULD NOT BE LIFTED: %s. Roles listed in %s lost LOGIN; "
+                 "give it back with ALTER ROLE ... LOGIN", op_name(sw), sy_side_name(sw->from),
+                 sw->co.unfence_error, sw->state_path);
+    sw->running = 0;
+    watchers_send(sw, r);
+    memset(sw->watchers, 0, sizeof(sw->watchers));
+}
+
+static void run_action(struct sy_switch *sw, enum sy_co_action act)
+{
+    switch (act) {
+    case SY_CO_ACT_RUN_STEP: run_step(sw); break;
+    case SY_CO_ACT_FORCE:
+        progress(sw, "drain timed out: ending the transactions still open (--force)");
+        force_stragglers(sw);
+        break;
+    case SY_CO_ACT_FINISHED: finish(sw); break;
+    default: break;
+    }
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct sy_switch *sw = t->data;
+    struct sy_proxy *p = sw->p;
+    if (!sw->running)
+        return;
+    uint64_t now = uv_now(p->loop);
+    if (sw->co.step == SY_CO_DRAIN && drained(sw)) {
+        step_done(sw, SY_CO_DRAIN, 1, NULL);
+        return;
+    }
+    if (sw->co.step == SY_CO_WARM && sw->session_error[0] && !sw->job_out) {
+        step_done(sw, SY_CO_WARM, 0, sw->session_error);
+        return;
+    }
+    if (sw->co.step == SY_CO_MOVE && sw->session_error[0]) {
+        step_done(sw, SY_CO_MOVE, 0, sw->session_error);
+        return;
+    }
+    if (now - sw->last_progress_ms >= PROGRESS_EVERY_MS)
+        progress(sw, NULL);
+    run_action(sw, sy_cutover_tick(&sw->co, now));
+}
+
+/* ---- job results on the loop ---- */
+
+static void apply_probe(struct sy_switch *sw, const struct job *j)
+{
+    struct sy_proxy *p = sw->p;
+    for (int s = 0; s < 2; s++) {
+        sw->reachable[s] = j->reachable[s];
+        memcpy(sw->side_err[s], j->side_err[s], sizeof(sw->side_err[s]));
+        sw->probe[s] = j->probe[s];
+        if (!j->reachable[s]) {
+            p->side[s].healthy = 0;
+            snprintf(p->side[s].last_error, sizeof(p->side[s].last_error), "control: %.100s",
+                     j->side_err[s]);
+        } else if (p->side[s].healthy <= 0) {
+            p->side[s].healthy = 1;
+            p->side[s].last_error[0] = 0;
+        }
+    }
+    sw->have_repl = j->reachable[0] && j->reachable[1];
+    if (sw->have_repl)
+        sw->repl = j->repl;
+    sw->have_reverse = j->have_reverse;
+    if (j->have_reverse)
+        sw->reverse_repl = j->reverse_repl;
+    sw->probed_ms = uv_now(p->loop);
+}
+
+static void step_job_done(struct sy_switch *sw, struct job *j)
+{
+    enum sy_co_step step = sw->co.step;
+    sw->job_out = 0;
+    switch (j->kind) {
+    case J_CHECK:
+        apply_probe(sw, j);
+        sw->run_repl = j->repl;
+        sw->check_lag = j->repl.lag_bytes > 0 ? (uint64_t)j->repl.lag_bytes : 0;
+        sw->check_lag_s = j->repl.lag_seconds;
+        if (sw->co.opt.rollback && j->ok)
+            sw->reverse_repl = j->repl;
+        else if (j->ok)
+            sw->pending_forward = j->repl;
+        step_done(sw, SY_CO_CHECK, j->ok, j->err);
+        return;
+    case J_UNFENCE:
+        if (step == SY_CO_WARM) {
+            if (!j->ok) {
+                step_done(sw, SY_CO_WARM, 0, j->err);
+                return;
+            }
+            sw->to_unfenced = 1;
+            start_warm(sw);
+            return;
+        }
+        if (j->ok)
+            sw->fenced[j->side] = 0;
+        state_write(sw, "idle", sw->p->active);
+        step_done(sw, SY_CO_UNFENCE, j->ok, j->err);
+        return;
+    case J_FENCE:
+        if (step == SY_CO_RESTORE) {
+            if (j->fence && j->ok) {
+                sw->fence[sw->to] = *j->fence;
+                sw->fenced[sw->to] = 1;
+            }
+            state_write(sw, "idle", sw->p->active);
+            step_done(sw, SY_CO_RESTORE, 1, NULL);
+            return;
+        }
+        if (j->fence)
+            sw->fence[sw->from] = *j->fence;
+        sw->fenced[sw->from] = 1;
+        state_write(sw, "switching", sw->p->active);
+        step_done(sw, SY_CO_FENCE, j->ok, j->err);
+        return;
+    case J_CATCHUP:
+        sw->fence_lsn = j->target_lsn;
+        sw->applied_lsn = j->applied_lsn;
+        step_done(sw, SY_CO_CATCHUP, j->ok, j->err);
+        return;
+    case J_SEQUENCES:
+        sw->nseq = j->nseq;
+        step_done(sw, SY_CO_SEQUENCES, j->ok, j->err);
+        return;
+    case J_SWITCH:
+        if (!j->ok) {
+            step_done(sw, SY_CO_SWITCH, 0, j->err);
+            return;
+        }
+        switch_sessions(sw);
+        return;
+    default:
+        return;
+    }
+}
+
+static void on_async(uv_async_t *h)
+{
+    struct sy_switch *sw = h->data;
+    uv_mutex_lock(&sw->mu);
+    struct job *list = sw->done;
+    sw->done = NULL;
+    uv_mutex_unlock(&sw->mu);
+    /* Oldest first. */
+    struct job *rev = NULL;
+    while (list) {
+        struct job *n = list->next;
+        list->next = rev;
+        rev = list;
+        list = n;
+    }
+    for (struct job *j = rev, *n; j; j = n) {
+        n = j->next;
+        if (j->kind == J_PROBE) {
+            sw->probe_queued = 0;
+            apply_probe(sw, j);
+        } else if (j->kind == J_COMMIT) {
+            /* handled by the commit command's caller: nothing streams it */
+            if (!j->ok)
+                sy_error("commit: %s", j->err);
+        } else if (sw->running) {
+            step_job_done(sw, j);
+        }
+        free(j->fence);
+        job_free(j);
+    }
+}
+
+/* ---- reports from sessions ---- */
+
+static struct sy_switch *running_sw(struct sy_session *sess)
+{
+    struct sy_switch *sw = sw_of(sess->proxy);
+    return sw && sw->running ? sw : NULL;
+}
+
+void sy_switch_standby_ready(struct sy_session *sess)
+{
+    struct sy_switch *sw = running_sw(sess);
+    if (!sw || sess->move_state != MS_WARMING) {
+        sess->proxy->ops->standby_drop(sess);
+        return;
+    }
+    sess->move_state = MS_WARM;
+    sw->warming--;
+    if (sw->co.step == SY_CO_WARM && sw->warming == 0 && !sw->session_error[0])
+        step_done(sw, SY_CO_WARM, 1, NULL);
+}
+
+void sy_switch_standby_failed(struct sy_session *sess, const char *reason)
+{
+    struct sy_switch *sw = running_sw(sess);
+    uint8_t was = sess->move_state;
+    sess->move_state = MS_NONE;
+    if (!sw)
+        return;
+    if (was == MS_WARMING)
+        sw->warming--;
+    if (was == MS_PREPARING)
+        sw->preparing--;
+    if (!sw->session_error[0])
+        snprintf(sw->session_error, sizeof(sw->session_error), "session %llu (user %s): %s",
+                 (unsigned long long)sess->id, sess->user, reason);
+    /* A standby lost after the warm step cannot be replaced inside the pause: abort. */
+    if (sw->co.step == SY_CO_WARM && sw->warming == 0)
+        step_done(sw, SY_CO_WARM, 0, sw->session_error);
+    else if (sw->co.step >= SY_CO_DRAIN && sw->co.step <= SY_CO_SWITCH)
+        step_done(sw, sw->co.step, 0, sw->session_error);
+}
+
+void sy_switch_move_prepared(struct sy_session *sess, const char *unmovable)
+{
+    struct sy_switch *sw = running_sw(sess);
+    if (!sw || sess->move_state != MS_PREPARING)
+        return;
+    sess->move_state = MS_PREPARED;
+    sw->preparing--;
+    if (unmovable) {
+        sess->unmovable = 1;
+        size_t n = strlen(sw->unmovable_report);
+        if (n < sizeof(sw->unmovable_report) - 80)
+            snprintf(sw->unmovable_report + n, sizeof(sw->unmovable_report) - n,
+                     "%ssession %llu (user %s) holds %s", n ? "; " : "",
+                     (unsigned long long)sess->id, sess->user, unmovable);
+    }
+    move_check(sw);
+}
+
+void sy_switch_session_closed(struct sy_session *sess)
+{
+    struct sy_switch *sw = running_sw(sess);
+    if (!sw)
+        return;
+    if (sess->move_state == MS_WARMING && sw->warming > 0)
+        sw->warming--;
+    if (sess->move_state == MS_PREPARING && sw->preparing > 0)
+        sw->preparing--;
+    sess->move_state = MS_NONE;
+    if (sw->co.step == SY_CO_WARM && sw->warming == 0 && !sw->job_out)
+        step_done(sw, SY_CO_WARM, sw->session_error[0] == 0, sw->session_error);
+    else
+        move_check(sw);
+}
+
+/* ---- admin commands ---- */
+
+static struct json_object *err_obj(const char *msg)
+{
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "error", json_object_new_string(msg));
+    return o;
+}
+
+struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_conn *a, int argc,
+                                          char **argv, int rollback)
+{
+    struct sy_switch *sw = sw_of(p);
+    struct sy_co_options opt = {
+        .rollback = rollback, .drain_timeout_ms = p->cfg.drain_timeout_ms,
+        .catchup_timeout_ms = p->cfg.catchup_timeout_ms, .step_timeout_ms = p->cfg.step_timeout_ms,
+    };
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+            char *end;
+            opt.drain_timeout_ms = strtoull(argv[++i], &end, 10);
+            if (*end || opt.drain_timeout_ms == 0)
+                return err_obj("--timeout takes milliseconds, more than 0");
+        } else if (strcmp(argv[i], "--dry-run") == 0) {
+            opt.dry_run = 1;
+        } else if (strcmp(argv[i], "--force") == 0) {
+            opt.force = 1;
+        } else {
+            return err_obj(rollback ? "usage: rollback [--timeout MS] [--dry-run] [--force]"
+                                    : "usage: cutover [--timeout MS] [--dry-run] [--force]");
+        }
+    }
+    if (!sw || !sw->thread_started)
+        return err_obj("the control thread is not running");
+    if (sw->running)
+        return err_obj("a switch is already under way; watch it with 'status'");
+    if (p->shutting_down)
+        return err_obj("switchyard is shutting down");
+    if (p->paused)
+        return err_obj("switchyard is paused by hand; 'resume' first");
+    if (rollback && !sw->window_open)
+        return err_obj("no rollback window is open: rollback is possible only after a cutover, "
+                       "within rollback_window, with reverse replication");
+    if (!rollback && sw->window_open)
+        return err_obj("a rollback window is open: 'commit' it (or 'rollback') before another "
+                       "cutover");
+    memset(&sw->co, 0, sizeof(sw->co));
+    sw->from = p->active;
+    sw->to = (enum sy_side)!p->active;
+    sw->warming = sw->preparing = sw->sessions_moved = sw->sessions_closed = 0;
+    sw->sessions_forced = 0;
+    sw->session_error[0] = sw->unmovable_report[0] = 0;
+    sw->fence_lsn = sw->applied_lsn = 0;
+    sw->nseq = 0;
+    sw->to_unfenced = 0;
+    sw->held_at_report = sw->max_pause = sw->p99_pause = 0;
+    sw->check_lag = 0;
+    sw->check_lag_s = -1;
+    memset(&sw->run_repl, 0, sizeof(sw->run_repl));
+    memset(sw->watchers, 0, sizeof(sw->watchers));
+    sw->watchers[0].a = a;
+    sw->running = 1;
+    for (struct sy_session *s = p->sessions; s; s = s->next) {
+        s->move_state = MS_NONE;
+        s->unmovable = 0;
+    }
+    sy_info("%s%s from %s to %s started", rollback ? "rollback" : "cutover",
+            opt.dry_run ? " (dry run)" : "", sy_side_name(sw->from), sy_side_name(sw->to));
+    uv_timer_start(&sw->tick, on_tick, TICK_MS, TICK_MS);
+    run_action(sw, sy_cutover_begin(&sw->co, &opt, uv_now(p->loop)));
+    return NULL;
+}
+
+struct json_object *sy_switch_cmd_commit(struct sy_proxy *p, int argc, char **argv)
+{
+    struct sy_switch *sw = sw_of(p);
+    if (!sw || sw->running)
+        return err_obj("a switch is under way; wait for it to end");
+    if (!sw->window_open)
+        return err_obj("no rollback window is open; nothing to commit");
+    struct job *j = job_new(sw, J_COMMIT);
+    if (!j)
+        return err_obj("out of memory");
+    j->from = sw->window_from;
+    j->to = p->active;
+    job_submit(sw, j);
+    sw->window_open = 0;
+    state_write(sw, "idle", p->active);
+    sy_info("commit: the rollback window is closed; the reverse replication is being removed");
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "result", json_object_new_string("committed"));
+    json_object_object_add(o, "active", json_object_new_string(sy_side_name(p->active)));
+    return o;
+}
+
+static struct json_object *repl_json(const struct sy_pgctl_repl *r, const char *from, const char *to)
+{
+    static const char *const modes[] = {"none", "logical", "physical"};
+    struct json_object *o = json_object_new_object();
+    char a[24];
+    json_object_object_add(o, "from", json_object_new_string(from));
+    json_object_object_add(o, "to", json_object_new_string(to));
+    json_object_object_add(o, "mode", json_object_new_string(modes[r->mode % 3]));
+    if (r->subscription[0])
+        json_object_object_add(o, "subscription", json_object_new_string(r->subscription));
+    json_object_object_add(o, "streaming", json_object_new_boolean(r->streaming));
+    json_object_object_add(o, "lag_bytes", json_object_new_int64(r->lag_bytes));
+    json_object_object_add(o, "lag_seconds", json_object_new_double(r->lag_seconds));
+    sy_lsn_format(r->source_lsn, a, sizeof(a));
+    json_object_object_add(o, "source_lsn", json_object_new_string(a));
+    sy_lsn_format(r->applied_lsn, a, sizeof(a));
+    json_object_object_add(o, "applied_lsn", json_object_new_string(a));
+    if (r->problem[0])
+        json_object_object_add(o, "problem", json_object_new_string(r->problem));
+    return o;
+}
+
+void sy_switch_status(struct sy_proxy *p, struct json_object *status)
+{
+    struct sy_switch *sw = sw_of(p);
+    struct json_object *sides;
+    if (!sw)
+        return;
+    if (json_object_object_get_ex(status, "sides", &sides)) {
+        for (int s = 0; s < 2; s++) {
+            struct json_object *o;
+            if (!json_object_object_get_ex(sides, sy_side_name((enum sy_side)s), &o))
+                continue;
+            json_object_object_add(o, "reachable", json_object_new_boolean(sw->reachable[s]));
+            json_object_object_add(o, "server_role", json_object_new_string(
+                !sw->probed_ms ? "unknown" : sw->probe[s].in_recovery ? "standby" : "primary"));
+            json_object_object_add(o, "fenced", json_object_new_boolean(sw->fenced[s]));
+            if (sw->reachable[s]) {
+                char a[24];
+                sy_lsn_format(sw->probe[s].lsn, a, sizeof(a));
+                json_object_object_add(o, "lsn", json_object_new_string(a));
+                json_object_object_add(o, "server_version",
+                                       json_object_new_int(sw->probe[s].server_version_num));
+            } else if (sw->side_err[s][0]) {
+                json_object_object_add(o, "control_error", json_object_new_string(sw->side_err[s]));
+            }
+        }
+    }
+    if (sw->have_repl)
+        json_object_object_add(status, "replication",
+                               repl_json(&sw->repl, sy_side_name(p->active),
+                                         sy_side_name((enum sy_side)!p->active)));
+    if (sw->have_reverse)
+        json_object_object_add(status, "reverse_replication",
+                               repl_json(&sw->reverse_repl, sy_side_name(p->active),
+                                         sy_side_name((enum sy_side)!p->active)));
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "state", json_object_new_string(
+        sw->running ? sy_co_step_name(sw->co.step) : "idle"));
+    if (sw->running)
+        json_object_object_add(o, "operation", json_object_new_string(op_name(sw)));
+    json_object_object_add(o, "rollback_window_open", json_object_new_boolean(sw->window_open));
+    if (sw->window_open) {
+        uint64_t now = unix_ms();
+        json_object_object_add(o, "rollback_window_left_s", json_object_new_int64(
+            sw->window_until_unix_ms > now ? (int64_t)((sw->window_until_unix_ms - now) / 1000) : 0));
+    }
+    json_object_object_add(o, "state_file", json_object_new_string(sw->state_path));
+    json_object_object_add(status, "switch", o);
+}
+
+/* ---- health timer, start and stop ---- */
+
+static void on_health(uv_timer_t *t)
+{
+    struct sy_switch *sw = t->data;
+    struct sy_proxy *p = sw->p;
+    if (sw->window_open && !sw->running && unix_ms() >= sw->window_until_unix_ms &&
+        p->cfg.window_expiry == SY_EXPIRY_COMMIT) {
+        sy_info("the rollback window expired (rollback_window_expiry = commit): committing");
+        json_object_put(sy_switch_cmd_commit(p, 0, NULL));
+    }
+    /* An interrupted switch left a fence on the active side: lift it. */
+    if (!sw->running && sw->fenced[p->active] && sw->fence[p->active].nroles > 0) {
+        struct job *j = job_new(sw, J_UNFENCE);
+        if (j) {
+            j->side = p->active;
+            j->fence = calloc(1, sizeof(*j->fence));
+            if (j->fence)
+                *j->fence = sw->fence[p->active];
+            sw->fenced[p->active] = 0;
+            memset(&sw->fence[p->active], 0, sizeof(sw->fence[p->active]));
+            state_write(sw, "idle", p->active);
+            sy_warn("lifting the fence an interrupted switch left on %s", sy_side_name(p->active));
+            job_submit(sw, j);
+        }
+    }
+    if (sw->running || sw->probe_queued)
+        return;
+    struct job *j = job_new(sw, J_PROBE);
+    if (!j)
+        return;
+    j->have_reverse = sw->window_open;
+    sw->probe_queued = 1;
+    job_submit(sw, j);
+}
+
+int sy_switch_start(struct sy_proxy *p)
+{
+    struct sy_switch *sw = sw_alloc(p);
+    if (!sw)
+        return -1;
+    state_path_init(sw, &p->cfg);
+    if (uv_mutex_init(&sw->mu) != 0 || uv_cond_init(&sw->cv) != 0 ||
+        uv_async_init(p->loop, &sw->async, on_async) != 0) {
+        sy_error("cannot start the control thread");
+        return -1;
+    }
+    sw->async.data = sw;
+    uv_timer_init(p->loop, &sw->health_timer);
+    uv_timer_init(p->loop, &sw->tick);
+    sw->health_timer.data = sw->tick.data = sw;
+    if (uv_thread_create(&sw->thread, control_thread, sw) != 0) {
+        sy_error("cannot start the control thread");
+        return -1;
+    }
+    sw->thread_started = 1;
+    /* health_interval = 0: no probes (the control connections open only for a switch). */
+    if (p->cfg.health_interval_ms > 0)
+        uv_timer_start(&sw->health_timer, on_health, 10, p->cfg.health_interval_ms);
+    return 0;
+}
+
+void sy_switch_stop(struct sy_proxy *p)
+{
+    struct sy_switch *sw = sw_of(p);
+    if (!sw || !sw->thread_started)
+        return;
+    uv_mutex_lock(&sw->mu);
+    sw->stop = 1;
+    uv_cond_signal(&sw->cv);
+    uv_mutex_unlock(&sw->mu);
+    uv_thread_join(&sw->thread);
+    sw->thread_started = 0;
+    uv_close((uv_handle_t *)&sw->async, NULL);
+    uv_close((uv_handle_t *)&sw->health_timer, NULL);
+    uv_close((uv_handle_t *)&sw->tick, NULL);
+    for (struct job *lists[2] = {sw->queue, sw->done}, **l = lists; l < lists + 2; l++)
+        for (struct job *j = *l, *n; j; j = n) {
+            n = j->next;
+            free(j->fence);
+            job_free(j);
+        }
+    sw->queue = sw->done = NULL;
+}

@@ -1,0 +1,45 @@
+/*
+ * The cutover and rollback driver: runs the state machine (switchover/cutover.h) against the
+ * event loop (sessions, standby connections, the pause) and the control thread (every SQL
+ * statement on blue and green, switchover/pgctl.h); keeps the control connections' health, the
+ * replication state, the rollback window and the state file. See docs/runbook.md.
+ */
+#ifndef SY_SWITCH_H
+#define SY_SWITCH_H
+
+#include <json-c/json.h>
+
+#include "proxy.h"
+
+struct sy_admin_conn; /* admin.c: a connection waiting for a long command's lines */
+
+/* Starts the control thread and the health timer. Returns 0 or -1 after logging why. */
+int sy_switch_start(struct sy_proxy *p);
+/* Stops them (shutdown). */
+void sy_switch_stop(struct sy_proxy *p);
+/* Reads the state file (before listening): sets p->active to the side really active and
+ * remembers fences and an interrupted switch. Returns 0, or -1 on a file that cannot be used. */
+int sy_switch_load_state(struct sy_proxy *p);
+
+/* Admin commands. A long command (cutover, rollback) streams progress lines to a and ends with
+ * its report; it returns NULL then. Otherwise the reply object is returned. */
+struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_conn *a, int argc,
+                                          char **argv, int rollback);
+struct json_object *sy_switch_cmd_commit(struct sy_proxy *p, int argc, char **argv);
+/* Adds the switch's part to status: per side health, role and lag; the switch and window. */
+void sy_switch_status(struct sy_proxy *p, struct json_object *status);
+/* The admin connection went away: stop streaming to it (the switch goes on). */
+void sy_switch_forget_admin(struct sy_proxy *p, struct sy_admin_conn *a);
+
+/* Reports from the protocol plug-in about one session's move. */
+void sy_switch_standby_ready(struct sy_session *sess);
+void sy_switch_standby_failed(struct sy_session *sess, const char *reason);
+/* unmovable: what the session holds that cannot move (NULL if nothing). */
+void sy_switch_move_prepared(struct sy_session *sess, const char *unmovable);
+/* A session is closing (forget it in the counts). */
+void sy_switch_session_closed(struct sy_session *sess);
+
+/* admin.c: sends one JSON line (takes o) to a waiting connection; finish ends its command. */
+void sy_admin_send(struct sy_admin_conn *a, struct json_object *o);
+
+#endif

@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Cutover and rollback under real load, on a pair of servers this test starts itself (blue
+# publishes, green subscribes: tests/support/pg_replicate.sh), so fencing and switching never
+# disturb the other tests' servers.
+#
+#  1. guardrails: a dry run passes; a transaction longer than --timeout aborts the cutover with
+#     zero client errors and everything back as it was; green's apply worker frozen (SIGSTOP)
+#     makes the catch-up time out: abort, still on blue, blue unfenced.
+#  2. under load (pgbench TPC-B-like, 32 clients over -M simple, extended and prepared, plus a
+#     writer recording every acknowledged id): cutover, rollback, cutover. Zero failed
+#     transactions, zero writer errors, every acknowledged id on the final side, pgbench's
+#     balances consistent, blue refuses logins after its fence, an outside session on blue was
+#     terminated and reported.
+#  3. a session's SET values, SQL and protocol prepared statements and LISTEN work on green.
+#  4. switchyard restarted after the cutover still routes to green (the state file).
+set -euo pipefail
+: "${SY_BIN_DIR:?run through ctest}" "${SY_SOURCE_DIR:?run through ctest}"
+src=$SY_SOURCE_DIR
+T=$(mktemp -d /tmp/sy-cut-XXXXXX)
+chmod 0755 "$T"
+W=$T/w
+mkdir -p "$W"
+sy_pid=
+bg_pids=()
+cleanup() {
+    exec 7>&- 2>/dev/null || true
+    [ -n "$sy_pid" ] && kill "$sy_pid" 2>/dev/null
+    for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    bash "$src/tests/support/pg_cluster.sh" stop "$T/pg" >/dev/null 2>&1 || true
+    rm -rf "$T"
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+ok() { echo "ok - $*"; passed=$((passed + 1)); }
+not_ok() { echo "not ok - $*"; failed=$((failed + 1)); }
+check() { # check DESCRIPTION COMMAND...
+    local d=$1
+    shift
+    if "$@"; then ok "$d"; else not_ok "$d"; fi
+}
+
+bash "$src/tests/support/pg_cluster.sh" start "$T/pg" >/dev/null
+bash "$src/tests/support/pg_replicate.sh" logical "$T/pg" shop >/dev/null
+# shellcheck disable=SC1091
+. "$T/pg/env"
+PSQL=$PG_BIN/psql
+PGBENCH=$PG_BIN/pgbench
+blue() { "$PSQL" -X -At -h 127.0.0.1 -p "$BLUE_PORT" -U postgres -d shop -c "$1"; }
+green() { "$PSQL" -X -At -h 127.0.0.1 -p "$GREEN_PORT" -U postgres -d shop -c "$1"; }
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+printf '"%s" "%s"\n' "$APP_USER" "$APP_PASSWORD" >"$W/users.txt"
+chmod 600 "$W/users.txt"
+cat >"$W/sy.ini" <<INI
+[switchyard]
+listen = 127.0.0.1:$port
+admin_socket = $W/admin.sock
+log_level = info
+auth_type = scram-sha-256
+auth_file = $W/users.txt
+drain_timeout = 5s
+catchup_timeout = 3s
+step_timeout = 5s
+max_transaction_age = 60s
+rollback_window = 10m
+reverse_replication = auto
+health_interval = 1s
+[blue]
+host = 127.0.0.1
+port = $BLUE_PORT
+server_tls = disable
+control_user = postgres
+control_database = shop
+[green]
+host = 127.0.0.1
+port = $GREEN_PORT
+server_tls = disable
+control_user = postgres
+control_database = shop
+INI
+
+start_sy() {
+    "$SY_BIN_DIR/switchyard" -c "$W/sy.ini" 2>>"$W/sy.log" &
+    sy_pid=$!
+    for _ in $(seq 100); do
+        [ -S "$W/admin.sock" ] && break
+        sleep 0.05
+    done
+}
+ctl() { "$SY_BIN_DIR/switchyardctl" -s "$W/admin.sock" "$@"; }
+active() { ctl --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["active"])'; }
+# jget FILE KEY: a key of the JSON object on the last line of FILE.
+jget() { tail -n 1 "$1" | python3 -c "import json,sys; print(json.load(sys.stdin).get('$2',''))"; }
+
+export PGPASSWORD=$APP_PASSWORD
+APP="host=127.0.0.1 port=$port user=$APP_USER dbname=shop"
+start_sy
+for _ in $(seq 100); do
+    ctl --json status | grep -q '"mode":"logical"' && break
+    sleep 0.1
+done
+check "status shows the logical replication blue -> green" \
+    bash -c "'$SY_BIN_DIR/switchyardctl' -s '$W/admin.sock' --json status | grep -q '\"mode\":\"logical\"'"
+
+# ---- 1. guardrails and aborts ----
+ctl cutover --dry-run >"$W/dry.out" 2>&1 && rc=0 || rc=$?
+check "cutover --dry-run passes and exits 0" [ "$rc" -eq 0 ]
+check "dry run's report: result ok, a predicted pause" \
+    [ "$(jget "$W/dry.out" result)" = ok -a -n "$(jget "$W/dry.out" predicted_pause_ms)" ]
+check "dry run left blue active" [ "$(active)" = blue ]
+
+"$PSQL" -X -q "$APP" -c "begin; insert into acks(id) values (-1); select pg_sleep(4); commit;" \
+    >"$W/long.out" 2>&1 &
+long_pid=$!
+sleep 0.7
+ctl cutover --timeout 1000 >"$W/abort1.out" 2>&1 && rc=0 || rc=$?
+check "a transaction longer than --timeout: cutover exits non-zero" [ "$rc" -ne 0 ]
+check "... result aborted at the drain" \
+    bash -c "[ \"\$(tail -n1 '$W/abort1.out' | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o[\"result\"], o[\"reason\"].split(\":\")[0])')\" = 'aborted drain' ]"
+wait "$long_pid" && rc=0 || rc=$?
+check "... the long transaction committed without an error" [ "$rc" -eq 0 ]
+check "... its row is on blue" [ "$(blue "select count(*) from acks where id = -1")" = 1 ]
+check "... blue is still active" [ "$(active)" = blue ]
+
+apply_pid=$(green "select pid from pg_stat_subscription where subname = 'sy_sub' and relid is null")
+kill -STOP "$apply_pid"
+ctl cutover >"$W/abort2.out" 2>&1 && rc=0 || rc=$?
+kill -CONT "$apply_pid"
+check "green's apply worker frozen: cutover aborts in the catch-up" \
+    bash -c "[ $rc -ne 0 ] && tail -n1 '$W/abort2.out' | grep -q '\"reason\":\"catchup: '"
+check "... still on blue" [ "$(active)" = blue ]
+check "... blue's fence was lifted: $APP_USER logs into blue directly" \
+    "$PSQL" -X -Atq "host=127.0.0.1 port=$BLUE_PORT user=$APP_USER dbname=shop" -c "select 1"
+check "... a client through switchyard still works" "$PSQL" -X -Atq "$APP" -c "select 1"
+
+# ---- 3 (set up before the load): a session with state ----
+mkfifo "$W/sess.in"
+"$PSQL" -X -At -q "$APP" <"$W/sess.in" >"$W/sess.out" 2>&1 &
+bg_pids+=($!)
+exec 7>"$W/sess.in"
+for _ in $(seq 100); do [ -e "$W/sess.out" ] && break; sleep 0.05; done
+qn=0
+q() { # q SQL: runs SQL in the stateful session, prints its output
+    qn=$((qn + 1))
+    local mark=__END_${qn}__ start
+    start=$(wc -l <"$W/sess.out")
+    printf '%s\n\\echo %s\n' "$1" "$mark" >&7
+    for _ in $(seq 200); do
+        grep -qx "$mark" "$W/sess.out" && break
+        sleep 0.05
+    done
+    tail -n +"$((start + 1))" "$W/sess.out" | sed "/^$mark\$/,\$d"
+}
+q "set work_mem = '7MB'; set application_name = 'stateful'; prepare dbl(int) as select \$1 * 2; listen chan1;" >/dev/null
+before=$(q "select current_setting('work_mem'), inet_server_port(); execute dbl(21);" | tr '\n' ' ')
+
+# ---- 2. under load: cutover, rollback, cutover ----
+outside() { "$PSQL" -X -At -q "host=127.0.0.1 port=$BLUE_PORT user=$APP_USER dbname=shop" -c "select pg_sleep(60)" >"$W/outside.out" 2>&1; }
+outside &
+bg_pids+=($!)
+"$SY_BIN_DIR/tests/writer" "$APP" 1 "$W/stop" >"$W/acked.txt" 2>"$W/writer.err" &
+writer_pid=$!
+pb_pids=()
+for spec in simple:12 extended:10 prepared:10; do
+    mode=${spec%%:*}
+    n=${spec##*:}
+    "$PGBENCH" -n -M "$mode" -c "$n" -j 2 -T 26 "$APP" >"$W/pgbench.$mode" 2>&1 &
+    bg_pids+=($!)
+    pb_pids+=($!)
+done
+sleep 4
+ctl cutover >"$W/cut1.out" 2>&1 && rc=0 || rc=$?
+check "cutover under load exits 0 with result done" [ "$rc" -eq 0 -a "$(jget "$W/cut1.out" result)" = done ]
+check "... green is active" [ "$(active)" = green ]
+check "... the report has max and p99 pause" \
+    [ -n "$(jget "$W/cut1.out" max_pause_ms)" -a -n "$(jget "$W/cut1.out" p99_pause_ms)" ]
+echo "   cutover 1: $(tail -n1 "$W/cut1.out")"
+check "... progress was shown before the report" grep -q '^\[ *[0-9]* ms\] fence' "$W/cut1.out"
+check "... blue refuses $APP_USER now (fenced at the database)" \
+    bash -c "! '$PSQL' -X -Atq 'host=127.0.0.1 port=$BLUE_PORT user=$APP_USER dbname=shop' -c 'select 1' 2>'$W/fenced.err' && grep -q 'not permitted to log in' '$W/fenced.err'"
+check "... the outside session on blue was terminated and reported" \
+    bash -c "grep -q 'terminat' '$W/outside.out' && tail -n1 '$W/cut1.out' | grep -q '\"outside_sessions_terminated\":\[{\"pid\"'"
+after=$(q "select current_setting('work_mem'), inet_server_port(); execute dbl(21);" | tr '\n' ' ')
+check "a session's SET, PREPARE work on green, on green's port ($before -> $after)" \
+    [ "$after" = "7MB|$GREEN_PORT 42 " ]
+green "notify chan1, 'hello'" >/dev/null
+note=$(q "select 1;")
+check "... its LISTEN moved too: a NOTIFY on green reaches it" grep -q 'chan1' <<<"$note"
+check "... application_name is the session's own on green" \
+    [ "$(green "select count(*) from pg_stat_activity where application_name = 'stateful'")" = 1 ]
+
+sleep 4
+ctl rollback >"$W/back.out" 2>&1 && rc=0 || rc=$?
+check "rollback under load exits 0 with result done" [ "$rc" -eq 0 -a "$(jget "$W/back.out" result)" = done ]
+check "... blue is active" [ "$(active)" = blue ]
+echo "   rollback: $(tail -n1 "$W/back.out")"
+sleep 4
+ctl cutover >"$W/cut2.out" 2>&1 && rc=0 || rc=$?
+check "second cutover under load exits 0 with result done" [ "$rc" -eq 0 -a "$(jget "$W/cut2.out" result)" = done ]
+check "... green is active" [ "$(active)" = green ]
+echo "   cutover 2: $(tail -n1 "$W/cut2.out")"
+
+for p in "${pb_pids[@]}"; do wait "$p" || true; done
+touch "$W/stop"
+wait "$writer_pid" && rc=0 || rc=$?
+check "the writer saw no error ($(wc -l <"$W/acked.txt") inserts acknowledged)" \
+    [ "$rc" -eq 0 -a ! -s "$W/writer.err" ]
+for mode in simple extended prepared; do
+    out=$(cat "$W/pgbench.$mode")
+    processed=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+    nfail=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
+    check "pgbench -M $mode: $processed transactions, ${nfail:-?} failed" \
+        [ -n "$processed" -a "${processed:-0}" -gt 0 -a "${nfail:-1}" = 0 ]
+    [ "${nfail:-1}" = 0 ] || tail -n 20 "$W/pgbench.$mode"
+done
+# Every acknowledged id is on green, once (acks.id is its primary key).
+"$PSQL" -X -q -h 127.0.0.1 -p "$GREEN_PORT" -U postgres -d shop -v ON_ERROR_STOP=1 <<SQL >/dev/null
+create temp table acked(id bigint);
+\copy acked from '$W/acked.txt'
+create table ack_check as select (select count(*) from acked) n,
+    (select count(*) from acked a where not exists (select from acks k where k.id = a.id)) missing;
+SQL
+check "every acknowledged id is on green ($(green "select n from ack_check") acked, $(green "select missing from ack_check") missing)" \
+    [ "$(green "select missing from ack_check")" = 0 -a "$(green "select n from ack_check")" -gt 0 ]
+bal=$(green "select (select sum(abalance) from pgbench_accounts) = (select sum(bbalance) from pgbench_branches)
+    and (select sum(bbalance) from pgbench_branches) = (select sum(tbalance) from pgbench_tellers)
+    and (select sum(tbalance) from pgbench_tellers) = (select coalesce(sum(delta), 0) from pgbench_history)")
+check "pgbench's balances are consistent on green" [ "$bal" = t ]
+
+# ---- 4. restart ----
+kill -TERM "$sy_pid"
+wait "$sy_pid" || true
+sy_pid=
+start_sy
+check "restarted switchyard routes to green (the state file), not the config's blue" [ "$(active)" = green ]
+check "... clients reach green through it" \
+    [ "$("$PSQL" -X -Atq "$APP" -c "select inet_server_port()")" = "$GREEN_PORT" ]
+ctl commit >/dev/null && rc=0 || rc=$?
+check "commit closes the rollback window" [ "$rc" -eq 0 ]
+
+if grep -E 'ERROR|out of memory' "$W/sy.log" | grep -v 'ERROR:  canceling' >/dev/null; then
+    not_ok "switchyard logged no error"
+    grep -E 'ERROR' "$W/sy.log" | head
+fi
+echo "$passed passed, $failed failed"
+if [ "$failed" -ne 0 ]; then
+    echo "---- switchyard log (tail) ----"
+    tail -n 60 "$W/sy.log"
+    exit 1
+fi
