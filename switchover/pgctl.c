@@ -920,7 +920,7 @@ int sy_pgctl_reverse_setup(PGconn *old_active, PGconn *new_active,
     if (created)
         exec_ident(new_active, new_side, "drop", "DROP PUBLICATION IF EXISTS ", name, "", NULL, 0);
 undo_forward:
-    if (fwd)
+    if (fwd && forward->enabled)
         exec_ident(new_active, new_side, "enable", "ALTER SUBSCRIPTION ", forward->subscription,
                    " ENABLE", NULL, 0);
     return -1;

@@ -60,7 +60,7 @@ struct sy_pgctl_repl {
     char slot[64];         /* logical: its slot on the source */
     int enabled;           /* logical: subenabled */
     int streaming;         /* a walsender for it is active on the source */
-    sy_lsn source_lsn;     /* the source's pg_current_wal_lsn() */
+    sy_lsn source_lsn;     /* the source's WAL end, as sy_pgctl_current_lsn (without the flush) */
     sy_lsn applied_lsn;    /* how far the destination provably has the source's changes */
     int64_t lag_bytes;     /* source_lsn - applied_lsn (0 when caught up; -1 unknown) */
     double lag_seconds;    /* pg_stat_replication.replay_lag of its walsender; -1 unknown */
@@ -71,9 +71,13 @@ struct sy_pgctl_repl {
  * Reads the replication from src to dst (both control connections, in control_database).
  * Logical: the one subscription on dst whose slot exists on src; several candidates or none is
  * a problem, not an error. Physical: dst is in recovery and src has a streaming walsender for it.
- * applied_lsn is the larger of two proofs: the slot's confirmed_flush_lsn on src, and (logical)
- * dst's pg_replication_origin_status.remote_lsn for origin 'pg_<subscription oid>', or
- * (physical) dst's pg_last_wal_replay_lsn(). Returns -1 only when a query fails.
+ * applied_lsn is the largest of the proofs: (logical) the slot's confirmed_flush_lsn on src,
+ * dst's pg_replication_origin_status.remote_lsn for origin 'pg_<subscription oid>' and dst's
+ * pg_stat_subscription.latest_end_lsn of the apply worker (the last keepalive it processed: the
+ * only one of the three that reaches the source's WAL end within milliseconds whatever WAL
+ * follows the last commit; see pgctl.c), or (physical) dst's pg_last_wal_replay_lsn().
+ * The control user must be a superuser (pg_replication_origin_status). Returns -1 only when a
+ * query fails.
  */
 int sy_pgctl_repl_state(PGconn *src, PGconn *dst, const char *src_side, const char *dst_side,
                         struct sy_pgctl_repl *out, char *err, size_t errlen);
@@ -82,7 +86,14 @@ int sy_pgctl_repl_state(PGconn *src, PGconn *dst, const char *src_side, const ch
 int sy_pgctl_applied_lsn(PGconn *src, PGconn *dst, const struct sy_pgctl_repl *r, sy_lsn *out,
                          char *err, size_t errlen);
 
-/* The source's pg_current_wal_lsn(). */
+/*
+ * The position catch-up waits for: the end of the last WAL record the source has inserted
+ * (pg_current_wal_insert_lsn(), less the page header when it sits right after a page boundary).
+ * Not pg_current_wal_lsn(): that is the write position, which after an asynchronous commit lies
+ * before the commit. Also flushes the source's WAL that far (wal_level logical: a transaction
+ * with one logical message, committed with synchronous_commit = local), so that the walsender
+ * sends it now rather than after the WAL writer's next round (wal_writer_delay).
+ */
 int sy_pgctl_current_lsn(PGconn *c, const char *side, sy_lsn *out, char *err, size_t errlen);
 
 /* A client backend in a transaction (pg_stat_activity). */
