@@ -123,10 +123,7 @@ static int exec(PGconn *c, const char *side, const char *what, const char *sql, 
 }
 
 /* Ends a transaction that failed; the connection stays usable. */
-static void rollback(PGconn *c)
-{
-    PQclear(PQexec(c, "ROLLBACK"));
-}
+static void rollback(PGconn *c) { PQclear(PQexec(c, "ROLLBACK")); }
 
 /* Runs "<prefix><quoted name><suffix>" (DDL that takes no parameters). Returns 0 or -1. */
 static int exec_ident(PGconn *c, const char *side, const char *what, const char *prefix,
@@ -198,7 +195,8 @@ static void ignore_notice(void *arg, const char *message)
 }
 
 /* Adds a connection option when value is set. */
-static void opt_add(const char **keys, const char **vals, int *n, const char *key, const char *value)
+static void opt_add(const char **keys, const char **vals, int *n, const char *key,
+                    const char *value)
 {
     if (value && value[0]) {
         keys[*n] = key;
@@ -242,7 +240,8 @@ PGconn *sy_pgctl_connect(const struct sy_pgctl_target *t, char *err, size_t errl
 
 /* ---- probe and WAL positions ---- */
 
-int sy_pgctl_probe(PGconn *c, const char *side, struct sy_pgctl_probe *out, char *err, size_t errlen)
+int sy_pgctl_probe(PGconn *c, const char *side, struct sy_pgctl_probe *out, char *err,
+                   size_t errlen)
 {
     memset(out, 0, sizeof(*out));
     PGresult *r = run(c, side, "probe the server",
@@ -260,13 +259,9 @@ int sy_pgctl_probe(PGconn *c, const char *side, struct sy_pgctl_probe *out, char
     return 0;
 }
 
-/*
- * The end of the last WAL record c has inserted (see the top of this file). With flush, also
- * makes c flush its WAL that far, so that a walsender can send it at once: a transaction that
- * writes a logical message (wal_level = logical only) and commits with synchronous_commit =
- * local. The flush only makes catch-up faster, the position is right without it: if it fails
- * (wal_level replica), asynchronous commits reach the walsender when the WAL writer flushes them.
- */
+/* The end of the last WAL record c has inserted; with flush, c also flushes its WAL that far
+ * (wal_level logical only; without it, asynchronous commits wait for the WAL writer). See the top
+ * of this file. */
 static int wal_end(PGconn *c, const char *side, int flush, sy_lsn *out, char *err, size_t errlen)
 {
     PGresult *r = run(c, side, "read the WAL position",
@@ -319,7 +314,8 @@ static int logical_applied(PGconn *src, PGconn *dst, const char *src_side, const
     sy_lsn best = PQntuples(r) == 1 ? get_lsn(r, 0, 0) : 0;
     PQclear(r);
     const char *p_sub[] = {subscription};
-    r = run(dst, dst_side, "read the subscription's progress (the control user must be a superuser)",
+    r = run(dst, dst_side,
+            "read the subscription's progress (the control user must be a superuser)",
             "SELECT (SELECT o.remote_lsn FROM pg_replication_origin_status o "
             "        WHERE o.external_id = 'pg_' || s.oid), "
             "       (SELECT w.latest_end_lsn FROM pg_stat_subscription w "
@@ -336,7 +332,8 @@ static int logical_applied(PGconn *src, PGconn *dst, const char *src_side, const
     return 0;
 }
 
-static int physical_applied(PGconn *dst, const char *dst_side, sy_lsn *out, char *err, size_t errlen)
+static int physical_applied(PGconn *dst, const char *dst_side, sy_lsn *out, char *err,
+                            size_t errlen)
 {
     PGresult *r = run(dst, dst_side, "read the standby's replay position",
                       "SELECT pg_last_wal_replay_lsn()", 0, NULL, err, errlen);
@@ -379,9 +376,8 @@ static void fill_lag(struct sy_pgctl_repl *out, const PGresult *r, int row, int 
     if (out->applied_lsn == 0 || out->source_lsn == 0)
         out->lag_bytes = -1;
     else
-        out->lag_bytes = out->applied_lsn >= out->source_lsn
-                             ? 0
-                             : (int64_t)(out->source_lsn - out->applied_lsn);
+        out->lag_bytes =
+            out->applied_lsn >= out->source_lsn ? 0 : (int64_t)(out->source_lsn - out->applied_lsn);
     out->lag_seconds = r && row >= 0 ? get_double(r, row, col, -1) : -1;
     if (out->lag_seconds < 0 && out->lag_bytes == 0 && out->streaming)
         out->lag_seconds = 0;
@@ -455,82 +451,66 @@ static int repl_logical(PGconn *src, PGconn *dst, const char *src_side, const ch
     fill_lag(out, r, row, 1);
     PQclear(r);
     if (!out->enabled)
-        problem(out, "subscription %s on %s is disabled",
-                 out->subscription, dst_side);
+        problem(out, "subscription %s on %s is disabled", out->subscription, dst_side);
     else if (copying > 0)
-        problem(out, "subscription %s on %s is still copying %d tables", out->subscription, dst_side,
-                 copying);
+        problem(out, "subscription %s on %s is still copying %d tables", out->subscription,
+                dst_side, copying);
     else if (!out->streaming)
-        problem(out, "no walsender on %s is streaming slot %s to %s",
-                 src_side, out->slot, dst_side);
+        problem(out, "no walsender on %s is streaming slot %s to %s", src_side, out->slot,
+                dst_side);
     return 0;
 }
 
-/* Finds src's walsender for the standby dst: by dst's slot, else the only physical one. */
-static int physical_walsender(PGconn *src, const char *src_side, const char *dst_side,
-                              const char *slot, struct sy_pgctl_repl *out, PGresult **res,
-                              int *row, char *err, size_t errlen)
+/* Which of src's physical walsenders (rows of w) serves the standby dst: the one on dst's slot,
+ * else the only one. Returns the row or -1. */
+static int physical_pick(const PGresult *w, const char *slot)
 {
-    PGresult *r = run(src, src_side, "list the walsenders",
-                      "SELECT COALESCE(s.slot_name, ''), r.state, "
-                      "EXTRACT(epoch FROM r.replay_lag)::float8 "
-                      "FROM pg_stat_replication r JOIN pg_stat_activity a ON a.pid = r.pid "
-                      "LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid "
-                      "WHERE a.datid IS NULL ORDER BY r.pid",
-                      0, NULL, err, errlen);
-    if (!r)
-        return -1;
-    *res = r;
-    *row = -1;
-    for (int i = 0; i < PQntuples(r); i++)
-        if (slot[0] ? strcmp(PQgetvalue(r, i, 0), slot) == 0 : PQntuples(r) == 1)
-            *row = i;
-    if (*row >= 0)
-        out->streaming = strcmp(PQgetvalue(r, *row, 1), "streaming") == 0;
-    else if (!slot[0] && PQntuples(r) > 1)
-        problem(out, "%d standbys stream from %s and %s uses no replication slot to tell which is it",
-                 PQntuples(r), src_side, dst_side);
-    return 0;
+    for (int i = 0; i < PQntuples(w); i++)
+        if (slot[0] ? strcmp(PQgetvalue(w, i, 0), slot) == 0 : PQntuples(w) == 1)
+            return i;
+    return -1;
 }
 
 static int repl_physical(PGconn *src, PGconn *dst, const char *src_side, const char *dst_side,
                          struct sy_pgctl_repl *out, char *err, size_t errlen)
 {
-    const char *sysid_sql = "SELECT system_identifier::text, "
-                            "COALESCE((SELECT slot_name FROM pg_stat_wal_receiver), '') "
-                            "FROM pg_control_system()";
-    PGresult *d = run(dst, dst_side, "read the standby's identity", sysid_sql, 0, NULL, err, errlen);
-    if (!d)
-        return -1;
-    PGresult *s = run(src, src_side, "read the system identifier", sysid_sql, 0, NULL, err, errlen);
-    if (!s) {
-        PQclear(d);
-        return -1;
+    const char *id_sql = "SELECT system_identifier::text, "
+                         "COALESCE((SELECT slot_name FROM pg_stat_wal_receiver), '') "
+                         "FROM pg_control_system()";
+    PGresult *d = run(dst, dst_side, "read the standby's identity", id_sql, 0, NULL, err, errlen);
+    PGresult *s =
+        d ? run(src, src_side, "read the system identifier", id_sql, 0, NULL, err, errlen) : NULL;
+    PGresult *w = s ? run(src, src_side, "list the walsenders",
+                          "SELECT COALESCE(s.slot_name, ''), r.state, "
+                          "EXTRACT(epoch FROM r.replay_lag)::float8 "
+                          "FROM pg_stat_replication r JOIN pg_stat_activity a ON a.pid = r.pid "
+                          "LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid "
+                          "WHERE a.datid IS NULL ORDER BY r.pid",
+                          0, NULL, err, errlen)
+                    : NULL;
+    int ok = w && physical_applied(dst, dst_side, &out->applied_lsn, err, errlen) == 0;
+    if (ok && strcmp(PQgetvalue(d, 0, 0), PQgetvalue(s, 0, 0)) != 0) {
+        problem(out, "%s is a standby of another cluster, not of %s", dst_side, src_side);
+        out->applied_lsn = 0;
+    } else if (ok) {
+        out->mode = SY_REPL_PHYSICAL;
+        out->enabled = 1;
+        get_str(d, 0, 1, out->slot, sizeof(out->slot));
+        int row = physical_pick(w, out->slot);
+        out->streaming = row >= 0 && strcmp(PQgetvalue(w, row, 1), "streaming") == 0;
+        fill_lag(out, w, row, 2);
+        if (row < 0 && !out->slot[0] && PQntuples(w) > 1)
+            problem(out,
+                    "%d standbys stream from %s and %s uses no replication slot to tell "
+                    "which is it",
+                    PQntuples(w), src_side, dst_side);
+        else if (!out->streaming)
+            problem(out, "no walsender on %s is streaming to %s", src_side, dst_side);
     }
-    int same = strcmp(PQgetvalue(d, 0, 0), PQgetvalue(s, 0, 0)) == 0;
-    get_str(d, 0, 1, out->slot, sizeof(out->slot));
     PQclear(d);
     PQclear(s);
-    if (!same) {
-        problem(out, "%s is a standby of another cluster, not of %s",
-                 dst_side, src_side);
-        return 0;
-    }
-    out->mode = SY_REPL_PHYSICAL;
-    out->enabled = 1;
-    PGresult *w = NULL;
-    int row = -1;
-    if (physical_walsender(src, src_side, dst_side, out->slot, out, &w, &row, err, errlen) != 0 ||
-        physical_applied(dst, dst_side, &out->applied_lsn, err, errlen) != 0) {
-        PQclear(w);
-        return -1;
-    }
-    fill_lag(out, w, row, 2);
     PQclear(w);
-    if (!out->streaming && !out->problem[0])
-        problem(out, "no walsender on %s is streaming to %s",
-                 src_side, dst_side);
-    return 0;
+    return ok ? 0 : -1;
 }
 
 int sy_pgctl_repl_state(PGconn *src, PGconn *dst, const char *src_side, const char *dst_side,
@@ -566,8 +546,8 @@ static void get_backend(const PGresult *r, int row, struct sy_pgctl_backend *b)
 
 /* The columns get_backend reads, from pg_stat_activity a. */
 #define BACKEND_COLUMNS                                                                            \
-    "a.pid, EXTRACT(epoch FROM clock_timestamp() - a.xact_start)::float8, "                       \
-    "COALESCE(a.usename, ''), COALESCE(a.application_name, ''), "                                 \
+    "a.pid, EXTRACT(epoch FROM clock_timestamp() - a.xact_start)::float8, "                        \
+    "COALESCE(a.usename, ''), COALESCE(a.application_name, ''), "                                  \
     "COALESCE(host(a.client_addr), ''), COALESCE(a.state, '') "
 
 int sy_pgctl_long_transactions(PGconn *c, const char *side, double min_age_s,
@@ -609,8 +589,10 @@ static int fence_roles(PGconn *c, const char *side, const char *keep_role,
                       1, p, err, errlen);
     int n = r ? PQntuples(r) : 0, i = 0;
     if (r && n > SY_FENCE_MAX_ROLES)
-        seterr(err, errlen, "%s: %d roles can log in, more than the %d a fence can record; "
-               "make the roles that need no login NOLOGIN", side, n, SY_FENCE_MAX_ROLES);
+        seterr(err, errlen,
+               "%s: %d roles can log in, more than the %d a fence can record; "
+               "make the roles that need no login NOLOGIN",
+               side, n, SY_FENCE_MAX_ROLES);
     for (; r && n <= SY_FENCE_MAX_ROLES && i < n; i++)
         if (exec_ident(c, side, "switch a role to NOLOGIN", "ALTER ROLE ", PQgetvalue(r, i, 0),
                        " NOLOGIN", err, errlen) != 0)
@@ -647,14 +629,15 @@ static int none_left(PGconn *c, const char *side, const char *pids, int timeout_
                      size_t errlen)
 {
     const char *p[] = {pids};
-    PGresult *r = run(c, side, "check the terminated sessions",
-                      "SELECT pid FROM pg_stat_activity WHERE pid = ANY ($1::int[])", 1, p, err,
-                      errlen);
+    PGresult *r =
+        run(c, side, "check the terminated sessions",
+            "SELECT pid FROM pg_stat_activity WHERE pid = ANY ($1::int[])", 1, p, err, errlen);
     int n = r ? PQntuples(r) : -1;
     if (n > 0)
-        seterr(err, errlen, "%s: %d sessions (pid %s first) did not end within %d ms of "
-               "pg_terminate_backend; end them or raise the timeout", side, n,
-               PQgetvalue(r, 0, 0), timeout_ms);
+        seterr(err, errlen,
+               "%s: %d sessions (pid %s first) did not end within %d ms of "
+               "pg_terminate_backend; end them or raise the timeout",
+               side, n, PQgetvalue(r, 0, 0), timeout_ms);
     PQclear(r);
     return n == 0 ? 0 : -1;
 }
@@ -748,8 +731,10 @@ int sy_pgctl_unfence(PGconn *c, const char *side, const struct sy_pgctl_fence *f
         if (!r || exec_ident(c, side, "give a fenced role LOGIN back", "ALTER ROLE ", f->roles[i],
                              " LOGIN", one, sizeof(one)) != 0) {
             if (rc == 0)
-                seterr(err, errlen, "%s; run ALTER ROLE ... LOGIN by hand for the roles in the "
-                       "fence", one);
+                seterr(err, errlen,
+                       "%s; run ALTER ROLE ... LOGIN by hand for the roles in the "
+                       "fence",
+                       one);
             rc = -1;
         }
     }
@@ -792,8 +777,8 @@ int sy_pgctl_promote(PGconn *c, const char *side, int timeout_s, char *err, size
     char t[16];
     snprintf(t, sizeof(t), "%d", timeout_s);
     const char *p[] = {t};
-    PGresult *r = run(c, side, "promote the standby", "SELECT pg_promote(true, $1::int)", 1, p,
-                      err, errlen);
+    PGresult *r =
+        run(c, side, "promote the standby", "SELECT pg_promote(true, $1::int)", 1, p, err, errlen);
     if (!r)
         return -1;
     int done = get_bool(r, 0, 0);
@@ -839,8 +824,10 @@ static int wait_worker_gone(PGconn *c, const char *side, const char *subscriptio
             return 0;
         nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
     }
-    seterr(err, errlen, "%s: the apply worker of subscription %s did not stop within 10 s of "
-           "DISABLE; check the server's log", side, subscription);
+    seterr(err, errlen,
+           "%s: the apply worker of subscription %s did not stop within 10 s of "
+           "DISABLE; check the server's log",
+           side, subscription);
     return -1;
 }
 
@@ -848,8 +835,8 @@ static int wait_worker_gone(PGconn *c, const char *side, const char *subscriptio
  * the session keeps it out of the server log, the buffers are wiped, and an error that would
  * name it is replaced. */
 static int create_reverse_subscription(PGconn *old_active, const char *side,
-                                       const struct sy_pgctl_target *t, const char *name,
-                                       char *err, size_t errlen)
+                                       const struct sy_pgctl_target *t, const char *name, char *err,
+                                       size_t errlen)
 {
     char ci[1024] = "", sql[2600], port[16], timeout[16];
     snprintf(port, sizeof(port), "%d", t->port);
@@ -864,8 +851,10 @@ static int create_reverse_subscription(PGconn *old_active, const char *side,
     conninfo_add(ci, sizeof(ci), "connect_timeout", t->connect_timeout_s > 0 ? timeout : "");
     char *lit = PQescapeLiteral(old_active, ci, strlen(ci));
     char *id = PQescapeIdentifier(old_active, name, strlen(name));
-    snprintf(sql, sizeof(sql), "CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s "
-             "WITH (copy_data = false)", str(id), str(lit), str(id));
+    snprintf(sql, sizeof(sql),
+             "CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s "
+             "WITH (copy_data = false)",
+             str(id), str(lit), str(id));
     int rc = -1;
     if (!lit || !id) {
         query_error(old_active, NULL, side, "create the reverse subscription", err, errlen);
@@ -898,12 +887,13 @@ int sy_pgctl_reverse_setup(PGconn *old_active, PGconn *new_active,
 {
     char buf[128];
     const char *new_side = str(new_active_target->side);
-    const char *old_side = other_side(new_side, old_active, "the old active server", buf, sizeof(buf));
+    const char *old_side =
+        other_side(new_side, old_active, "the old active server", buf, sizeof(buf));
     int fwd = forward_logical(forward);
-    if (fwd && (exec_ident(new_active, new_side, "disable the forward subscription",
-                           "ALTER SUBSCRIPTION ", forward->subscription, " DISABLE", err,
-                           errlen) != 0 ||
-                wait_worker_gone(new_active, new_side, forward->subscription, err, errlen) != 0))
+    if (fwd &&
+        (exec_ident(new_active, new_side, "disable the forward subscription", "ALTER SUBSCRIPTION ",
+                    forward->subscription, " DISABLE", err, errlen) != 0 ||
+         wait_worker_gone(new_active, new_side, forward->subscription, err, errlen) != 0))
         goto undo_forward;
     const char *p[] = {name};
     PGresult *r = run(new_active, new_side, "look up the reverse publication",
@@ -915,7 +905,8 @@ int sy_pgctl_reverse_setup(PGconn *old_active, PGconn *new_active,
     if (created && exec_ident(new_active, new_side, "create the reverse publication",
                               "CREATE PUBLICATION ", name, " FOR ALL TABLES", err, errlen) != 0)
         goto undo_forward;
-    if (create_reverse_subscription(old_active, old_side, new_active_target, name, err, errlen) == 0)
+    if (create_reverse_subscription(old_active, old_side, new_active_target, name, err, errlen) ==
+        0)
         return 0;
     if (created)
         exec_ident(new_active, new_side, "drop", "DROP PUBLICATION IF EXISTS ", name, "", NULL, 0);

@@ -13,14 +13,15 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the four above, which it needs */
 
 #include <libpq-fe.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -32,8 +33,8 @@
 #define REV "sy_rev"
 #define WRONG_SECRET "Rev-wrong-secret-93"
 
-static char dir[128];          /* the servers' directory */
-static char env_text[4096];    /* its env file */
+static char dir[128];       /* the servers' directory */
+static char env_text[4096]; /* its env file */
 static int blue_port, green_port, standby_port;
 static char blue_log[256], green_log[256];
 static char app_user[64], app_password[64];
@@ -83,7 +84,10 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static void sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL); }
+static void sleep_ms(int ms)
+{
+    nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
+}
 
 /* A value from the env file ("" when missing). */
 static const char *env_get(const char *key, char *out, size_t cap)
@@ -146,15 +150,18 @@ static void login(int port, const char *user, const char *password, struct login
 {
     char portstr[16];
     snprintf(portstr, sizeof(portstr), "%d", port);
-    const char *keys[] = {"host", "port", "user", "password", "dbname", "sslmode", "connect_timeout", NULL};
+    const char *keys[] = {
+        "host", "port", "user", "password", "dbname", "sslmode", "connect_timeout", NULL};
     const char *vals[] = {"127.0.0.1", portstr, user, password, DB, "disable", "10", NULL};
     memset(o, 0, sizeof(*o));
     PGconn *c = PQconnectStartParams(keys, vals, 0);
     assert_non_null(c);
     PQsetErrorVerbosity(c, PQERRORS_VERBOSE);
-    PostgresPollingStatusType st = PQstatus(c) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING;
+    PostgresPollingStatusType st =
+        PQstatus(c) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING;
     while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
-        struct pollfd p = {.fd = PQsocket(c), .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+        struct pollfd p = {.fd = PQsocket(c),
+                           .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
         if (poll(&p, 1, 15000) <= 0)
             break;
         st = PQconnectPoll(c);
@@ -278,9 +285,15 @@ static void stop_servers_on_crash(void)
 
 static void target(struct sy_pgctl_target *t, const char *side, int port)
 {
-    *t = (struct sy_pgctl_target){.side = side, .host = "127.0.0.1", .port = port,
-                                  .user = "postgres", .password = "", .dbname = DB,
-                                  .sslmode = "disable", .sslrootcert = "", .connect_timeout_s = 10};
+    *t = (struct sy_pgctl_target){.side = side,
+                                  .host = "127.0.0.1",
+                                  .port = port,
+                                  .user = "postgres",
+                                  .password = "",
+                                  .dbname = DB,
+                                  .sslmode = "disable",
+                                  .sslrootcert = "",
+                                  .connect_timeout_s = 10};
 }
 
 static int setup(void **state)
@@ -417,7 +430,8 @@ static void test_repl_logical(void **state)
     sql_ok(green, "ALTER SUBSCRIPTION sy_sub DISABLE");
     for (int i = 0; i < 500; i++) {
         char v[8];
-        if (!scalar(green, "SELECT pid FROM pg_stat_subscription WHERE subname = 'sy_sub'", v, sizeof(v))[0])
+        if (!scalar(green, "SELECT pid FROM pg_stat_subscription WHERE subname = 'sy_sub'", v,
+                    sizeof(v))[0])
             break;
         sleep_ms(10);
     }
@@ -492,7 +506,8 @@ static void catch_up_trials(PGconn *dst, const char *what)
     PQfinish(app);
     qsort(ms, TRIALS, sizeof(ms[0]), cmp_double);
     print_message("%s catch-up after an asynchronous commit, %d trials: min %.1f ms, median %.1f "
-                  "ms, max %.1f ms\n", what, TRIALS, ms[0], ms[TRIALS / 2], ms[TRIALS - 1]);
+                  "ms, max %.1f ms\n",
+                  what, TRIALS, ms[0], ms[TRIALS / 2], ms[TRIALS - 1]);
     assert_true(ms[TRIALS / 2] < 100);
     assert_true(ms[TRIALS - 1] < 2000);
 }
@@ -586,11 +601,16 @@ static void test_fence(void **state)
     assert_ok(sy_pgctl_unfence(blue, "blue", &f, err, sizeof(err)));
     assert_ok(sy_pgctl_unfence(blue, "blue", &f, err, sizeof(err)));
     char v[256];
-    assert_string_equal(scalar(blue, "SELECT string_agg(rolname, ',' ORDER BY rolname) FROM "
-                                     "pg_roles WHERE rolcanlogin", v, sizeof(v)),
+    assert_string_equal(scalar(blue,
+                               "SELECT string_agg(rolname, ',' ORDER BY rolname) FROM "
+                               "pg_roles WHERE rolcanlogin",
+                               v, sizeof(v)),
                         "fence_login,postgres,sy_app");
-    assert_string_equal(scalar(blue, "SELECT rolcanlogin FROM pg_roles WHERE rolname = "
-                                     "'fence_nologin'", v, sizeof(v)), "f");
+    assert_string_equal(scalar(blue,
+                               "SELECT rolcanlogin FROM pg_roles WHERE rolname = "
+                               "'fence_nologin'",
+                               v, sizeof(v)),
+                        "f");
     PQfinish(app_conn(blue_port));
     PQfinish(outside);
     PQfinish(held);
@@ -614,20 +634,23 @@ static void test_fence_timeout_undoes(void **state)
     assert_contains(err, "blue: ");
     assert_contains(err, "did not end within 200 ms");
     char v[64];
-    assert_string_equal(scalar(blue, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'sy_app'",
-                               v, sizeof(v)), "t");
+    assert_string_equal(
+        scalar(blue, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'sy_app'", v, sizeof(v)),
+        "t");
     PQfinish(stuck);
 }
 
 static void test_sync_sequences(void **state)
 {
     sql_ok(blue, "SELECT nextval('ack_seq') FROM generate_series(1, 7)");
-    long long on_blue = number(blue, "SELECT last_value FROM pg_sequences WHERE sequencename = 'ack_seq'");
+    long long on_blue =
+        number(blue, "SELECT last_value FROM pg_sequences WHERE sequencename = 'ack_seq'");
     int count = 0;
     assert_ok(sy_pgctl_sync_sequences(blue, green, "green", &count, err, sizeof(err)));
     assert_int_equal(count, 1);
-    assert_int_equal(number(green, "SELECT last_value FROM pg_sequences WHERE sequencename = 'ack_seq'"),
-                     on_blue);
+    assert_int_equal(
+        number(green, "SELECT last_value FROM pg_sequences WHERE sequencename = 'ack_seq'"),
+        on_blue);
     assert_int_equal(number(green, "SELECT nextval('ack_seq')"), on_blue + 1);
 }
 
@@ -649,12 +672,19 @@ static void test_reverse(void **state)
     assert_false(file_contains(blue_log, WRONG_SECRET));
     assert_false(file_contains(green_log, WRONG_SECRET));
     char v[64];
-    assert_string_equal(scalar(green, "SELECT subenabled FROM pg_subscription WHERE subname = 'sy_sub'", v, sizeof(v)), "t");
-    assert_int_equal(number(green, "SELECT count(*) FROM pg_publication WHERE pubname = '" REV "'"), 0);
+    assert_string_equal(scalar(green,
+                               "SELECT subenabled FROM pg_subscription WHERE subname = 'sy_sub'", v,
+                               sizeof(v)),
+                        "t");
+    assert_int_equal(number(green, "SELECT count(*) FROM pg_publication WHERE pubname = '" REV "'"),
+                     0);
 
     long green_log_start = file_size(green_log); /* the failed login above is logged */
     assert_ok(sy_pgctl_reverse_setup(blue, green, &green_t, REV, &fwd, err, sizeof(err)));
-    assert_string_equal(scalar(green, "SELECT subenabled FROM pg_subscription WHERE subname = 'sy_sub'", v, sizeof(v)), "f");
+    assert_string_equal(scalar(green,
+                               "SELECT subenabled FROM pg_subscription WHERE subname = 'sy_sub'", v,
+                               sizeof(v)),
+                        "f");
     struct sy_pgctl_repl now;
     assert_ok(sy_pgctl_repl_state(blue, green, "blue", "green", &now, err, sizeof(err)));
     assert_contains(now.problem, "disabled");
@@ -672,22 +702,30 @@ static void test_reverse(void **state)
 
     /* Teardown: forward replication again, without green's own rows coming back. */
     assert_ok(sy_pgctl_reverse_teardown(blue, green, REV, &fwd, err, sizeof(err)));
-    assert_int_equal(number(blue, "SELECT count(*) FROM pg_subscription WHERE subname = '" REV "'"), 0);
-    assert_int_equal(number(green, "SELECT count(*) FROM pg_publication WHERE pubname = '" REV "'"), 0);
-    assert_int_equal(number(green, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '" REV "'"), 0);
-    assert_string_equal(scalar(green, "SELECT subenabled FROM pg_subscription WHERE subname = 'sy_sub'", v, sizeof(v)), "t");
+    assert_int_equal(number(blue, "SELECT count(*) FROM pg_subscription WHERE subname = '" REV "'"),
+                     0);
+    assert_int_equal(number(green, "SELECT count(*) FROM pg_publication WHERE pubname = '" REV "'"),
+                     0);
+    assert_int_equal(
+        number(green, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '" REV "'"), 0);
+    assert_string_equal(scalar(green,
+                               "SELECT subenabled FROM pg_subscription WHERE subname = 'sy_sub'", v,
+                               sizeof(v)),
+                        "t");
     repl_usable(blue, green, "blue", "green", &fwd);
     sql_ok(blue, "INSERT INTO acks (id) VALUES (3002)");
     assert_ok(sy_pgctl_current_lsn(blue, "blue", &target, err, sizeof(err)));
     wait_applied(blue, green, &fwd, target, now_ms());
     assert_int_equal(number(green, "SELECT count(*) FROM acks WHERE id IN (3001, 3002)"), 2);
-    assert_int_equal(number(green, "SELECT count(*) FROM acks"), number(blue, "SELECT count(*) FROM acks"));
+    assert_int_equal(number(green, "SELECT count(*) FROM acks"),
+                     number(blue, "SELECT count(*) FROM acks"));
     /* Let green's apply worker run a moment longer: a duplicate would fail it now. */
     sleep_ms(500);
     assert_ok(sy_pgctl_repl_state(blue, green, "blue", "green", &fwd, err, sizeof(err)));
     assert_string_equal(fwd.problem, "");
     char cmd[600];
-    snprintf(cmd, sizeof(cmd), "tail -c +%ld '%s' | grep -E 'ERROR|FATAL|duplicate'", green_log_start + 1, green_log);
+    snprintf(cmd, sizeof(cmd), "tail -c +%ld '%s' | grep -E 'ERROR|FATAL|duplicate'",
+             green_log_start + 1, green_log);
     if (system(cmd) == 0)
         fail_msg("green's log has errors since the reverse replication started (lines above)");
 }
