@@ -346,8 +346,12 @@ static int pg_client_data(struct sy_session *sess)
     if (ps->stage != PG_STAGE_RELAY)
         return 0;
     if (pg_move_owns_server(ps)) {
-        /* Switchyard's own query runs on the server: the client's next request waits. */
-        sy_conn_pause(c);
+        /* Switchyard's own query runs on the server: the client's next request waits, held
+         * like any other during the switch's pause (released when it ends). */
+        if (sess->proxy->paused)
+            sy_session_hold(sess);
+        else
+            sy_conn_pause(c);
         return 0;
     }
     if (sess->proxy->paused && c->len > c->ready && sess->tx == SY_TX_IDLE && !ps->in_copy &&

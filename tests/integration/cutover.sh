@@ -27,10 +27,15 @@ cleanup() {
     [ -n "$sy_pid" ] && kill "$sy_pid" 2>/dev/null
     for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    if [ "${failed:-1}" -ne 0 ] && [ -d "$W" ]; then
+        rm -rf /tmp/sy-cutover-last
+        cp -r "$W" /tmp/sy-cutover-last 2>/dev/null && echo "logs kept in /tmp/sy-cutover-last"
+    fi
     bash "$src/tests/support/pg_cluster.sh" stop "$T/pg" >/dev/null 2>&1 || true
     rm -rf "$T"
 }
 trap cleanup EXIT
+trap 'failed=1; exit 1' TERM INT
 
 passed=0
 failed=0
@@ -167,7 +172,7 @@ pb_pids=()
 for spec in simple:12 extended:10 prepared:10; do
     mode=${spec%%:*}
     n=${spec##*:}
-    "$PGBENCH" -n -M "$mode" -c "$n" -j 2 -T 26 "$APP" >"$W/pgbench.$mode" 2>&1 &
+    "$PGBENCH" -n -M "$mode" -c "$n" -j 2 -T 40 "$APP" >"$W/pgbench.$mode" 2>&1 &
     bg_pids+=($!)
     pb_pids+=($!)
 done
@@ -205,6 +210,11 @@ echo "   cutover 2: $(tail -n1 "$W/cut2.out")"
 
 for p in "${pb_pids[@]}"; do wait "$p" || true; done
 touch "$W/stop"
+for _ in $(seq 100); do kill -0 "$writer_pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$writer_pid" 2>/dev/null; then
+    not_ok "the writer is stuck (its last acknowledged id: $(tail -n1 "$W/acked.txt"))"
+    kill "$writer_pid"
+fi
 wait "$writer_pid" && rc=0 || rc=$?
 check "the writer saw no error ($(wc -l <"$W/acked.txt") inserts acknowledged)" \
     [ "$rc" -eq 0 -a ! -s "$W/writer.err" ]
