@@ -163,12 +163,30 @@ static void print_status(struct json_object *o)
     struct json_object *sides, *by, *tot;
     if (json_object_object_get_ex(o, "sides", &sides)) {
         json_object_object_foreach(sides, name, s) {
-            printf("  %-5s %s:%s  %-7s health=%s  server_connections=%s%s%s\n", name,
-                   jstr(s, "host"), jstr(s, "port"), jstr(s, "role"), jstr(s, "health"),
+            printf("  %-5s %s:%s  %-7s health=%s  server=%s%s  server_connections=%s%s%s\n",
+                   name, jstr(s, "host"), jstr(s, "port"), jstr(s, "role"), jstr(s, "health"),
+                   jstr(s, "server_role"), strcmp(jstr(s, "fenced"), "true") == 0 ? " FENCED" : "",
                    jstr(s, "server_connections"), *jstr(s, "last_error") ? "  " : "",
                    jstr(s, "last_error"));
         }
     }
+    static const char *const repls[] = {"replication", "reverse_replication"};
+    for (int i = 0; i < 2; i++) {
+        struct json_object *r;
+        if (!json_object_object_get_ex(o, repls[i], &r))
+            continue;
+        printf("%s: %s %s -> %s, lag %s bytes / %s s%s%s%s\n", repls[i], jstr(r, "mode"),
+               jstr(r, "from"), jstr(r, "to"), jstr(r, "lag_bytes"), jstr(r, "lag_seconds"),
+               strcmp(jstr(r, "streaming"), "true") == 0 ? ", streaming" : ", NOT streaming",
+               *jstr(r, "problem") ? ": " : "", jstr(r, "problem"));
+    }
+    struct json_object *swo;
+    if (json_object_object_get_ex(o, "switch", &swo))
+        printf("switch: %s%s%s%s\n", jstr(swo, "state"),
+               strcmp(jstr(swo, "rollback_window_open"), "true") == 0 ? ", rollback window open for "
+                                                                      : "",
+               jstr(swo, "rollback_window_left_s"),
+               strcmp(jstr(swo, "rollback_window_open"), "true") == 0 ? " s" : "");
     printf("sessions: %s", jstr(o, "sessions"));
     if (json_object_object_get_ex(o, "sessions_by_state", &by)) {
         json_object_object_foreach(by, st, n) printf("  %s=%s", st, json_object_get_string(n));

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's demo: builds Switchyard, starts a throwaway blue/green pair of PostgreSQL 15
-# servers, runs pgbench through Switchyard and shows what the admin socket reports.
+# servers with logical replication from blue to green, runs pgbench through Switchyard, cuts
+# over to green and rolls back to blue while it runs, and shows what the admin socket reports.
 #
 #   scripts/demo.sh
 #
@@ -61,35 +62,41 @@ tests/support/pg_cluster.sh start "$WORK/pg"
 # shellcheck source=/dev/null # written by pg_cluster.sh: BLUE_PORT, GREEN_PORT, ...
 . "$WORK/pg/env"
 
-step "Creating pgbench's tables (scale 1) in database app on blue and on green"
-for side in blue green; do
-    host_var=${side^^}_HOST
-    port_var=${side^^}_PORT
-    if ! pgbench -i -q -s 1 -h "${!host_var}" -p "${!port_var}" -U postgres app >"$WORK/init.$side.out" 2>&1; then
-        cat "$WORK/init.$side.out" >&2
-        pglib_die "pgbench -i failed on $side"
-    fi
-    echo "$side: $(tail -n 1 "$WORK/init.$side.out")"
-done
+step "Replication blue -> green: database shop, pgbench tables, role sy_app (tests/support/pg_replicate.sh)"
+tests/support/pg_replicate.sh logical "$WORK/pg" shop
+# shellcheck source=/dev/null # pg_replicate.sh added REPL_DB, APP_USER, APP_PASSWORD
+. "$WORK/pg/env"
 
 SY_PORT=$(pglib_free_port "$BLUE_PORT" "$GREEN_PORT")
 SOCK=$WORK/sy.sock
+printf '"%s" "%s"\n' "$APP_USER" "$APP_PASSWORD" >"$WORK/users.txt"
+chmod 600 "$WORK/users.txt"
 step "Writing $WORK/switchyard.ini: listen on 127.0.0.1:$SY_PORT, blue :$BLUE_PORT, green :$GREEN_PORT"
 cat >"$WORK/switchyard.ini" <<EOF
 [switchyard]
 protocol = postgres
 listen = 127.0.0.1:$SY_PORT
 admin_socket = $SOCK
-auth_type = trust
+auth_type = scram-sha-256
+auth_file = $WORK/users.txt
 log_level = info
+health_interval = 1s
+rollback_window = 10m
+reverse_replication = auto
 
 [blue]
 host = $BLUE_HOST
 port = $BLUE_PORT
+server_tls = disable
+control_user = postgres
+control_database = shop
 
 [green]
 host = $GREEN_HOST
 port = $GREEN_PORT
+server_tls = disable
+control_user = postgres
+control_database = shop
 EOF
 cat "$WORK/switchyard.ini"
 
@@ -100,43 +107,43 @@ if ! pglib_wait_port 127.0.0.1 "$SY_PORT" 10 "$SY_PID"; then
     pglib_die "Switchyard is not accepting connections on 127.0.0.1:$SY_PORT"
 fi
 echo "Switchyard (pid $SY_PID) accepts connections on 127.0.0.1:$SY_PORT"
+sleep 1.5 # the first health probe
 
-step "Running pgbench through Switchyard: 4 clients, 2 threads, 5 seconds (the clients reach blue)"
-pgbench -c 4 -j 2 -T 5 -h 127.0.0.1 -p "$SY_PORT" -U postgres app \
-    >"$WORK/pgbench.out" 2>"$WORK/pgbench.err" &
+step "switchyardctl status: blue active, green replicating from it"
+build/switchyardctl -s "$SOCK" status
+
+step "pgbench through Switchyard: 8 clients, 24 seconds, in the background"
+PGPASSWORD=$APP_PASSWORD pgbench -n -c 8 -j 2 -T 24 -h 127.0.0.1 -p "$SY_PORT" -U "$APP_USER" \
+    shop >"$WORK/pgbench.out" 2>"$WORK/pgbench.err" &
 PGBENCH_PID=$!
-# Take the client list while the sessions are open; it is shown after the summary.
+sleep 4
+
+# ---- PLACEHOLDER: shadow report ---------------------------------------------------------------
+# Later work (issue "Shadow traffic"): mirror the read traffic to green and show the comparison.
+# ---- END PLACEHOLDER: shadow report -----------------------------------------------------------
+
+step "switchyardctl cutover --dry-run: the guardrails alone"
+build/switchyardctl -s "$SOCK" cutover --dry-run
+
+step "switchyardctl cutover: every session moves to green while pgbench runs"
+build/switchyardctl -s "$SOCK" cutover
+build/switchyardctl -s "$SOCK" clients | head -5
+sleep 5
+
+step "switchyardctl rollback: back to blue, with what was written on green meanwhile"
+build/switchyardctl -s "$SOCK" rollback
 sleep 2
-build/switchyardctl -s "$SOCK" clients >"$WORK/clients.out" 2>&1 || true
+build/switchyardctl -s "$SOCK" status
+
 if ! wait "$PGBENCH_PID"; then
     PGBENCH_PID=""
     cat "$WORK/pgbench.err" >&2
     pglib_die "pgbench through Switchyard failed"
 fi
 PGBENCH_PID=""
-
-step "pgbench's summary"
+step "pgbench's summary: no failed transactions across the two switches"
 cat "$WORK/pgbench.out"
-
-step "switchyardctl -s $SOCK status"
-build/switchyardctl -s "$SOCK" status
-
-step "switchyardctl -s $SOCK clients (taken while pgbench was running)"
-cat "$WORK/clients.out"
-
-# ---- PLACEHOLDER: shadow report ---------------------------------------------------------------
-# Later work: send a copy of the read traffic to green while blue serves it, then show the
-# comparison (matching / differing results, latency) with switchyardctl's shadow report here.
-# ---- END PLACEHOLDER: shadow report -----------------------------------------------------------
-
-# ---- PLACEHOLDER: cutover ---------------------------------------------------------------------
-# Later work: run pgbench in the background, cut over from blue to green with switchyardctl
-# (pause, drain, switch, resume), and show that the clients kept running with no errors.
-# ---- END PLACEHOLDER: cutover -----------------------------------------------------------------
-
-# ---- PLACEHOLDER: flip-back -------------------------------------------------------------------
-# Later work: switch back from green to blue the same way and show the status afterwards.
-# ---- END PLACEHOLDER: flip-back ---------------------------------------------------------------
+grep -q '^number of failed transactions: 0 ' "$WORK/pgbench.out" || pglib_die "pgbench saw failures"
 
 step "Stopping Switchyard with SIGTERM"
 pglib_stop_pid "$SY_PID" TERM 30
