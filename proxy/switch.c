@@ -294,6 +294,10 @@ static void job_switch(struct sy_switch *sw, struct job *j)
         j->ok = 1; /* a promoted standby has no way back by replication */
         return;
     }
+    if (j->rollback && j->reverse != SY_REVERSE_AUTO) {
+        j->ok = 1; /* the operator's own reverse replication is theirs to take down */
+        return;
+    }
     if (j->rollback) {
         /* Back to the original side: its reverse subscription goes, forward replication
          * resumes from here (everything the original side wrote since was green's). */
@@ -306,6 +310,21 @@ static void job_switch(struct sy_switch *sw, struct job *j)
         j->ok = sy_pgctl_reverse_setup(from, to, &t, REVERSE_NAME, &j->repl, j->err,
                                        sizeof(j->err)) == 0;
         return;
+    }
+    if (j->reverse == SY_REVERSE_MANUAL) {
+        /* The operator's own way back must be there before anything is written on the new
+         * side: a subscription on the old side whose slot is on the new one. */
+        struct sy_pgctl_repl back;
+        if (sy_pgctl_repl_state(to, from, sy_side_name(j->to), sy_side_name(j->from), &back,
+                                j->err, sizeof(j->err)) != 0)
+            return;
+        if (back.mode != SY_REPL_LOGICAL) {
+            snprintf(j->err, sizeof(j->err), "reverse_replication = manual, but %s has no "
+                     "subscription to %s (%s); set it up, or use reverse_replication = auto",
+                     sy_side_name(j->from), sy_side_name(j->to),
+                     back.problem[0] ? back.problem : "none found");
+            return;
+        }
     }
     j->ok = 1;
 }
