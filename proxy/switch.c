@@ -659,8 +659,7 @@ static struct json_object *report(struct sy_switch *sw)
         json_object_object_add(o, "unfence_error", json_object_new_string(co->unfence_error));
     struct json_object *steps = json_object_new_array();
     for (int s = SY_CO_CHECK; s < SY_CO_NSTEPS; s++) {
-        if (s == SY_CO_DONE || s == SY_CO_ABORTED || (!co->step_ms[s] && co->step_ms[s] == 0 &&
-                                                     !(s <= (int)co->step || co->failed_step)))
+        if (s == SY_CO_DONE || s == SY_CO_ABORTED || !(co->entered & (1u << s)))
             continue;
         struct json_object *st = json_object_new_object();
         json_object_object_add(st, "step", json_object_new_string(sy_co_step_name((enum sy_co_step)s)));

@@ -31,6 +31,7 @@ static uint64_t step_timeout(const struct sy_cutover *co, enum sy_co_step step)
 static enum sy_co_action enter(struct sy_cutover *co, enum sy_co_step step, uint64_t now)
 {
     co->step = step;
+    co->entered |= 1u << step;
     co->step_started_ms = now;
     co->deadline_ms = now + step_timeout(co, step);
     if (step == SY_CO_DRAIN)

@@ -58,7 +58,8 @@ struct sy_cutover {
     uint64_t started_ms;
     uint64_t step_started_ms;
     uint64_t deadline_ms;        /* of the running step */
-    uint64_t step_ms[SY_CO_NSTEPS]; /* how long each step took (0 if it did not run) */
+    uint64_t step_ms[SY_CO_NSTEPS]; /* how long each step took */
+    uint32_t entered;            /* bit (1 << step) for every step that started */
     uint64_t paused_at_ms;       /* when DRAIN began (0 if it never did) */
     uint64_t resumed_at_ms;
     uint64_t finished_ms;

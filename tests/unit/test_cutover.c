@@ -51,8 +51,11 @@ static void test_happy_path(void **state)
     assert_int_equal(co.step, SY_CO_DONE);
     assert_true(co.done);
     assert_int_equal(co.failed_step, SY_CO_IDLE);
-    for (size_t i = 0; i < NFORWARD; i++)
+    for (size_t i = 0; i < NFORWARD; i++) {
         assert_int_equal(co.step_ms[FORWARD[i]], 10);
+        assert_true(co.entered & (1u << FORWARD[i]));
+    }
+    assert_false(co.entered & (1u << SY_CO_UNFENCE));
     assert_int_equal(co.finished_ms - co.started_ms, 80);
     assert_int_equal(co.resumed_at_ms - co.paused_at_ms, 60);
     assert_false(sy_cutover_holding(&co));
