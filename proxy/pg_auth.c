@@ -53,8 +53,7 @@ static int send_auth_request(struct sy_session *sess, uint32_t code, const void 
     return sy_conn_send(&sess->client, msg, 9 + n);
 }
 
-/* A whole message at the front of conn's buffer: its length, 0 when more is needed, or < 0. */
-static int front_message(struct sy_conn *c, uint32_t max)
+int pg_front_message(struct sy_conn *c, uint32_t max)
 {
     struct pg_header h;
     int rc = pg_header_read(c->buf, c->len, max, &h, NULL);
@@ -405,7 +404,7 @@ int pg_auth_client_data(struct sy_session *sess)
     struct pg_sess *ps = pg_sess_of(sess);
     struct sy_conn *c = &sess->client;
     while (ps->stage == PG_STAGE_CLIENT_AUTH && c->len > 0) {
-        int total = front_message(c, 65536);
+        int total = pg_front_message(c, 65536);
         if (total == 0)
             return 0;
         if (total < 0 || (c->buf[0] != PG_FE_PASSWORD && c->buf[0] != PG_FE_TERMINATE)) {
@@ -740,7 +739,7 @@ int pg_auth_server_data(struct sy_session *sess, struct pg_server_login *L)
     if (L->step == PG_SL_TLS_ANSWER)
         return c->len > 0 ? tls_answer(sess, ps, L) : 0;
     while (L->step != PG_SL_DONE && c->open && c->len > 0) {
-        int total = front_message(c, 65536);
+        int total = pg_front_message(c, 65536);
         if (total == 0)
             return 0;
         uint8_t type = c->buf[0];

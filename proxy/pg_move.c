@@ -182,21 +182,8 @@ static void move_failed(struct sy_session *sess, const char *fmt, const char *de
 
 /* ---- reading messages of an internal query ---- */
 
-/* One whole message at the front of c: its length, 0 when more is needed, -1 when it cannot be
- * a message or does not fit the buffer. */
-static int whole_message(struct sy_conn *c)
-{
-    struct pg_header h;
-    int rc = pg_header_read(c->buf, c->len, (uint32_t)c->cap, &h, NULL);
-    if (rc < 0)
-        return -1;
-    if (rc == 0)
-        return 0;
-    size_t total = (size_t)h.len + 1;
-    if (total > c->cap)
-        return -1;
-    return c->len >= total ? (int)total : 0;
-}
+/* One whole message at the front of c (pg_front_message, up to the buffer's size). */
+static int whole_message(struct sy_conn *c) { return pg_front_message(c, (uint32_t)c->cap); }
 
 static int data_row(struct iq_rows *r, const uint8_t *m, size_t len)
 {

@@ -113,6 +113,9 @@ struct pg_sess {
 static inline struct pg_sess *pg_sess_of(struct sy_session *sess) { return sess->proto_state; }
 
 /* pg_auth.c */
+/* A whole message at the front of c's buffer: its length, 0 when more is needed, or < 0 when it
+ * cannot be a message or does not fit the buffer. */
+int pg_front_message(struct sy_conn *c, uint32_t max);
 /* Starts authenticating the client after its StartupMessage. Returns 0 or -1 (closed). */
 int pg_auth_client_begin(struct sy_session *sess);
 /* Handles client bytes during PG_STAGE_CLIENT_AUTH. */
