@@ -35,6 +35,7 @@ enum job_kind {
     J_SEQUENCES = 6, /* copy sequences from -> to */
     J_SWITCH = 7,    /* reverse replication (cutover) or its teardown (rollback) */
     J_COMMIT = 8,    /* close the rollback window: drop the reverse replication */
+    J_REVERSE_DROP = 9, /* an aborted cutover: drop the reverse replication it prepared */
 };
 
 /* Everything a control connection needs, copied from the config when a job is queued. */
@@ -47,7 +48,7 @@ struct job {
     struct job *next;
     enum job_kind kind;
     enum sy_side from, to, side;
-    int rollback;
+    int rollback, dry_run;
     enum sy_reverse_repl reverse;
     struct target_copy t[2];
     int *keep_pids;
@@ -66,6 +67,7 @@ struct job {
     struct sy_pgctl_repl reverse_repl; /* to -> from, when a window is open */
     struct sy_pgctl_repl forward;      /* the window's cutover's replication (for a rollback) */
     int have_reverse;
+    int reverse_prepared;              /* J_CHECK: the reverse subscription exists, disabled */
     sy_lsn target_lsn, applied_lsn;
     int nseq;
     uint64_t elapsed_ms;
@@ -113,6 +115,7 @@ struct sy_switch {
     struct sy_pgctl_fence *pending_fence; /* the fence being applied (job output) */
     int to_unfenced;          /* the target side's old fence was lifted for this switch */
     struct sy_pgctl_repl pending_forward; /* becomes window_forward at the switch point */
+    int reverse_prepared;     /* the check step created the reverse subscription (disabled) */
     char unmovable_report[400];
     uint32_t held_at_report, max_pause, p99_pause;
     /* persistent state (the state file) */
@@ -248,6 +251,20 @@ static void job_check(struct sy_switch *sw, struct job *j)
                  old[0].xact_age_s);
         return;
     }
+    if (j->reverse == SY_REVERSE_AUTO && !j->rollback && !j->dry_run &&
+        j->repl.mode == SY_REPL_LOGICAL) {
+        /* The slow half of the rollback window's reverse replication (its slot on the target
+         * waits for running transactions there), done now so that the pause only enables it. */
+        struct sy_pgctl_target t = target_of(&j->t[j->to], j->to);
+        char e[sizeof(j->err) - 100];
+        if (sy_pgctl_reverse_prepare(sw->conn[j->from], sw->conn[j->to], &t, REVERSE_NAME, e,
+                                     sizeof(e)) != 0) {
+            snprintf(j->err, sizeof(j->err), "could not prepare the reverse replication for "
+                     "rollback_window: %s", e);
+            return;
+        }
+        j->reverse_prepared = 1;
+    }
     j->ok = 1;
 }
 
@@ -306,9 +323,9 @@ static void job_switch(struct sy_switch *sw, struct job *j)
         return;
     }
     if (j->reverse == SY_REVERSE_AUTO) {
-        struct sy_pgctl_target t = target_of(&j->t[j->to], j->to);
-        j->ok = sy_pgctl_reverse_setup(from, to, &t, REVERSE_NAME, &j->repl, j->err,
-                                       sizeof(j->err)) == 0;
+        /* Prepared by the check step: only the switch-point half remains. */
+        j->ok = sy_pgctl_reverse_start(from, to, sy_side_name(j->to), REVERSE_NAME, &j->repl,
+                                       j->err, sizeof(j->err)) == 0;
         return;
     }
     if (j->reverse == SY_REVERSE_MANUAL) {
@@ -357,7 +374,8 @@ static void job_run(struct sy_switch *sw, struct job *j)
         break;
     }
     case J_SWITCH: job_switch(sw, j); break;
-    case J_COMMIT: {
+    case J_COMMIT:
+    case J_REVERSE_DROP: {
         PGconn *a = ctl_conn(sw, j, j->from, j->err, sizeof(j->err));
         PGconn *b = a ? ctl_conn(sw, j, j->to, j->err, sizeof(j->err)) : NULL;
         j->ok = b && sy_pgctl_reverse_teardown(a, b, REVERSE_NAME, NULL, j->err,
@@ -881,6 +899,8 @@ static void switch_sessions(struct sy_switch *sw)
     step_done(sw, SY_CO_SWITCH, 1, NULL);
 }
 
+static void restore_control(struct sy_switch *sw);
+
 static void restore(struct sy_switch *sw)
 {
     struct sy_proxy *p = sw->p;
@@ -896,6 +916,21 @@ static void restore(struct sy_switch *sw)
         pause_stats(sw);
     }
     state_write(sw, "idle", p->active);
+    restore_control(sw);
+}
+
+/* The database half of an abort, one job at a time: the reverse replication the check step
+ * prepared, then the target's old fence if this switch lifted it. */
+static void restore_control(struct sy_switch *sw)
+{
+    if (sw->reverse_prepared) {
+        struct job *j = job_new(sw, J_REVERSE_DROP);
+        sw->reverse_prepared = 0;
+        if (j) {
+            submit_step_job(sw, j);
+            return;
+        }
+    }
     if (sw->to_unfenced) {
         /* The target's old fence was lifted for this switch: put it back. */
         struct job *j = job_new(sw, J_FENCE);
@@ -930,6 +965,8 @@ static void run_step(struct sy_switch *sw)
         j = job_new(sw, J_CHECK);
         if (j) {
             j->rollback = sw->co.opt.rollback;
+            j->dry_run = sw->co.opt.dry_run;
+            j->reverse = p->cfg.rollback_window_ms > 0 ? p->cfg.reverse_replication : SY_REVERSE_OFF;
             j->max_tx_age_s = (double)p->cfg.max_transaction_age_ms / 1000.0;
             j->max_lag = p->cfg.max_lag_bytes;
         }
@@ -1108,6 +1145,7 @@ static void step_job_done(struct sy_switch *sw, struct job *j)
             sw->reverse_repl = j->repl;
         else if (j->ok)
             sw->pending_forward = j->repl;
+        sw->reverse_prepared = j->reverse_prepared;
         step_done(sw, SY_CO_CHECK, j->ok, j->err);
         return;
     case J_UNFENCE:
@@ -1155,7 +1193,16 @@ static void step_job_done(struct sy_switch *sw, struct job *j)
             step_done(sw, SY_CO_SWITCH, 0, j->err);
             return;
         }
+        sw->reverse_prepared = 0; /* it is the rollback window's reverse replication now */
         switch_sessions(sw);
+        return;
+    case J_REVERSE_DROP:
+        if (!j->ok)
+            sy_error("%s: the reverse subscription %s prepared on %s could not be dropped: %s. "
+                     "Its slot on %s keeps WAL there: run DROP SUBSCRIPTION %s on %s", op_name(sw),
+                     REVERSE_NAME, sy_side_name(sw->from), j->err, sy_side_name(sw->to),
+                     REVERSE_NAME, sy_side_name(sw->from));
+        restore_control(sw);
         return;
     default:
         return;
@@ -1324,7 +1371,7 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
     sw->session_error[0] = sw->unmovable_report[0] = 0;
     sw->fence_lsn = sw->applied_lsn = 0;
     sw->nseq = 0;
-    sw->to_unfenced = 0;
+    sw->to_unfenced = sw->reverse_prepared = 0;
     sw->held_at_report = sw->max_pause = sw->p99_pause = 0;
     sw->check_lag = 0;
     sw->check_lag_s = -1;

@@ -623,58 +623,70 @@ static char *int_array(const int *v, int n)
     return s;
 }
 
-/* Of the pids pg_terminate_backend gave up on ("{1,2}"), those still there are an error: false
- * also means that a session ended by itself just before. Returns 0 or -1. */
-static int none_left(PGconn *c, const char *side, const char *pids, int timeout_ms, char *err,
+/* Waits until none of pids ("{1,2}") is in pg_stat_activity any more, polling every
+ * millisecond (pg_terminate_backend's own wait polls in 100 ms steps, all of it inside the
+ * pause). A backend told to end may still be finishing a commit, so the fence only counts once
+ * it is gone. Returns 0, or -1 after timeout_ms. */
+static int wait_gone(PGconn *c, const char *side, const char *pids, int timeout_ms, char *err,
                      size_t errlen)
 {
     const char *p[] = {pids};
-    PGresult *r =
-        run(c, side, "check the terminated sessions",
-            "SELECT pid FROM pg_stat_activity WHERE pid = ANY ($1::int[])", 1, p, err, errlen);
-    int n = r ? PQntuples(r) : -1;
-    if (n > 0)
-        seterr(err, errlen,
-               "%s: %d sessions (pid %s first) did not end within %d ms of "
-               "pg_terminate_backend; end them or raise the timeout",
-               side, n, PQgetvalue(r, 0, 0), timeout_ms);
-    PQclear(r);
-    return n == 0 ? 0 : -1;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        PGresult *r =
+            run(c, side, "check the terminated sessions",
+                "SELECT pid FROM pg_stat_activity WHERE pid = ANY ($1::int[])", 1, p, err, errlen);
+        if (!r)
+            return -1;
+        int n = PQntuples(r);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long ms = (t.tv_sec - t0.tv_sec) * 1000L + (t.tv_nsec - t0.tv_nsec) / 1000000L;
+        if (n > 0 && ms >= timeout_ms)
+            seterr(err, errlen,
+                   "%s: %d sessions (pid %s first) did not end within %d ms of "
+                   "pg_terminate_backend; end them or raise the timeout",
+                   side, n, PQgetvalue(r, 0, 0), timeout_ms);
+        PQclear(r);
+        if (n == 0)
+            return 0;
+        if (ms >= timeout_ms)
+            return -1;
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    }
 }
 
-/* One pass: terminates every other client backend, waiting up to timeout for each. Returns how
- * many it found, or -1. */
+/* One pass: terminates every other client backend and waits up to timeout_ms for them to be
+ * gone. Returns how many it found, or -1. */
 static int terminate_pass(PGconn *c, const char *side, const char *keep, int timeout_ms,
                           struct sy_pgctl_fence *out, char *err, size_t errlen)
 {
-    char timeout[16];
-    snprintf(timeout, sizeof(timeout), "%d", timeout_ms > 0 ? timeout_ms : 0);
-    const char *p[] = {keep, timeout};
+    const char *p[] = {keep};
     PGresult *r = run(c, side, "terminate sessions (the control user must be a superuser)",
-                      "SELECT " BACKEND_COLUMNS ", pg_terminate_backend(a.pid, $2::bigint) "
+                      "SELECT " BACKEND_COLUMNS ", pg_terminate_backend(a.pid) "
                       "FROM pg_stat_activity a WHERE a.backend_type = 'client backend' "
                       "AND a.pid <> pg_backend_pid() AND a.pid <> ALL ($1::int[])",
-                      2, p, err, errlen);
+                      1, p, err, errlen);
     if (!r)
         return -1;
-    int n = PQntuples(r), nfailed = 0;
-    int *failed = calloc((size_t)n + 1, sizeof(int));
+    int n = PQntuples(r);
+    int *told = calloc((size_t)n + 1, sizeof(int));
     char *pids = NULL;
-    if (failed) {
+    if (told) {
         for (int i = 0; i < n; i++) {
             if (out->nterminated < SY_FENCE_MAX_REPORT)
                 get_backend(r, i, &out->terminated[out->nterminated]);
             out->nterminated++;
-            if (!get_bool(r, i, 6))
-                failed[nfailed++] = atoi(PQgetvalue(r, i, 0));
+            told[i] = atoi(PQgetvalue(r, i, 0));
         }
-        pids = int_array(failed, nfailed);
-        free(failed);
+        pids = int_array(told, n);
+        free(told);
     }
     PQclear(r);
     if (!pids)
         seterr(err, errlen, "%s: out of memory while terminating sessions", side);
-    int rc = pids && (nfailed == 0 || none_left(c, side, pids, timeout_ms, err, errlen) == 0);
+    int rc = pids && (n == 0 || timeout_ms <= 0 ||
+                      wait_gone(c, side, pids, timeout_ms, err, errlen) == 0);
     free(pids);
     return rc ? n : -1;
 }
@@ -811,6 +823,14 @@ static int wait_worker_gone(PGconn *c, const char *side, const char *subscriptio
                             size_t errlen)
 {
     const char *p[] = {subscription};
+    /* An idle apply worker notices DISABLE only when it next wakes (up to a second); it has
+     * nothing left to apply (the caller checked), and the launcher does not restart the worker
+     * of a disabled subscription, so end it now. */
+    if (exec(c, side, "stop the subscription's workers",
+             "SELECT pg_terminate_backend(pid) FROM pg_stat_subscription WHERE subname = $1 "
+             "AND pid IS NOT NULL",
+             1, p, err, errlen) != 0)
+        return -1;
     for (int i = 0; i < 1000; i++) {
         PGresult *r = run(c, side, "check the subscription's workers",
                           "SELECT 1 FROM pg_stat_subscription WHERE subname = $1 "
@@ -853,7 +873,7 @@ static int create_reverse_subscription(PGconn *old_active, const char *side,
     char *id = PQescapeIdentifier(old_active, name, strlen(name));
     snprintf(sql, sizeof(sql),
              "CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s "
-             "WITH (copy_data = false)",
+             "WITH (copy_data = false, enabled = false)",
              str(id), str(lit), str(id));
     int rc = -1;
     if (!lit || !id) {
@@ -881,12 +901,69 @@ static int forward_logical(const struct sy_pgctl_repl *forward)
     return forward && forward->mode == SY_REPL_LOGICAL && forward->subscription[0];
 }
 
-int sy_pgctl_reverse_setup(PGconn *old_active, PGconn *new_active,
-                           const struct sy_pgctl_target *new_active_target, const char *name,
-                           const struct sy_pgctl_repl *forward, char *err, size_t errlen)
+int sy_pgctl_reverse_prepare(PGconn *old_active, PGconn *new_active,
+                             const struct sy_pgctl_target *new_active_target, const char *name,
+                             char *err, size_t errlen)
 {
     char buf[128];
     const char *new_side = str(new_active_target->side);
+    const char *old_side =
+        other_side(new_side, old_active, "the old active server", buf, sizeof(buf));
+    /* A leftover from an earlier attempt that died half way would hold a slot at an unknown
+     * position: start from scratch. */
+    if (exec_ident(old_active, old_side, "drop a leftover reverse subscription",
+                   "DROP SUBSCRIPTION IF EXISTS ", name, "", err, errlen) != 0)
+        return -1;
+    const char *p[] = {name};
+    PGresult *r = run(new_active, new_side, "look up the reverse publication",
+                      "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, p, err, errlen);
+    if (!r)
+        return -1;
+    int created = PQntuples(r) == 0;
+    PQclear(r);
+    if (created && exec_ident(new_active, new_side, "create the reverse publication",
+                              "CREATE PUBLICATION ", name, " FOR ALL TABLES", err, errlen) != 0)
+        return -1;
+    if (create_reverse_subscription(old_active, old_side, new_active_target, name, err, errlen) ==
+        0)
+        return 0;
+    if (created)
+        exec_ident(new_active, new_side, "drop", "DROP PUBLICATION IF EXISTS ", name, "", NULL, 0);
+    return -1;
+}
+
+/* Moves the (inactive) reverse slot on new_active to new_active's flushed end of WAL, and checks
+ * that it got there: everything before it is old_active's own data, applied by the forward
+ * subscription, which must not travel back. */
+static int reverse_slot_to_now(PGconn *new_active, const char *new_side, const char *name,
+                               char *err, size_t errlen)
+{
+    sy_lsn to;
+    char lsn[32];
+    if (wal_end(new_active, new_side, 1, &to, err, errlen) != 0)
+        return -1;
+    sy_lsn_format(to, lsn, sizeof(lsn));
+    const char *p[] = {name, lsn};
+    PGresult *r = run(new_active, new_side, "move the reverse slot to the switch point",
+                      "SELECT (SELECT end_lsn FROM pg_replication_slot_advance(slot_name, "
+                      "$2::pg_lsn)) >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1 "
+                      "AND NOT active",
+                      2, p, err, errlen);
+    if (!r)
+        return -1;
+    int ok = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    if (!ok)
+        seterr(err, errlen, "%s: the reverse replication slot %s is missing, in use, or could "
+               "not be moved to %s", new_side, name, lsn);
+    return ok ? 0 : -1;
+}
+
+int sy_pgctl_reverse_start(PGconn *old_active, PGconn *new_active, const char *new_side,
+                           const char *name, const struct sy_pgctl_repl *forward, char *err,
+                           size_t errlen)
+{
+    char buf[128];
     const char *old_side =
         other_side(new_side, old_active, "the old active server", buf, sizeof(buf));
     int fwd = forward_logical(forward);
@@ -895,25 +972,28 @@ int sy_pgctl_reverse_setup(PGconn *old_active, PGconn *new_active,
                     forward->subscription, " DISABLE", err, errlen) != 0 ||
          wait_worker_gone(new_active, new_side, forward->subscription, err, errlen) != 0))
         goto undo_forward;
-    const char *p[] = {name};
-    PGresult *r = run(new_active, new_side, "look up the reverse publication",
-                      "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, p, err, errlen);
-    if (!r)
-        goto undo_forward;
-    int created = PQntuples(r) == 0;
-    PQclear(r);
-    if (created && exec_ident(new_active, new_side, "create the reverse publication",
-                              "CREATE PUBLICATION ", name, " FOR ALL TABLES", err, errlen) != 0)
-        goto undo_forward;
-    if (create_reverse_subscription(old_active, old_side, new_active_target, name, err, errlen) ==
-        0)
+    if (reverse_slot_to_now(new_active, new_side, name, err, errlen) == 0 &&
+        exec_ident(old_active, old_side, "enable the reverse subscription", "ALTER SUBSCRIPTION ",
+                   name, " ENABLE", err, errlen) == 0)
         return 0;
-    if (created)
-        exec_ident(new_active, new_side, "drop", "DROP PUBLICATION IF EXISTS ", name, "", NULL, 0);
 undo_forward:
     if (fwd && forward->enabled)
         exec_ident(new_active, new_side, "enable", "ALTER SUBSCRIPTION ", forward->subscription,
                    " ENABLE", NULL, 0);
+    return -1;
+}
+
+int sy_pgctl_reverse_setup(PGconn *old_active, PGconn *new_active,
+                           const struct sy_pgctl_target *new_active_target, const char *name,
+                           const struct sy_pgctl_repl *forward, char *err, size_t errlen)
+{
+    if (sy_pgctl_reverse_prepare(old_active, new_active, new_active_target, name, err, errlen) !=
+        0)
+        return -1;
+    if (sy_pgctl_reverse_start(old_active, new_active, str(new_active_target->side), name,
+                               forward, err, errlen) == 0)
+        return 0;
+    sy_pgctl_reverse_teardown(old_active, new_active, name, NULL, NULL, 0);
     return -1;
 }
 

@@ -149,14 +149,34 @@ int sy_pgctl_sync_sequences(PGconn *src, PGconn *dst, const char *dst_side, int 
 int sy_pgctl_promote(PGconn *c, const char *side, int timeout_s, char *err, size_t errlen);
 
 /*
- * Reverse replication for the rollback window, from new_active back to old_active (logical):
- *   - ALTER SUBSCRIPTION <forward->subscription> DISABLE on new_active (PostgreSQL 15 does not
- *     filter origins: left enabled, blue's applied changes would come back to green);
- *   - CREATE PUBLICATION <name> FOR ALL TABLES on new_active (if missing);
- *   - CREATE SUBSCRIPTION <name> CONNECTION <conninfo of new_active_target> PUBLICATION <name>
- *     WITH (copy_data = false) on old_active: its slot on new_active starts at this moment.
- * Called while every session is held, so "this moment" is the switch point.
+ * Reverse replication for the rollback window, from new_active back to old_active (logical), in
+ * two halves so that the slow part (creating a replication slot waits for running transactions
+ * on new_active) happens before any client is held.
+ *
+ * sy_pgctl_reverse_prepare (before the pause): CREATE PUBLICATION <name> FOR ALL TABLES on
+ * new_active (if missing) and CREATE SUBSCRIPTION <name> ... WITH (copy_data = false, enabled =
+ * false) on old_active, which creates its slot on new_active; a leftover subscription of that
+ * name is dropped first. Undo with sy_pgctl_reverse_teardown(..., NULL, ...).
+ *
+ * sy_pgctl_reverse_start (at the switch point, every session held, old_active fenced and
+ * new_active caught up):
+ *   - ALTER SUBSCRIPTION <forward->subscription> DISABLE on new_active and wait for its worker
+ *     to stop (PostgreSQL 15 does not filter origins: left enabled, the changes applied on
+ *     old_active would come back to new_active);
+ *   - pg_replication_slot_advance(<name>) on new_active to its flushed end of WAL: what lies
+ *     before came from old_active and must not travel back;
+ *   - ALTER SUBSCRIPTION <name> ENABLE on old_active: it replicates from the switch point.
+ * On failure the forward subscription is enabled again (the prepared half stays for the caller
+ * to tear down). Both return 0 or -1 with err set.
+ *
+ * sy_pgctl_reverse_setup does both at once (tear-down on failure).
  */
+int sy_pgctl_reverse_prepare(PGconn *old_active, PGconn *new_active,
+                             const struct sy_pgctl_target *new_active_target, const char *name,
+                             char *err, size_t errlen);
+int sy_pgctl_reverse_start(PGconn *old_active, PGconn *new_active, const char *new_side,
+                           const char *name, const struct sy_pgctl_repl *forward, char *err,
+                           size_t errlen);
 int sy_pgctl_reverse_setup(PGconn *old_active, PGconn *new_active,
                            const struct sy_pgctl_target *new_active_target, const char *name,
                            const struct sy_pgctl_repl *forward, char *err, size_t errlen);

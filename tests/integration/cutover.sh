@@ -13,6 +13,10 @@
 #     terminated and reported.
 #  3. a session's SET values, SQL and protocol prepared statements and LISTEN work on green.
 #  4. switchyard restarted after the cutover still routes to green (the state file).
+#  5. state that cannot move: a session holding a temporary table is closed with a clear error
+#     (unmovable_sessions = close), the others move; --force ends only the session whose
+#     transaction outlived the drain; the rollback window expires (rollback_window_expiry =
+#     commit) and the reverse replication is removed from both servers.
 set -euo pipefail
 : "${SY_BIN_DIR:?run through ctest}" "${SY_SOURCE_DIR:?run through ctest}"
 src=$SY_SOURCE_DIR
@@ -70,7 +74,9 @@ drain_timeout = 5s
 catchup_timeout = 3s
 step_timeout = 5s
 max_transaction_age = 60s
+unmovable_sessions = close
 rollback_window = 10m
+rollback_window_expiry = commit
 reverse_replication = auto
 health_interval = 1s
 [blue]
@@ -160,6 +166,13 @@ q() { # q SQL: runs SQL in the stateful session, prints its output
     tail -n +"$((start + 1))" "$W/sess.out" | sed "/^$mark\$/,\$d"
 }
 q "set work_mem = '7MB'; set application_name = 'stateful'; prepare dbl(int) as select \$1 * 2; listen chan1;" >/dev/null
+# ---- 5 (set up before the load): a session holding a temporary table ----
+mkfifo "$W/tmp.in"
+"$PSQL" -X -At "$APP" <"$W/tmp.in" >"$W/tmp.out" 2>&1 &
+bg_pids+=($!)
+exec 8>"$W/tmp.in"
+echo "create temp table scratch(x int); select 'temp table made';" >&8
+for _ in $(seq 100); do grep -q 'temp table made' "$W/tmp.out" 2>/dev/null && break; sleep 0.05; done
 before=$(q "select current_setting('work_mem'), inet_server_port(); execute dbl(21);" | tr '\n' ' ')
 
 # ---- 2. under load: cutover, rollback, cutover ----
@@ -196,17 +209,35 @@ note=$(q "select 1;")
 check "... its LISTEN moved too: a NOTIFY on green reaches it" grep -q 'chan1' <<<"$note"
 check "... application_name is the session's own on green" \
     [ "$(green "select count(*) from pg_stat_activity where application_name = 'stateful'")" = 1 ]
+check "the session with a temporary table was closed (sessions_closed 1)" \
+    [ "$(jget "$W/cut1.out" sessions_closed)" = 1 ]
+echo "select 'still here';" >&8
+exec 8>&-
+for _ in $(seq 100); do grep -q 'cannot move' "$W/tmp.out" && break; sleep 0.05; done
+check "... and its client was told why (SQLSTATE 57P01, 'cannot move')" grep -q 'cannot move' "$W/tmp.out"
 
 sleep 4
 ctl rollback >"$W/back.out" 2>&1 && rc=0 || rc=$?
 check "rollback under load exits 0 with result done" [ "$rc" -eq 0 -a "$(jget "$W/back.out" result)" = done ]
 check "... blue is active" [ "$(active)" = blue ]
 echo "   rollback: $(tail -n1 "$W/back.out")"
-sleep 4
-ctl cutover >"$W/cut2.out" 2>&1 && rc=0 || rc=$?
-check "second cutover under load exits 0 with result done" [ "$rc" -eq 0 -a "$(jget "$W/cut2.out" result)" = done ]
+# The second cutover: a short rollback window that commits itself, and a transaction that
+# outlives the drain, ended by --force.
+sed -i 's/^rollback_window = .*/rollback_window = 3s/' "$W/sy.ini"
+kill -HUP "$sy_pid"
+sleep 3
+"$PSQL" -X -q "$APP" -c "begin; insert into acks(id) values (-2); select pg_sleep(30); commit;" \
+    >"$W/forced.out" 2>&1 &
+forced_pid=$!
+sleep 0.5
+ctl cutover --timeout 1000 --force >"$W/cut2.out" 2>&1 && rc=0 || rc=$?
+check "second cutover under load, --force with a 30 s transaction open: done" [ "$rc" -eq 0 -a "$(jget "$W/cut2.out" result)" = done ]
 check "... green is active" [ "$(active)" = green ]
 echo "   cutover 2: $(tail -n1 "$W/cut2.out")"
+check "... exactly that session was ended (sessions_forced 1)" [ "$(jget "$W/cut2.out" sessions_forced)" = 1 ]
+wait "$forced_pid" && rc=0 || rc=$?
+check "... its client got an error naming --force, its row is nowhere" \
+    bash -c "[ $rc -ne 0 ] && grep -q -- '--force' '$W/forced.out' && [ \"\$('$PSQL' -X -At -h 127.0.0.1 -p $GREEN_PORT -U postgres -d shop -c 'select count(*) from acks where id = -2')\" = 0 ]"
 
 for p in "${pb_pids[@]}"; do wait "$p" || true; done
 touch "$W/stop"
@@ -240,6 +271,18 @@ bal=$(green "select (select sum(abalance) from pgbench_accounts) = (select sum(b
     and (select sum(tbalance) from pgbench_tellers) = (select coalesce(sum(delta), 0) from pgbench_history)")
 check "pgbench's balances are consistent on green" [ "$bal" = t ]
 
+# The 3 s window is long over: it committed itself and took the reverse replication away.
+for _ in $(seq 100); do
+    [ "$(blue "select count(*) from pg_subscription where subname = 'switchyard_reverse'")" = 0 ] && break
+    sleep 0.1
+done
+check "the rollback window expired: status shows it closed" \
+    bash -c "'$SY_BIN_DIR/switchyardctl' -s '$W/admin.sock' --json status | python3 -c 'import json,sys; s=json.load(sys.stdin)[\"switch\"]; sys.exit(0 if not s.get(\"rollback_window_open\") else 1)'"
+check "... blue's reverse subscription and green's publication and slot are gone" \
+    [ "$(blue "select count(*) from pg_subscription where subname = 'switchyard_reverse'")$(green "select count(*) from pg_publication where pubname = 'switchyard_reverse'")$(green "select count(*) from pg_replication_slots where slot_name = 'switchyard_reverse'")" = 000 ]
+ctl rollback >"$W/late.out" 2>&1 && rc=0 || rc=$?
+check "... a rollback now is refused" [ "$rc" -ne 0 ]
+
 # ---- 4. restart ----
 kill -TERM "$sy_pid"
 wait "$sy_pid" || true
@@ -248,8 +291,8 @@ start_sy
 check "restarted switchyard routes to green (the state file), not the config's blue" [ "$(active)" = green ]
 check "... clients reach green through it" \
     [ "$("$PSQL" -X -Atq "$APP" -c "select inet_server_port()")" = "$GREEN_PORT" ]
-ctl commit >/dev/null && rc=0 || rc=$?
-check "commit closes the rollback window" [ "$rc" -eq 0 ]
+ctl commit >"$W/commit.out" 2>&1 && rc=0 || rc=$?
+check "commit with no window open says so" [ "$rc" -ne 0 ] && grep -q 'no rollback window' "$W/commit.out"
 
 if grep -E 'ERROR|out of memory' "$W/sy.log" | grep -v 'ERROR:  canceling' >/dev/null; then
     not_ok "switchyard logged no error"
