@@ -261,24 +261,18 @@ int pg_be_parse_auth(const uint8_t *msg, size_t len, uint32_t *code)
     return (int)len;
 }
 
-int pg_be_parse_error(const uint8_t *msg, size_t len, struct pg_error_fields *out)
+/* Reads ErrorResponse fields from buf[pos, len): 0, or PG_E_MALFORMED. */
+static int error_fields(const uint8_t *buf, size_t pos, size_t len, struct pg_error_fields *out)
 {
-    size_t bl;
-    /* NoticeResponse has the same layout as ErrorResponse. */
-    uint8_t type = len >= 1 && msg[0] == PG_BE_NOTICE ? PG_BE_NOTICE : PG_BE_ERROR;
-    int rc = whole_body(msg, len, type, &bl);
-    if (rc < 0)
-        return rc;
     memset(out, 0, sizeof(*out));
     const char *sev_s = NULL;
-    size_t pos = PG_HEADER_LEN;
     for (;;) {
         if (pos >= len)
             return PG_E_MALFORMED;
-        uint8_t code = msg[pos++];
+        uint8_t code = buf[pos++];
         if (code == 0)
             break;
-        const char *v = cstr_take(msg, len, &pos);
+        const char *v = cstr_take(buf, len, &pos);
         if (!v)
             return PG_E_MALFORMED;
         switch (code) {
@@ -294,7 +288,116 @@ int pg_be_parse_error(const uint8_t *msg, size_t len, struct pg_error_fields *ou
         return PG_E_MALFORMED;
     if (!out->severity)
         out->severity = sev_s;
+    return 0;
+}
+
+int pg_be_parse_error(const uint8_t *msg, size_t len, struct pg_error_fields *out)
+{
+    size_t bl;
+    /* NoticeResponse has the same layout as ErrorResponse. */
+    uint8_t type = len >= 1 && msg[0] == PG_BE_NOTICE ? PG_BE_NOTICE : PG_BE_ERROR;
+    int rc = whole_body(msg, len, type, &bl);
+    if (rc < 0)
+        return rc;
+    return error_fields(msg, PG_HEADER_LEN, len, out) < 0 ? PG_E_MALFORMED : (int)len;
+}
+
+/* ---- Backend message bodies ---- */
+
+int pg_be_body_error(const uint8_t *body, size_t len, struct pg_error_fields *out)
+{
+    if (len > INT_MAX)
+        return PG_E_TOO_LARGE;
+    if (error_fields(body, 0, len, out) < 0)
+        return PG_E_MALFORMED;
     return (int)len;
+}
+
+int pg_be_body_command_complete(const uint8_t *body, size_t len, const char **tag)
+{
+    if (len > INT_MAX)
+        return PG_E_TOO_LARGE;
+    size_t pos = 0;
+    const char *t = cstr_take(body, len, &pos);
+    if (!t || pos != len)
+        return PG_E_MALFORMED;
+    *tag = t;
+    return (int)len;
+}
+
+static uint16_t get_u16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+
+/* Both bodies start with an int16 count; anything else is read by the _next calls. */
+static int body_begin(struct pg_body_cursor *c, const uint8_t *body, size_t len)
+{
+    c->body = body;
+    c->len = len;
+    c->pos = 0;
+    c->left = 0;
+    if (len < 2)
+        return PG_E_MALFORMED;
+    c->left = get_u16(body);
+    c->pos = 2;
+    return (int)c->left;
+}
+
+/* The end of a list: 0 when the body ends right after its last item, else PG_E_MALFORMED. */
+static int body_end(const struct pg_body_cursor *c)
+{
+    return c->pos == c->len ? 0 : PG_E_MALFORMED;
+}
+
+int pg_be_row_desc_begin(struct pg_body_cursor *c, const uint8_t *body, size_t len)
+{
+    return body_begin(c, body, len);
+}
+
+int pg_be_row_desc_next(struct pg_body_cursor *c, struct pg_field *f)
+{
+    if (c->left == 0)
+        return body_end(c);
+    size_t pos = c->pos;
+    const char *name = cstr_take(c->body, c->len, &pos);
+    if (!name || c->len - pos < 18)
+        return PG_E_MALFORMED;
+    const uint8_t *p = c->body + pos;
+    f->name = name;
+    f->table_oid = pg_get_u32(p);
+    f->column = get_u16(p + 4);
+    f->type_oid = pg_get_u32(p + 6);
+    f->type_len = (int16_t)get_u16(p + 10);
+    f->type_mod = (int32_t)pg_get_u32(p + 12);
+    f->format = get_u16(p + 16);
+    c->pos = pos + 18;
+    c->left--;
+    return 1;
+}
+
+int pg_be_data_row_begin(struct pg_body_cursor *c, const uint8_t *body, size_t len)
+{
+    return body_begin(c, body, len);
+}
+
+int pg_be_data_row_next(struct pg_body_cursor *c, struct pg_value *v)
+{
+    if (c->left == 0)
+        return body_end(c);
+    if (c->len - c->pos < 4)
+        return PG_E_MALFORMED;
+    uint32_t raw = pg_get_u32(c->body + c->pos);
+    if (raw == 0xffffffffu) {
+        v->data = NULL;
+        v->len = -1;
+        c->pos += 4;
+    } else {
+        if (raw > 0x7fffffffu || raw > c->len - c->pos - 4)
+            return PG_E_MALFORMED;
+        v->data = c->body + c->pos + 4;
+        v->len = (int32_t)raw;
+        c->pos += 4 + (size_t)raw;
+    }
+    c->left--;
+    return 1;
 }
 
 /* ---- Encoders ---- */

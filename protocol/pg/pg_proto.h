@@ -169,6 +169,72 @@ struct pg_error_fields {
 };
 int pg_be_parse_error(const uint8_t *msg, size_t len, struct pg_error_fields *out);
 
+/* ---- Backend message bodies, for callers that hold a message's type byte and its body apart
+ * (the shadow comparison is fed them so). Each takes exactly the body, after the 5-byte header,
+ * and never answers PG_NEED_MORE: the body is whole. Views point into the body. ---- */
+
+/*
+ * ErrorResponse or NoticeResponse body: the fields of pg_be_parse_error. Returns len, or
+ * PG_E_MALFORMED (a field not NUL-terminated, no terminating zero, bytes after it, or an empty
+ * body), or PG_E_TOO_LARGE for a body over INT_MAX bytes.
+ */
+int pg_be_body_error(const uint8_t *body, size_t len, struct pg_error_fields *out);
+
+/*
+ * CommandComplete body: one NUL-terminated tag that ends the body ("INSERT 0 5", "SELECT 3",
+ * "CREATE TABLE"). Returns len, or PG_E_MALFORMED (no NUL, or bytes after it), or
+ * PG_E_TOO_LARGE for a body over INT_MAX bytes.
+ */
+int pg_be_body_command_complete(const uint8_t *body, size_t len, const char **tag);
+
+/* A bounds-checked cursor over a RowDescription or DataRow body, filled by the _begin calls. */
+struct pg_body_cursor {
+    const uint8_t *body;
+    size_t len;
+    size_t pos;    /* the next unread byte */
+    uint32_t left; /* items still to read */
+};
+
+/* One RowDescription field. */
+struct pg_field {
+    const char *name;   /* NUL-terminated, points into the body */
+    uint32_t table_oid; /* 0 when the column is not a table's */
+    uint16_t column;    /* the table column's attribute number, or 0 */
+    uint32_t type_oid;
+    int16_t type_len;
+    int32_t type_mod;
+    uint16_t format; /* 0 text, 1 binary */
+};
+
+/* One DataRow value. */
+struct pg_value {
+    const uint8_t *data; /* points into the body; NULL for SQL NULL */
+    int32_t len;         /* -1 for SQL NULL */
+};
+
+/*
+ * Starts reading a RowDescription body. Returns the field count (>= 0) or PG_E_MALFORMED when
+ * the body is shorter than its count.
+ */
+int pg_be_row_desc_begin(struct pg_body_cursor *c, const uint8_t *body, size_t len);
+/*
+ * Reads the next field. Returns 1 with *f filled; 0 when every field was read and the body
+ * ended exactly there; PG_E_MALFORMED for a field cut short or bytes after the last field.
+ */
+int pg_be_row_desc_next(struct pg_body_cursor *c, struct pg_field *f);
+
+/*
+ * Starts reading a DataRow body. Returns the value count (>= 0) or PG_E_MALFORMED when the body
+ * is shorter than its count.
+ */
+int pg_be_data_row_begin(struct pg_body_cursor *c, const uint8_t *body, size_t len);
+/*
+ * Reads the next value. Returns 1 with *v filled; 0 when every value was read and the body
+ * ended exactly there; PG_E_MALFORMED for a length below -1, a value running past the body, or
+ * bytes after the last value.
+ */
+int pg_be_data_row_next(struct pg_body_cursor *c, struct pg_value *v);
+
 /* ---- Encoders: write into a caller-owned buffer; return bytes written or PG_E_SPACE. ---- */
 
 /* ErrorResponse with severity (ERROR or FATAL), SQLSTATE and message. */
