@@ -2,8 +2,8 @@
 # The pause clients see during a cutover: pgbench -S (16 clients) and TPC-B-like (16 clients)
 # through Switchyard, one cutover in the middle of each run, on a throwaway replicated pair.
 # Prints each cutover's duration, how long the proxy was paused, and the max and p99 pause the
-# held sessions saw (from the cutover's own report), with and without reverse replication (the
-# rollback window's setup happens inside the pause).
+# held sessions saw (from the cutover's own report), with and without the rollback window's
+# reverse replication (prepared before the pause; only enabled at the switch point).
 #
 #   bench/cutover.sh [BUILD_DIR]      (default build/; run scripts/test.sh or build first)
 #
@@ -80,7 +80,8 @@ print('   steps: ' + ' '.join('%s=%d' % (s['step'], s['ms']) for s in o.get('ste
     "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$BLUE_PORT" -U postgres -d shop \
         -c "alter role $APP_USER login" >/dev/null
     "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$BLUE_PORT" -U postgres -d shop \
-        -c "drop subscription if exists switchyard_reverse" >/dev/null 2>&1 || true
+        -c "drop subscription if exists switchyard_reverse" -c "checkpoint" \
+        -c "select pg_replication_slot_advance('sy_sub', pg_current_wal_flush_lsn())" >/dev/null 2>&1 || true
     "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$GREEN_PORT" -U postgres -d shop \
         -c "drop publication if exists switchyard_reverse" -c "alter subscription sy_sub enable" >/dev/null 2>&1 || true
     sleep 2
@@ -89,3 +90,5 @@ print('   steps: ' + ' '.join('%s=%d' % (s['step'], s['ms']) for s in o.get('ste
 echo "cutover pause, 16 clients, $(nproc) cores; blue and green on this machine"
 run "pgbench -S, reverse_replication=off" "-S" off
 run "TPC-B, reverse_replication=off" "" off
+run "pgbench -S, reverse_replication=auto" "-S" auto
+run "TPC-B, reverse_replication=auto" "" auto

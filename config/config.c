@@ -552,6 +552,27 @@ static int cfg_set_max_client_conn(struct cfg_parser *p, const char *v)
     return 0;
 }
 
+static int cfg_set_server_pool_size(struct cfg_parser *p, const char *v)
+{
+    char show[CFG_SHOW_MAX];
+    size_t n = strlen(v);
+    uint64_t conns;
+    cfg_show(v, n, show);
+    if (strspn(v, "0123456789") != n || n == 0)
+        return cfg_fail(p, "server_pool_size '%s' is not a whole number; write it like 32 "
+                        "(0 turns server connection reuse off)", show);
+    if (cfg_parse_uint(v, n, CFG_CLIENT_CONN_MAX, &conns) != 0)
+        return cfg_fail(p, "server_pool_size %s is out of range; use 0 to %d", show,
+                        CFG_CLIENT_CONN_MAX);
+    p->cfg->server_pool_size = (uint32_t)conns;
+    return 0;
+}
+
+static int cfg_set_server_idle_timeout(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_duration(p, v, 0, &p->cfg->server_idle_timeout_ms);
+}
+
 static int cfg_set_client_login_timeout(struct cfg_parser *p, const char *v)
 {
     return cfg_value_duration(p, v, 0, &p->cfg->client_login_timeout_ms);
@@ -810,9 +831,9 @@ static int cfg_set_reverse_replication(struct cfg_parser *p, const char *v)
 
 static int cfg_set_unmovable_sessions(struct cfg_parser *p, const char *v)
 {
-    static const char *const w[] = {"abort", "close"};
+    static const char *const w[] = {"abort", "close", "wait"};
     int i;
-    if (cfg_choice(p, v, w, 2, "abort or close", &i) != 0)
+    if (cfg_choice(p, v, w, 3, "abort, close or wait", &i) != 0)
         return -1;
     p->cfg->unmovable_sessions = (enum sy_unmovable)i;
     return 0;
@@ -864,6 +885,8 @@ static const struct cfg_key cfg_switchyard_keys[] = {
     {"client_login_timeout", cfg_set_client_login_timeout, 0},
     {"server_connect_timeout", cfg_set_server_connect_timeout, 0},
     {"shutdown_grace", cfg_set_shutdown_grace, 0},
+    {"server_pool_size", cfg_set_server_pool_size, 0},
+    {"server_idle_timeout", cfg_set_server_idle_timeout, 0},
     {"auth_type", cfg_set_auth_type, 0},
     {"auth_file", cfg_set_auth_file, 0},
     {"auth_query", cfg_set_auth_query, 0},
@@ -1185,6 +1208,8 @@ void sy_config_defaults(struct sy_config *cfg)
     cfg->client_login_timeout_ms = 15000;
     cfg->server_connect_timeout_ms = 5000;
     cfg->shutdown_grace_ms = 30000;
+    cfg->server_pool_size = 32;
+    cfg->server_idle_timeout_ms = 60000;
     cfg->auth_type = SY_AUTH_SCRAM;
     snprintf(cfg->auth_query, sizeof cfg->auth_query, "%s",
              "SELECT rolname, CASE WHEN rolvaliduntil < pg_catalog.now() THEN NULL "

@@ -89,6 +89,7 @@ enum sy_reverse_repl {
 enum sy_unmovable {
     SY_UNMOVABLE_ABORT = 0, /* abort the cutover, naming the sessions */
     SY_UNMOVABLE_CLOSE = 1, /* close only those sessions, with a clear error */
+    SY_UNMOVABLE_WAIT = 2,  /* the drain waits until they let go of it (up to its timeout) */
 };
 
 /* What happens when the rollback window expires. */
@@ -113,6 +114,8 @@ struct sy_config {
     uint64_t client_login_timeout_ms;   /* client_login_timeout = 15s */
     uint64_t server_connect_timeout_ms; /* server_connect_timeout = 5s */
     uint64_t shutdown_grace_ms;         /* shutdown_grace = 30s */
+    uint32_t server_pool_size;          /* server_pool_size = 32: idle server connections kept */
+    uint64_t server_idle_timeout_ms;    /* server_idle_timeout = 60s: how long one is kept */
     struct sy_server_config server[2];  /* [blue] and [green], indexed by enum sy_side */
     /* Client authentication (docs/auth.md). */
     enum sy_auth_type auth_type;        /* auth_type = scram-sha-256 */

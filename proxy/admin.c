@@ -125,6 +125,10 @@ static struct json_object *side_json(struct sy_proxy *p, enum sy_side s)
     add_str(o, "role", p->active == s ? "active" : "standby");
     add_str(o, "health", st->healthy < 0 ? "unknown" : st->healthy ? "up" : "down");
     add_int(o, "server_connections", st->server_conns);
+    int64_t kept = 0;
+    for (const struct sy_pooled *e = p->pool; e; e = e->next)
+        kept += e->side == s;
+    add_int(o, "server_connections_kept", kept);
     if (st->last_error[0])
         add_str(o, "last_error", st->last_error);
     return o;
@@ -166,6 +170,8 @@ static struct json_object *cmd_status(struct sy_proxy *p, struct admin_conn *a, 
     add_int(t, "protocol_errors", (int64_t)p->protocol_errors);
     add_int(t, "refused_sessions", (int64_t)p->refused_sessions);
     add_int(t, "auth_failures", (int64_t)p->auth_failures);
+    add_int(t, "server_connections_kept", (int64_t)p->servers_parked);
+    add_int(t, "server_connections_reused", (int64_t)p->servers_reused);
     json_object_object_add(o, "totals", t);
     sy_switch_status(p, o);
     return o;

@@ -216,6 +216,8 @@ static void reload(void)
     memcpy(proxy.server_addr, addr, sizeof(addr));
     free(cfg);
     sy_log_set_level(proxy.cfg.log_level);
+    /* Kept server connections were made under the old settings (addresses, TLS, users). */
+    sy_pool_flush(&proxy, -1, "config reloaded");
     sy_info("config reloaded from %s", proxy.cfg.path);
 }
 
@@ -240,6 +242,7 @@ static void finish(void)
     runtime_install(&none);
     sy_auth_query_stop();
     sy_switch_stop(&proxy);
+    sy_pool_stop(&proxy);
     sy_info("stopped");
 }
 
@@ -272,6 +275,7 @@ static void begin_shutdown(int signum)
     }
     proxy.shutting_down = 1;
     shutdown_started_ms = uv_now(proxy.loop);
+    sy_pool_flush(&proxy, -1, "shutting down");
     sy_proxy_resume(&proxy, "shutting down"); /* held sessions finish their work */
     sy_info("%s: no longer accepting clients; waiting up to %llu ms for %u sessions to end",
             signum == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)proxy.cfg.shutdown_grace_ms,
@@ -339,7 +343,8 @@ int main(int argc, char **argv)
     }
     if (sy_proxy_listen(&proxy) != 0 || sy_admin_start(&proxy) != 0)
         return 1;
-    if (sy_auth_query_start(&proxy, pg_auth_query_done) != 0 || sy_switch_start(&proxy) != 0)
+    if (sy_auth_query_start(&proxy, pg_auth_query_done) != 0 || sy_switch_start(&proxy) != 0 ||
+        sy_pool_start(&proxy) != 0)
         return 1;
     uv_signal_init(proxy.loop, &sig_term);
     uv_signal_init(proxy.loop, &sig_int);

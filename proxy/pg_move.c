@@ -586,6 +586,15 @@ static int state_read(struct sy_session *sess, struct pg_move *mv)
         move_failed(sess, "the session's state could not be read%s", NULL);
         return -1;
     }
+    if (mv->unmovable[0]) {
+        /* Nothing is replayed for a session that cannot move: the standby stays as it logged
+         * in, so the state can be read again later (unmovable_sessions = wait). */
+        free(q.p);
+        free(parse.p);
+        mv->step = MV_WARM;
+        sy_switch_move_prepared(sess, mv->unmovable);
+        return 0;
+    }
     mv->parse_msgs = parse.p;
     mv->parse_len = parse.len;
     mv->step = rc == 1 ? MV_TYPES : MV_REPLAY;

@@ -286,7 +286,8 @@ static void note_client_message(struct sy_session *sess, struct pg_sess *ps, uin
         sess->tx = SY_TX_ACTIVE;
 }
 
-/* What the relay does at each message start; a negative return is a protocol error. */
+/* What the relay does at each message start: 0 goes on, 1 stops the relay before this message
+ * (it stays unforwarded), a negative return is a protocol error. */
 typedef int (*relay_msg_fn)(struct sy_session *sess, struct pg_sess *ps,
                             const struct pg_scan_item *item, uint8_t *msg, size_t len);
 
@@ -304,8 +305,11 @@ static int relay_scan(struct sy_session *sess, struct sy_conn *c, struct pg_scan
         int rc = pg_scan_next(scan, c->buf + pos, c->len - pos, &item, NULL);
         if (rc == PG_NEED_MORE)
             break;
-        if (rc > 0 && item.start && fn(sess, pg(sess), &item, c->buf + pos, (size_t)rc) < 0)
+        int f = rc > 0 && item.start ? fn(sess, pg(sess), &item, c->buf + pos, (size_t)rc) : 0;
+        if (f < 0)
             rc = PG_E_MALFORMED;
+        if (f == 1)
+            break; /* fn keeps this message and what follows from being forwarded */
         if (rc < 0) {
             uint8_t bad = c->buf[pos];
             c->ready = pos;
@@ -323,7 +327,8 @@ static int on_client_message(struct sy_session *sess, struct pg_sess *ps,
                              const struct pg_scan_item *item, uint8_t *msg, size_t len)
 {
     note_client_message(sess, ps, item->type);
-    return 0;
+    /* Terminate stops the relay: it is not forwarded (the connection may be kept). */
+    return item->type == PG_FE_TERMINATE ? 1 : 0;
 }
 
 static int pg_client_data(struct sy_session *sess)
@@ -354,8 +359,8 @@ static int pg_client_data(struct sy_session *sess)
             sy_conn_pause(c);
         return 0;
     }
-    if (sess->proxy->paused && c->len > c->ready && sess->tx == SY_TX_IDLE && !ps->in_copy &&
-        pg_scan_at_boundary(&ps->fe)) {
+    if (sess->proxy->paused && !sess->pause_exempt && c->len > c->ready &&
+        sess->tx == SY_TX_IDLE && !ps->in_copy && pg_scan_at_boundary(&ps->fe)) {
         /* The start of a new transaction: it waits here until the pause ends. */
         sy_session_hold(sess);
         return 0;
@@ -363,6 +368,11 @@ static int pg_client_data(struct sy_session *sess)
     if (relay_scan(sess, c, &ps->fe, on_client_message) != 0)
         return -1;
     if (ps->terminating) {
+        /* The server connection may serve another client (pool.c); if not, the server hears
+         * the Terminate the relay held back. */
+        static const uint8_t terminate[5] = {PG_FE_TERMINATE, 0, 0, 0, 4};
+        if (!sy_session_park(sess) && sess->server)
+            sy_conn_send(sess->server, terminate, sizeof(terminate));
         sy_session_close(sess, "client sent Terminate");
         return -1;
     }
@@ -469,6 +479,8 @@ static int pg_server_data(struct sy_session *sess, struct sy_conn *c)
     struct pg_sess *ps = pg(sess);
     if (c != sess->server)
         return pg_move_standby_data(sess);
+    if (ps->stage == PG_STAGE_SERVER_LOGIN && ps->sl.step == PG_SL_REUSE)
+        return pg_pool_server_data(sess);
     if (ps->stage == PG_STAGE_SERVER_LOGIN)
         return pg_auth_server_data(sess, &ps->sl);
     if (ps->stage != PG_STAGE_RELAY)
@@ -504,6 +516,7 @@ static void pg_session_free(struct sy_session *sess)
     pg_move_drop(sess);
     pg_auth_free(ps);
     free(ps->startup);
+    free(ps->reuse_greeting);
 }
 
 const struct sy_protocol_ops sy_pg_ops = {
@@ -521,6 +534,9 @@ const struct sy_protocol_ops sy_pg_ops = {
     .move_prepare = pg_move_prepare,
     .move_commit = pg_move_commit,
     .standby_drop = pg_move_drop,
+    .server_park = pg_pool_park,
+    .pool_key = pg_pool_key,
+    .server_reused = pg_pool_reused,
 };
 
 /* ---- cancel ---- */

@@ -37,6 +37,7 @@ enum pg_server_login_step {
     PG_SL_TLS = 3,        /* TLS handshake with the server */
     PG_SL_AUTH = 4,       /* StartupMessage sent, answering the server's requests */
     PG_SL_DONE = 5,       /* AuthenticationOk received */
+    PG_SL_REUSE = 6,      /* a kept connection: reading its reset's answer (pg_pool.c) */
 };
 
 /* What the two SCRAM exchanges need while a login is in progress; freed (wiped) once the
@@ -108,6 +109,11 @@ struct pg_sess {
     struct pg_login *login; /* exchange scratch, only while logging in */
 
     struct pg_move *move;   /* NULL unless a switch is preparing this session's move */
+
+    /* A kept server connection being taken over (pg_pool.c): the greeting to replay. */
+    uint8_t *reuse_greeting;
+    size_t reuse_len, reuse_cap;
+    int reuse_reset_ok;     /* CommandComplete "DISCARD ALL" seen */
 };
 
 static inline struct pg_sess *pg_sess_of(struct sy_session *sess) { return sess->proto_state; }
@@ -151,6 +157,14 @@ int pg_move_commit(struct sy_session *sess);
 void pg_move_drop(struct sy_session *sess);
 /* Records a ParameterStatus value (name and value copied) in a "name\0value\0" list. */
 void pg_params_store(char **params, size_t *n, const char *name, const char *value);
+
+/* pg_pool.c: server connection reuse (the ops of pool.c) */
+int pg_pool_park(struct sy_session *sess, uint8_t **key, size_t *key_len, uint8_t **blob,
+                 size_t *blob_len);
+int pg_pool_key(struct sy_session *sess, const uint8_t **key, size_t *key_len);
+int pg_pool_reused(struct sy_session *sess, const uint8_t *blob, size_t blob_len);
+/* Bytes on a kept server connection while its reset's answer is read. */
+int pg_pool_server_data(struct sy_session *sess);
 
 /* pg_session.c */
 /* Login is complete: relay from here on (called when the server sent AuthenticationOk). */

@@ -93,6 +93,32 @@ struct sy_protocol_ops {
     int (*move_commit)(struct sy_session *sess);
     /* Closes the standby connection and forgets its state (an abort). */
     void (*standby_drop)(struct sy_session *sess);
+
+    /* ---- server connection reuse (pool.c; optional) ---- */
+    /* The client is leaving cleanly and sess->server is idle: start its reset and describe it:
+     * *key (who may reuse it) and *blob (what to replay to the next client), both malloc'd.
+     * Returns 0, or -1 when the connection is not fit for reuse (nothing was sent). */
+    int (*server_park)(struct sy_session *sess, uint8_t **key, size_t *key_len, uint8_t **blob,
+                       size_t *blob_len);
+    /* The reuse key of a session about to log into a server (pointing into its state).
+     * Returns 0, or -1 when it may not reuse a connection. */
+    int (*pool_key)(struct sy_session *sess, const uint8_t **key, size_t *key_len);
+    /* sess->server is a kept connection (sess->server_reused): check the reset's answer, then
+     * greet the client from blob; sy_session_server_reuse_failed if the answer is wrong.
+     * Returns 0, or -1 when the session was closed. */
+    int (*server_reused)(struct sy_session *sess, const uint8_t *blob, size_t blob_len);
+};
+
+/* An idle server connection kept for reuse (pool.c). */
+struct sy_pooled {
+    struct sy_pooled *next;
+    struct sy_conn *conn; /* detached: conn->sess is NULL and it is not read */
+    enum sy_side side;
+    uint64_t parked_ms;   /* uv_now when it was kept */
+    uint8_t *blob;        /* the protocol's record (its greeting) */
+    size_t blob_len;
+    size_t key_len;
+    uint8_t key[];        /* the protocol's reuse key */
 };
 
 struct sy_session {
@@ -116,6 +142,10 @@ struct sy_session {
     uint8_t standby_counted; /* standby counted in proxy->side[standby_side].server_conns */
     uint8_t move_state;     /* the switch driver's per-session state (switch.c) */
     uint8_t unmovable;      /* holds state that cannot move (temporary tables, ...) */
+    uint8_t server_reused;  /* the server connection came from the pool; its reset is unchecked */
+    uint8_t pause_exempt;   /* runs on through a pause (a switch waits for it to let go of
+                               state that cannot move) */
+    uint64_t unmovable_at_queries; /* its query count when that state was last seen (0: never) */
     uint32_t server_pid;    /* the server backend's process id (0 unknown) */
     uint64_t held_at_ms;    /* uv_now when the session was held */
     const char *timeout_code;    /* what the session fails with when the timer fires */
@@ -158,6 +188,12 @@ struct sy_proxy {
     uint32_t *pause_ms;
     uint32_t npause, pause_cap;
     struct sy_switch *sw;     /* the cutover / rollback driver (switch.c) */
+    /* Idle server connections kept for reuse (pool.c), newest first. */
+    struct sy_pooled *pool;
+    uint32_t npooled;
+    uv_timer_t pool_timer;
+    uint8_t pool_timer_open;
+    uint64_t servers_parked, servers_reused;
     /* Totals since start. */
     uint64_t total_sessions;
     uint64_t total_queries;
@@ -183,10 +219,18 @@ void sy_proxy_stop_listening(struct sy_proxy *p);
 int sy_proxy_resolve_servers(struct sy_proxy *p, const struct sy_config *cfg,
                              struct sockaddr_storage out[2]);
 
-/* Opens the server connection to the active side (sess->side is set to it); calls
- * ops->server_connected when open, or fails the session with a connection error. Returns 0, or
- * -1 when it could not start. */
+/* Gets the session a server connection to the active side (sess->side is set to it): a kept
+ * one with the same key when the pool has it (ops->server_reused follows), else a new one
+ * (sy_session_connect_fresh). Returns 0, or -1 when the session was closed. */
 int sy_session_connect_server(struct sy_session *sess);
+/* Opens a new server connection to sess->side; calls ops->server_connected when open, or fails
+ * the session with a connection error. Returns 0, or -1 when it could not start. */
+int sy_session_connect_fresh(struct sy_session *sess);
+/* Whether nothing more has arrived on conn's socket (no bytes waiting, no end of file): a kept
+ * connection about to be handed over must be quiet after its reset's answer. */
+int sy_conn_quiet(struct sy_conn *c);
+/* Closes a handle-owning connection (its close callback frees a server connection). */
+void sy_conn_close(struct sy_conn *c);
 /* Opens sess->standby to side; calls ops->server_connected(sess, standby) when open, or
  * ops->standby_failed. Returns 0, or -1 (standby_failed was not called). */
 int sy_session_connect_standby(struct sy_session *sess, enum sy_side side);
@@ -236,6 +280,8 @@ void sy_session_log(struct sy_session *sess, enum sy_log_level level, const char
 /* Holds a session at a transaction boundary while the proxy is paused: its client is not read
  * (its next request waits in the socket or the buffer). */
 void sy_session_hold(struct sy_session *sess);
+/* Lets one held session run on although the proxy is paused (pause_exempt set). */
+void sy_session_release(struct sy_session *sess);
 /* Pauses the proxy: sessions are held as they reach a transaction boundary, new clients wait
  * before login. timeout_ms > 0 resumes by itself after that long. */
 void sy_proxy_pause(struct sy_proxy *p, uint64_t timeout_ms);
@@ -244,6 +290,24 @@ void sy_proxy_resume(struct sy_proxy *p, const char *why);
 
 /* Counts of sessions by admin state. */
 const char *sy_session_state_name(const struct sy_session *sess);
+
+/* ---- pool.c: server connection reuse ---- */
+int sy_pool_start(struct sy_proxy *p);
+void sy_pool_stop(struct sy_proxy *p);
+/* Closes the kept connections to side (-1: both). */
+void sy_pool_flush(struct sy_proxy *p, int side, const char *why);
+/* Keeps sess's server connection for another client when it can serve one (ops->server_park
+ * resets it). Returns 1 when it was kept (it is no longer sess->server), 0 otherwise. */
+int sy_session_park(struct sy_session *sess);
+/* The client left cleanly: keep the server connection for reuse when it can be, then close. */
+void sy_session_client_gone(struct sy_session *sess, const char *reason);
+/* Takes a kept connection matching sess (side and key) and makes it sess->server (reading,
+ * server_reused set). Returns the pool record (free with sy_pool_entry_free), or NULL. */
+struct sy_pooled *sy_pool_take(struct sy_session *sess);
+void sy_pool_entry_free(struct sy_pooled *e);
+/* A kept connection failed its check: it is closed and a new one opened. Returns 0, or -1 when
+ * the session was closed. */
+int sy_session_server_reuse_failed(struct sy_session *sess, const char *why);
 
 /* ---- pg_session.c ---- */
 extern const struct sy_protocol_ops sy_pg_ops;

@@ -114,6 +114,20 @@ static void conn_close(struct sy_conn *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
+void sy_conn_close(struct sy_conn *c) { conn_close(c); }
+
+int sy_conn_quiet(struct sy_conn *c)
+{
+    uv_os_fd_t fd;
+    uint8_t b;
+    if (!c->open || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+        return 0;
+    if (c->tls && sy_tls_has_buffered(c->tls))
+        return 0;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 static void on_client_shutdown(uv_shutdown_t *req, int status)
 {
     struct sy_session *sess = req->data;
@@ -376,7 +390,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *unused)
     }
     if (nread == 0)
         return;
-    if (sess->standby == c) {
+    if (sess->standby == c || (c == sess->server && sess->server_reused)) {
         sy_conn_failed(c, nread == UV_EOF ? "server closed the connection" : "server read error");
         return;
     }
@@ -387,9 +401,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *unused)
                                                     : "client message does not fit the buffer");
         return;
     }
-    if (nread == UV_EOF)
-        sy_session_close(sess, c->is_server ? "server closed the connection"
-                                            : "client closed the connection");
+    if (nread == UV_EOF && !c->is_server)
+        sy_session_client_gone(sess, "client closed the connection");
+    else if (nread == UV_EOF)
+        sy_session_close(sess, "server closed the connection");
     else {
         char why[128];
         snprintf(why, sizeof(why), "%s read error: %s", c->is_server ? "server" : "client",
@@ -679,6 +694,19 @@ int sy_session_connect_server(struct sy_session *sess)
 {
     struct sy_proxy *p = sess->proxy;
     sess->side = p->active;
+    struct sy_pooled *e = sy_pool_take(sess);
+    if (!e)
+        return sy_session_connect_fresh(sess);
+    sy_session_log(sess, SY_LOG_DEBUG, "reusing a kept server connection to %s",
+                   sy_side_name(sess->side));
+    int rc = p->ops->server_reused(sess, e->blob, e->blob_len);
+    sy_pool_entry_free(e);
+    return rc;
+}
+
+int sy_session_connect_fresh(struct sy_session *sess)
+{
+    struct sy_proxy *p = sess->proxy;
     sess->server = server_conn_new(sess);
     if (!sess->server) {
         sy_session_fail(sess, "53200", "switchyard is out of memory");
@@ -707,6 +735,10 @@ void sy_conn_failed(struct sy_conn *c, const char *reason)
     struct sy_session *sess = c->sess;
     if (!sess || sess->phase == SY_PHASE_CLOSING)
         return;
+    if (c == sess->server && sess->server_reused) {
+        sy_session_server_reuse_failed(sess, reason);
+        return;
+    }
     if (sess->standby == c) {
         sy_session_log(sess, SY_LOG_INFO, "standby connection to %s: %s",
                        sy_side_name(sess->standby_side), reason);
@@ -901,6 +933,16 @@ void sy_session_hold(struct sy_session *sess)
     sy_conn_pause(&sess->client);
     if (sess->phase == SY_PHASE_LOGIN)
         sy_session_clear_timeout(sess); /* a pause is not the client's delay */
+}
+
+void sy_session_release(struct sy_session *sess)
+{
+    sess->pause_exempt = 1;
+    if (!sess->held)
+        return;
+    sess->held = 0;
+    sy_conn_resume(&sess->client);
+    sy_conn_pump(&sess->client);
 }
 
 /* Records how long a released session waited (for the cutover report). */

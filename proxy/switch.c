@@ -36,6 +36,7 @@ enum job_kind {
     J_SWITCH = 7,    /* reverse replication (cutover) or its teardown (rollback) */
     J_COMMIT = 8,    /* close the rollback window: drop the reverse replication */
     J_REVERSE_DROP = 9, /* an aborted cutover: drop the reverse replication it prepared */
+    J_REVERSE_CLEANUP = 10, /* after a rollback's switch: drop the stopped reverse replication */
 };
 
 /* Everything a control connection needs, copied from the config when a job is queued. */
@@ -316,10 +317,11 @@ static void job_switch(struct sy_switch *sw, struct job *j)
         return;
     }
     if (j->rollback) {
-        /* Back to the original side: its reverse subscription goes, forward replication
-         * resumes from here (everything the original side wrote since was green's). */
-        j->ok = sy_pgctl_reverse_teardown(to, from, REVERSE_NAME, &j->forward, j->err,
-                                          sizeof(j->err)) == 0;
+        /* Back to the original side: its reverse subscription stops, forward replication
+         * resumes from here (everything the original side wrote since was green's). The drops
+         * follow after the switch (J_REVERSE_CLEANUP). */
+        j->ok = sy_pgctl_reverse_stop(to, from, REVERSE_NAME, &j->forward, j->err,
+                                      sizeof(j->err)) == 0;
         return;
     }
     if (j->reverse == SY_REVERSE_AUTO) {
@@ -375,7 +377,8 @@ static void job_run(struct sy_switch *sw, struct job *j)
     }
     case J_SWITCH: job_switch(sw, j); break;
     case J_COMMIT:
-    case J_REVERSE_DROP: {
+    case J_REVERSE_DROP:
+    case J_REVERSE_CLEANUP: {
         PGconn *a = ctl_conn(sw, j, j->from, j->err, sizeof(j->err));
         PGconn *b = a ? ctl_conn(sw, j, j->to, j->err, sizeof(j->err)) : NULL;
         j->ok = b && sy_pgctl_reverse_teardown(a, b, REVERSE_NAME, NULL, j->err,
@@ -785,6 +788,32 @@ static void start_warm(struct sy_switch *sw)
         progress(sw, "opening a connection to the new side for every session");
 }
 
+/*
+ * unmovable_sessions = wait: the drain reads each idle session's state itself (the fence step
+ * does it otherwise) and counts a session drained only once its state was read and can move. A
+ * session holding state that cannot move is let run on through the pause, and read again after
+ * it ran another query; the drain's timeout bounds the wait.
+ */
+static int drained_wait(struct sy_switch *sw, struct sy_session *s)
+{
+    if (s->move_state == MS_PREPARED)
+        return 1;
+    if (s->move_state != MS_WARM)
+        return 0;
+    if (s->unmovable_at_queries && s->queries == s->unmovable_at_queries)
+        return 0; /* it has not run anything since */
+    if (sw->p->ops->move_prepare(s) != 0) {
+        if (!sw->session_error[0])
+            snprintf(sw->session_error, sizeof(sw->session_error),
+                     "session %llu (user %s): its state could not be read",
+                     (unsigned long long)s->id, s->user);
+        return 0;
+    }
+    s->move_state = MS_PREPARING;
+    sw->preparing++;
+    return 0;
+}
+
 /* Whether every session is at a point where it can move (or needs no move). */
 static int drained(struct sy_switch *sw)
 {
@@ -804,6 +833,11 @@ static int drained(struct sy_switch *sw)
         }
         if (s->move_state == MS_NONE)
             open_standby(sw, s); /* logged in after WARM */
+        if (sw->p->cfg.unmovable_sessions == SY_UNMOVABLE_WAIT) {
+            if (!drained_wait(sw, s))
+                all = 0;
+            continue;
+        }
         if (s->move_state != MS_WARM)
             all = 0;
     }
@@ -818,6 +852,12 @@ static void force_stragglers(struct sy_switch *sw)
             sw->sessions_forced++;
             sy_session_fail(s, "57P01", "switchyard ended this session: its transaction was "
                             "still open when the cutover's drain timed out (--force)");
+        } else if (s->phase == SY_PHASE_READY && s->side == sw->from && s->unmovable_at_queries &&
+                   s->move_state == MS_WARM) {
+            sw->sessions_forced++;
+            sy_session_fail(s, "57P01", "switchyard ended this session: it still held state that "
+                            "cannot move (temporary tables, advisory locks or WITH HOLD cursors) "
+                            "when the cutover's drain timed out (--force)");
         }
     }
 }
@@ -878,6 +918,8 @@ static void switch_sessions(struct sy_switch *sw)
     p->active = sw->to;
     for (struct sy_session *s = p->sessions, *next; s; s = next) {
         next = s->next;
+        s->pause_exempt = 0;
+        s->unmovable_at_queries = 0;
         if (s->move_state != MS_PREPARED)
             continue;
         s->move_state = MS_NONE;
@@ -909,6 +951,8 @@ static void restore(struct sy_switch *sw)
             p->ops->standby_drop(s);
         s->move_state = MS_NONE;
         s->unmovable = 0;
+        s->pause_exempt = 0;
+        s->unmovable_at_queries = 0;
     }
     sw->warming = sw->preparing = 0;
     if (p->paused) {
@@ -1088,7 +1132,16 @@ static void on_tick(uv_timer_t *t)
         return;
     uint64_t now = uv_now(p->loop);
     if (sw->co.step == SY_CO_DRAIN && drained(sw)) {
+        sw->unmovable_report[0] = 0; /* whatever it waited for was let go */
         step_done(sw, SY_CO_DRAIN, 1, NULL);
+        return;
+    }
+    if (sw->co.step == SY_CO_DRAIN && sw->unmovable_report[0] && !sw->co.opt.force &&
+        sy_cutover_remaining(&sw->co, now) == 0) {
+        char why[520];
+        snprintf(why, sizeof(why), "timed out %s (unmovable_sessions = wait); end that state, "
+                 "or use --force to close those sessions", sw->unmovable_report);
+        step_done(sw, SY_CO_DRAIN, 0, why);
         return;
     }
     if (sw->co.step == SY_CO_WARM && sw->session_error[0] && !sw->job_out) {
@@ -1194,6 +1247,15 @@ static void step_job_done(struct sy_switch *sw, struct job *j)
             return;
         }
         sw->reverse_prepared = 0; /* it is the rollback window's reverse replication now */
+        if (sw->co.opt.rollback && j->reverse == SY_REVERSE_AUTO &&
+            j->repl.mode == SY_REPL_LOGICAL) {
+            struct job *c = job_new(sw, J_REVERSE_CLEANUP);
+            if (c) {
+                c->from = sw->to; /* the side holding the reverse subscription */
+                c->to = sw->from;
+                job_submit(sw, c);
+            }
+        }
         switch_sessions(sw);
         return;
     case J_REVERSE_DROP:
@@ -1229,10 +1291,13 @@ static void on_async(uv_async_t *h)
         if (j->kind == J_PROBE) {
             sw->probe_queued = 0;
             apply_probe(sw, j);
-        } else if (j->kind == J_COMMIT) {
-            /* handled by the commit command's caller: nothing streams it */
+        } else if (j->kind == J_COMMIT || j->kind == J_REVERSE_CLEANUP) {
+            /* after the fact: nothing streams it */
             if (!j->ok)
-                sy_error("commit: %s", j->err);
+                sy_error("%s: the reverse replication %s could not be removed: %s; run DROP "
+                         "SUBSCRIPTION %s on %s and DROP PUBLICATION %s on %s",
+                         j->kind == J_COMMIT ? "commit" : "rollback", REVERSE_NAME, j->err,
+                         REVERSE_NAME, sy_side_name(j->from), REVERSE_NAME, sy_side_name(j->to));
         } else if (sw->running) {
             step_job_done(sw, j);
         }
@@ -1288,8 +1353,21 @@ void sy_switch_move_prepared(struct sy_session *sess, const char *unmovable)
     struct sy_switch *sw = running_sw(sess);
     if (!sw || sess->move_state != MS_PREPARING)
         return;
-    sess->move_state = MS_PREPARED;
     sw->preparing--;
+    if (unmovable && sw->co.step == SY_CO_DRAIN &&
+        sw->p->cfg.unmovable_sessions == SY_UNMOVABLE_WAIT) {
+        /* Nothing was replayed: the standby is still warm. Let the session run on until it
+         * lets go (it is read again after its next query). */
+        sess->move_state = MS_WARM;
+        sess->unmovable_at_queries = sess->queries ? sess->queries : 1;
+        snprintf(sw->unmovable_report, sizeof(sw->unmovable_report),
+                 "waiting for session %llu (user %s), which holds %s", (unsigned long long)sess->id,
+                 sess->user, unmovable);
+        sy_session_release(sess);
+        return;
+    }
+    sess->move_state = MS_PREPARED;
+    sess->pause_exempt = 0;
     if (unmovable) {
         sess->unmovable = 1;
         size_t n = strlen(sw->unmovable_report);
@@ -1383,6 +1461,9 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
         s->move_state = MS_NONE;
         s->unmovable = 0;
     }
+    /* Kept server connections would meet the fence (or the new side's old fence): close them. */
+    if (!opt.dry_run)
+        sy_pool_flush(p, -1, "a switch started");
     sy_info("%s%s from %s to %s started", rollback ? "rollback" : "cutover",
             opt.dry_run ? " (dry run)" : "", sy_side_name(sw->from), sy_side_name(sw->to));
     uv_timer_start(&sw->tick, on_tick, TICK_MS, TICK_MS);
@@ -1432,6 +1513,12 @@ static struct json_object *repl_json(const struct sy_pgctl_repl *r, const char *
     if (r->problem[0])
         json_object_object_add(o, "problem", json_object_new_string(r->problem));
     return o;
+}
+
+int sy_switch_running(struct sy_proxy *p)
+{
+    struct sy_switch *sw = sw_of(p);
+    return sw && sw->running;
 }
 
 void sy_switch_status(struct sy_proxy *p, struct json_object *status)

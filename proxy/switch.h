@@ -28,6 +28,8 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
 struct json_object *sy_switch_cmd_commit(struct sy_proxy *p, int argc, char **argv);
 /* Adds the switch's part to status: per side health, role and lag; the switch and window. */
 void sy_switch_status(struct sy_proxy *p, struct json_object *status);
+/* Whether a cutover or rollback (or its dry run) is under way. */
+int sy_switch_running(struct sy_proxy *p);
 /* The admin connection went away: stop streaming to it (the switch goes on). */
 void sy_switch_forget_admin(struct sy_proxy *p, struct sy_admin_conn *a);
 

@@ -997,21 +997,14 @@ int sy_pgctl_reverse_setup(PGconn *old_active, PGconn *new_active,
     return -1;
 }
 
-int sy_pgctl_reverse_teardown(PGconn *old_active, PGconn *new_active, const char *name,
-                              const struct sy_pgctl_repl *forward, char *err, size_t errlen)
+/* Everything old_active wrote since the fence came from new_active: the forward slot on
+ * old_active skips it, then the forward subscription on new_active is enabled again. */
+static int forward_resume(PGconn *old_active, PGconn *new_active, const char *old_side,
+                          const char *new_side, const struct sy_pgctl_repl *forward, char *err,
+                          size_t errlen)
 {
-    char old_side[128], new_side[128];
-    conn_side(old_active, "the old active server", old_side, sizeof(old_side));
-    conn_side(new_active, "the new active server", new_side, sizeof(new_side));
-    if (exec_ident(old_active, old_side, "drop the reverse subscription",
-                   "DROP SUBSCRIPTION IF EXISTS ", name, "", err, errlen) != 0 ||
-        exec_ident(new_active, new_side, "drop the reverse publication",
-                   "DROP PUBLICATION IF EXISTS ", name, "", err, errlen) != 0)
-        return -1;
-    if (!forward_logical(forward))
-        return 0;
-    /* Everything old_active wrote since the fence came from new_active: skip it. The position
-     * includes asynchronous commits and is flushed, because the advance stops at the flush. */
+    /* The position includes asynchronous commits and is flushed, because the advance stops at
+     * the flush. */
     sy_lsn to;
     char lsn[32];
     if (wal_end(old_active, old_side, 1, &to, err, errlen) != 0)
@@ -1025,4 +1018,35 @@ int sy_pgctl_reverse_teardown(PGconn *old_active, PGconn *new_active, const char
         return -1;
     return exec_ident(new_active, new_side, "enable the forward subscription",
                       "ALTER SUBSCRIPTION ", forward->subscription, " ENABLE", err, errlen);
+}
+
+int sy_pgctl_reverse_stop(PGconn *old_active, PGconn *new_active, const char *name,
+                          const struct sy_pgctl_repl *forward, char *err, size_t errlen)
+{
+    char old_side[128], new_side[128];
+    conn_side(old_active, "the old active server", old_side, sizeof(old_side));
+    conn_side(new_active, "the new active server", new_side, sizeof(new_side));
+    if (exec_ident(old_active, old_side, "disable the reverse subscription", "ALTER SUBSCRIPTION ",
+                   name, " DISABLE", err, errlen) != 0 ||
+        wait_worker_gone(old_active, old_side, name, err, errlen) != 0)
+        return -1;
+    return forward_logical(forward)
+               ? forward_resume(old_active, new_active, old_side, new_side, forward, err, errlen)
+               : 0;
+}
+
+int sy_pgctl_reverse_teardown(PGconn *old_active, PGconn *new_active, const char *name,
+                              const struct sy_pgctl_repl *forward, char *err, size_t errlen)
+{
+    char old_side[128], new_side[128];
+    conn_side(old_active, "the old active server", old_side, sizeof(old_side));
+    conn_side(new_active, "the new active server", new_side, sizeof(new_side));
+    if (exec_ident(old_active, old_side, "drop the reverse subscription",
+                   "DROP SUBSCRIPTION IF EXISTS ", name, "", err, errlen) != 0 ||
+        exec_ident(new_active, new_side, "drop the reverse publication",
+                   "DROP PUBLICATION IF EXISTS ", name, "", err, errlen) != 0)
+        return -1;
+    return forward_logical(forward)
+               ? forward_resume(old_active, new_active, old_side, new_side, forward, err, errlen)
+               : 0;
 }

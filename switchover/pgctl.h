@@ -191,4 +191,14 @@ int sy_pgctl_reverse_setup(PGconn *old_active, PGconn *new_active,
 int sy_pgctl_reverse_teardown(PGconn *old_active, PGconn *new_active, const char *name,
                               const struct sy_pgctl_repl *forward, char *err, size_t errlen);
 
+/*
+ * The quick half of a rollback's teardown, for the switch point: ALTER SUBSCRIPTION <name>
+ * DISABLE on old_active and its apply worker ended (old_active has caught up), then, with a
+ * forward replication, its slot advanced and its subscription enabled as in
+ * sy_pgctl_reverse_teardown. The drops (which wait on a connection to new_active to remove the
+ * slot there) follow outside the pause with sy_pgctl_reverse_teardown(..., NULL, ...).
+ */
+int sy_pgctl_reverse_stop(PGconn *old_active, PGconn *new_active, const char *name,
+                          const struct sy_pgctl_repl *forward, char *err, size_t errlen);
+
 #endif

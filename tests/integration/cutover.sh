@@ -13,7 +13,10 @@
 #     terminated and reported.
 #  3. a session's SET values, SQL and protocol prepared statements and LISTEN work on green.
 #  4. switchyard restarted after the cutover still routes to green (the state file).
-#  5. state that cannot move: a session holding a temporary table is closed with a clear error
+#  5. unmovable_sessions = wait: a session holding an advisory lock makes the cutover wait and
+#     abort at --timeout (nothing else happens); the rollback waits until the session lets go of
+#     its lock, then moves it like any other.
+#  6. state that cannot move: a session holding a temporary table is closed with a clear error
 #     (unmovable_sessions = close), the others move; --force ends only the session whose
 #     transaction outlived the drain; the rollback window expires (rollback_window_expiry =
 #     commit) and the reverse replication is removed from both servers.
@@ -147,6 +150,38 @@ check "... blue's fence was lifted: $APP_USER logs into blue directly" \
     "$PSQL" -X -Atq "host=127.0.0.1 port=$BLUE_PORT user=$APP_USER dbname=shop" -c "select 1"
 check "... a client through switchyard still works" "$PSQL" -X -Atq "$APP" -c "select 1"
 
+# ---- 5. unmovable_sessions = wait ----
+mkfifo "$W/lock.in"
+"$PSQL" -X -At -q "$APP" <"$W/lock.in" >"$W/lock.out" 2>&1 &
+bg_pids+=($!)
+exec 9>"$W/lock.in"
+ln=0
+ql() { # ql SQL: runs SQL in the session that takes advisory locks, prints its output
+    ln=$((ln + 1))
+    local mark=__L_${ln}__ start
+    start=$(wc -l <"$W/lock.out")
+    printf '%s\n\\echo %s\n' "$1" "$mark" >&9
+    for _ in $(seq 200); do
+        grep -qx "$mark" "$W/lock.out" && break
+        sleep 0.05
+    done
+    tail -n +"$((start + 1))" "$W/lock.out" | sed "/^$mark\$/,\$d"
+}
+set_unmovable() {
+    sed -i "s/^unmovable_sessions = .*/unmovable_sessions = $1/" "$W/sy.ini"
+    kill -HUP "$sy_pid"
+    sleep 0.3
+}
+set_unmovable wait
+ql "select pg_advisory_lock(77);" >/dev/null
+ctl cutover --timeout 1500 >"$W/wait1.out" 2>&1 && rc=0 || rc=$?
+check "unmovable_sessions = wait, a session keeps an advisory lock: cutover aborts at --timeout" \
+    bash -c "[ $rc -ne 0 ] && tail -n1 '$W/wait1.out' | grep -q '\"reason\":\"drain: timed out waiting for session.*advisory'"
+check "... still on blue, the session still works there" \
+    [ "$(active)" = blue -a "$(ql "select inet_server_port();")" = "$BLUE_PORT" ]
+ql "select pg_advisory_unlock_all();" >/dev/null
+set_unmovable close
+
 # ---- 3 (set up before the load): a session with state ----
 mkfifo "$W/sess.in"
 "$PSQL" -X -At -q "$APP" <"$W/sess.in" >"$W/sess.out" 2>&1 &
@@ -216,10 +251,25 @@ exec 8>&-
 for _ in $(seq 100); do grep -q 'cannot move' "$W/tmp.out" && break; sleep 0.05; done
 check "... and its client was told why (SQLSTATE 57P01, 'cannot move')" grep -q 'cannot move' "$W/tmp.out"
 
-sleep 4
-ctl rollback >"$W/back.out" 2>&1 && rc=0 || rc=$?
-check "rollback under load exits 0 with result done" [ "$rc" -eq 0 -a "$(jget "$W/back.out" result)" = done ]
+sleep 3
+# The rollback waits for the session holding an advisory lock to let go of it.
+set_unmovable wait
+ql "select pg_advisory_lock(78);" >/dev/null
+ctl rollback >"$W/back.out" 2>&1 &
+back_pid=$!
+for _ in $(seq 200); do
+    ctl --json status | grep -q '"state":"drain"' && break
+    sleep 0.05
+done
+sleep 0.6
+ql "select pg_advisory_unlock_all();" >/dev/null
+wait "$back_pid" && rc=0 || rc=$?
+check "rollback under load, waiting for a session's advisory lock: exits 0 with result done" [ "$rc" -eq 0 -a "$(jget "$W/back.out" result)" = done ]
 check "... blue is active" [ "$(active)" = blue ]
+check "... the drain waited for the lock (>= 500 ms), the session moved, none closed" \
+    python3 -c "import json,sys; o=json.loads(open('$W/back.out').read().splitlines()[-1]); d=[s['ms'] for s in o['steps'] if s['step']=='drain'][0]; sys.exit(0 if d >= 500 and o['sessions_closed'] == 0 else 1)"
+check "... the session that held the lock is on blue now" [ "$(ql "select inet_server_port();")" = "$BLUE_PORT" ]
+set_unmovable close
 echo "   rollback: $(tail -n1 "$W/back.out")"
 # The second cutover: a short rollback window that commits itself, and a transaction that
 # outlives the drain, ended by --force.

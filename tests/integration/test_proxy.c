@@ -353,6 +353,102 @@ static void test_cancel_with_wrong_key_is_ignored(void **state)
     PQfinish(c);
 }
 
+/* Polls a query on a direct connection until it returns want (up to ~5 s). */
+static int direct_wait_value(PGconn *d, const char *sql, const char *want)
+{
+    for (int i = 0; i < 500; i++) {
+        char *v = query_value(d, sql);
+        int same = strcmp(v, want) == 0;
+        free(v);
+        if (same)
+            return 1;
+        usleep(10000);
+    }
+    return 0;
+}
+
+/*
+ * A client that leaves cleanly hands its server connection to the next client with the same
+ * startup parameters, reset with DISCARD ALL: the next client sees none of the first one's
+ * state, gets its own cancel key, and can cancel. A different startup parameter gets a different
+ * connection; a kept connection whose backend died is replaced without the client noticing.
+ */
+static void test_server_connection_reuse(void **state)
+{
+    PGconn *d = connect_direct();
+    char *default_work_mem = query_value(d, "select current_setting('work_mem')");
+    PGconn *a = connect_proxy();
+    char *pid_a = query_value(a, "select pg_backend_pid()");
+    exec_ok(a, "create temp table sy_scratch(x int)");
+    exec_ok(a, "set work_mem = '7MB'");
+    exec_ok(a, "prepare sy_p as select 1");
+    exec_ok(a, "listen sy_chan");
+    exec_ok(a, "select pg_advisory_lock(4242)");
+    PQfinish(a); /* Terminate: the connection is reset and kept */
+
+    /* The advisory lock is released by the reset before anyone else can get the connection. */
+    assert_true(direct_wait_value(d, "select count(*) from pg_locks where locktype = 'advisory'",
+                                  "0"));
+    PGconn *b = connect_proxy();
+    char *pid_b = query_value(b, "select pg_backend_pid()");
+    assert_string_equal(pid_b, pid_a); /* the same backend, reused */
+    char *v = query_value(b, "select (select count(*) from pg_class where relname = 'sy_scratch')"
+                             " || ',' || current_setting('work_mem')"
+                             " || ',' || (select count(*) from pg_prepared_statements)"
+                             " || ',' || (select count(*) from pg_listening_channels())");
+    char want[128];
+    snprintf(want, sizeof(want), "0,%s,0,0", default_work_mem);
+    assert_string_equal(v, want);
+    free(v);
+    assert_non_null(PQparameterStatus(b, "server_version"));
+    assert_string_equal(PQparameterStatus(b, "client_encoding"), "UTF8");
+    assert_int_not_equal(PQbackendPID(b), atoi(pid_b)); /* the proxy's key, as always */
+    assert_int_equal(PQsendQuery(b, "select pg_sleep(20)"), 1);
+    usleep(200000);
+    PGcancel *cn = PQgetCancel(b);
+    char err[256];
+    assert_int_equal(PQcancel(cn, err, sizeof(err)), 1);
+    PQfreeCancel(cn);
+    PGresult *r = PQgetResult(b);
+    assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "57014");
+    PQclear(r);
+    while ((r = PQgetResult(b)))
+        PQclear(r);
+    PQfinish(b);
+
+    /* Other startup parameters: not that connection. */
+    char ci[512];
+    h_conninfo(ci, sizeof(ci), proxy.port, env.pguser, "application_name=sy_other");
+    PGconn *c = PQconnectdb(ci);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    char *pid_c = query_value(c, "select pg_backend_pid()");
+    assert_string_not_equal(pid_c, pid_a);
+    PQfinish(c);
+
+    /* The kept backend dies while idle: the next client still logs in, on a new backend. */
+    char sql[128];
+    snprintf(sql, sizeof(sql), "select pg_terminate_backend(%s, 5000)", pid_a);
+    free(query_value(d, sql));
+    PGconn *e = connect_proxy();
+    char *pid_e = query_value(e, "select pg_backend_pid()");
+    assert_string_not_equal(pid_e, pid_a);
+    assert_true(h_log_contains(&proxy, "could not be reused"));
+    v = query_value(e, "select 'fine'");
+    assert_string_equal(v, "fine");
+    free(v);
+    char *st = h_ctl(&proxy, "status");
+    assert_non_null(st);
+    assert_true(h_json_int(st, "server_connections_reused") >= 1);
+    free(st);
+    PQfinish(e);
+    PQfinish(d);
+    free(pid_a);
+    free(pid_b);
+    free(pid_c);
+    free(pid_e);
+    free(default_work_mem);
+}
+
 static void test_200_concurrent_sessions(void **state)
 {
     enum { N = 200 };
@@ -555,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_backend_key_is_proxys_own),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_cancel_with_wrong_key_is_ignored),
+        cmocka_unit_test(test_server_connection_reuse),
         cmocka_unit_test(test_200_concurrent_sessions),
         cmocka_unit_test(test_pause_holds_new_transactions),
         cmocka_unit_test(test_pause_resumes_by_itself),
