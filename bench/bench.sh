@@ -696,8 +696,9 @@ report() {
             else
                 printf 'conn/s ratio   pgbouncer/direct %s\n' "$(ratio "$pgb" "$dir")"
             fi
-            echo "(PgBouncer in session mode hands each new client a pooled server connection and keeps it after"
-            echo " the client leaves; direct and Switchyard start a new PostgreSQL backend for every connection.)"
+            echo "(Both proxies hand a new client a kept server connection (PgBouncer's session pool; Switchyard's"
+            echo " server_pool_size, reset with DISCARD ALL) and keep it when the client leaves; direct starts a"
+            echo " new PostgreSQL backend for every connection.)"
             ;;
         tls_c16_simple)
             if [ "$SKIP_SWITCHYARD" != 1 ]; then
