@@ -13,6 +13,7 @@
 
 #include <arpa/inet.h>
 #include <stdarg.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +48,7 @@ enum cfg_side_key {
     CFG_SIDE_KEYS = 7,
 };
 
-#define CFG_KEYS_MAX 48 /* at least the number of keys in the largest section */
+#define CFG_KEYS_MAX 64 /* at least the number of keys in the largest section */
 
 struct cfg_parser {
     const char *name;         /* file name used in messages */
@@ -499,7 +500,7 @@ static int cfg_set_active(struct cfg_parser *p, const char *v)
 {
     static const char *const words[] = {[SY_BLUE] = "blue", [SY_GREEN] = "green"};
     char show[CFG_SHOW_MAX];
-    int i;
+    int i = 0;
     if (cfg_value_word(v, words, 2, &i) != 0)
         return cfg_fail(p, "active must be blue or green, not '%s'", cfg_show(v, strlen(v), show));
     p->cfg->active = (enum sy_side)i;
@@ -513,7 +514,7 @@ static int cfg_set_log_level(struct cfg_parser *p, const char *v)
         [SY_LOG_INFO] = "info", [SY_LOG_DEBUG] = "debug",
     };
     char show[CFG_SHOW_MAX];
-    int i;
+    int i = 0;
     if (cfg_value_word(v, words, 4, &i) != 0)
         return cfg_fail(p, "log_level must be error, warn, info or debug, not '%s'",
                         cfg_show(v, strlen(v), show));
@@ -596,7 +597,7 @@ static const char *const cfg_auth_words[] = {
 static int cfg_auth_word(struct cfg_parser *p, const char *v, enum sy_auth_type *out)
 {
     char show[CFG_SHOW_MAX];
-    int i;
+    int i = 0;
     if (cfg_value_word(v, cfg_auth_words + 1, 5, &i) != 0)
         return cfg_fail(p, "%s must be scram-sha-256, md5, password, trust or cert, not '%s'",
                         p->key, cfg_show(v, strlen(v), show));
@@ -650,7 +651,7 @@ static int cfg_set_auth_cleartext(struct cfg_parser *p, const char *v)
 {
     static const char *const words[] = {"off", "on"};
     char show[CFG_SHOW_MAX];
-    int i;
+    int i = 0;
     if (cfg_value_word(v, words, 2, &i) != 0)
         return cfg_fail(p, "%s must be on or off, not '%s'", p->key,
                         cfg_show(v, strlen(v), show));
@@ -664,7 +665,7 @@ static int cfg_set_client_tls(struct cfg_parser *p, const char *v)
                                         [SY_CLIENT_TLS_ALLOW] = "allow",
                                         [SY_CLIENT_TLS_REQUIRE] = "require"};
     char show[CFG_SHOW_MAX];
-    int i;
+    int i = 0;
     if (cfg_value_word(v, words, 3, &i) != 0)
         return cfg_fail(p, "client_tls must be disable, allow or require, not '%s'",
                         cfg_show(v, strlen(v), show));
@@ -729,7 +730,7 @@ static const char *const cfg_server_tls_words[] = {
 static int cfg_set_server_tls(struct cfg_parser *p, const char *v)
 {
     char show[CFG_SHOW_MAX];
-    int i;
+    int i = 0;
     if (cfg_value_word(v, cfg_server_tls_words, 5, &i) != 0)
         return cfg_fail(p, "server_tls in [%s] must be disable, prefer, require, verify-ca or "
                         "verify-full, not '%s'", cfg_section_names[p->section],
@@ -822,7 +823,7 @@ static int cfg_choice(struct cfg_parser *p, const char *v, const char *const *wo
 static int cfg_set_reverse_replication(struct cfg_parser *p, const char *v)
 {
     static const char *const w[] = {"off", "auto", "manual"};
-    int i;
+    int i = 0;
     if (cfg_choice(p, v, w, 3, "auto, manual or off", &i) != 0)
         return -1;
     p->cfg->reverse_replication = (enum sy_reverse_repl)i;
@@ -832,7 +833,7 @@ static int cfg_set_reverse_replication(struct cfg_parser *p, const char *v)
 static int cfg_set_unmovable_sessions(struct cfg_parser *p, const char *v)
 {
     static const char *const w[] = {"abort", "close", "wait"};
-    int i;
+    int i = 0;
     if (cfg_choice(p, v, w, 3, "abort, close or wait", &i) != 0)
         return -1;
     p->cfg->unmovable_sessions = (enum sy_unmovable)i;
@@ -842,10 +843,97 @@ static int cfg_set_unmovable_sessions(struct cfg_parser *p, const char *v)
 static int cfg_set_window_expiry(struct cfg_parser *p, const char *v)
 {
     static const char *const w[] = {"commit", "keep"};
-    int i;
+    int i = 0;
     if (cfg_choice(p, v, w, 2, "commit or keep", &i) != 0)
         return -1;
     p->cfg->window_expiry = (enum sy_window_expiry)i;
+    return 0;
+}
+
+static int cfg_set_shadow(struct cfg_parser *p, const char *v)
+{
+    static const char *const w[] = {"off", "reads", "all"};
+    int i = 0;
+    if (cfg_choice(p, v, w, 3, "off, reads or all", &i) != 0)
+        return -1;
+    p->cfg->shadow = (enum sy_shadow_mode)i;
+    return 0;
+}
+
+int sy_parse_fraction_ppm(const char *v, uint32_t *ppm)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno || end == v || *end || !(d >= 0.0 && d <= 1.0))
+        return -1;
+    *ppm = (uint32_t)(d * 1000000.0 + 0.5);
+    return 0;
+}
+
+static int cfg_set_shadow_sample(struct cfg_parser *p, const char *v)
+{
+    char show[CFG_SHOW_MAX];
+    if (sy_parse_fraction_ppm(v, &p->cfg->shadow_sample_ppm) != 0)
+        return cfg_fail(p, "shadow_sample '%s' must be a fraction from 0 to 1, like 0.25",
+                        cfg_show(v, strlen(v), show));
+    return 0;
+}
+
+static int cfg_set_shadow_queue(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_size(p, v, 4 * CFG_KB, CFG_GB, &p->cfg->shadow_queue);
+}
+
+static int cfg_set_shadow_timeout(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_duration(p, v, 0, &p->cfg->shadow_timeout_ms);
+}
+
+static int cfg_set_shadow_resume(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_duration(p, v, 0, &p->cfg->shadow_resume_ms);
+}
+
+static int cfg_set_shadow_lag_window(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_duration(p, v, 1, &p->cfg->shadow_lag_window_ms);
+}
+
+static int cfg_on_off(struct cfg_parser *p, const char *v, int *out)
+{
+    static const char *const words[] = {"off", "on"};
+    char show[CFG_SHOW_MAX];
+    if (cfg_value_word(v, words, 2, out) != 0)
+        return cfg_fail(p, "%s must be on or off, not '%s'", p->key,
+                        cfg_show(v, strlen(v), show));
+    return 0;
+}
+
+static int cfg_set_shadow_redact(struct cfg_parser *p, const char *v)
+{
+    return cfg_on_off(p, v, &p->cfg->shadow_redact);
+}
+
+static int cfg_set_shadow_gate(struct cfg_parser *p, const char *v)
+{
+    return cfg_on_off(p, v, &p->cfg->cutover_requires_clean_shadow);
+}
+
+static int cfg_set_shadow_gate_window(struct cfg_parser *p, const char *v)
+{
+    return cfg_value_duration(p, v, 0, &p->cfg->shadow_gate_window_ms);
+}
+
+static int cfg_set_shadow_gate_max(struct cfg_parser *p, const char *v)
+{
+    char show[CFG_SHOW_MAX];
+    size_t n = strlen(v);
+    uint64_t x;
+    if (n == 0 || strspn(v, "0123456789") != n || cfg_parse_uint(v, n, 1000000000, &x) != 0)
+        return cfg_fail(p, "shadow_gate_max '%s' must be a whole number, like 0",
+                        cfg_show(v, n, show));
+    p->cfg->shadow_gate_max = (uint32_t)x;
     return 0;
 }
 
@@ -909,6 +997,16 @@ static const struct cfg_key cfg_switchyard_keys[] = {
     {"rollback_window", cfg_set_rollback_window, 0},
     {"reverse_replication", cfg_set_reverse_replication, 0},
     {"rollback_window_expiry", cfg_set_window_expiry, 0},
+    {"shadow", cfg_set_shadow, 0},
+    {"shadow_sample", cfg_set_shadow_sample, 0},
+    {"shadow_queue", cfg_set_shadow_queue, 0},
+    {"shadow_timeout", cfg_set_shadow_timeout, 0},
+    {"shadow_resume", cfg_set_shadow_resume, 0},
+    {"shadow_lag_window", cfg_set_shadow_lag_window, 0},
+    {"shadow_redact", cfg_set_shadow_redact, 0},
+    {"cutover_requires_clean_shadow", cfg_set_shadow_gate, 0},
+    {"shadow_gate_window", cfg_set_shadow_gate_window, 0},
+    {"shadow_gate_max", cfg_set_shadow_gate_max, 0},
 };
 
 static const struct cfg_key cfg_side_keys[CFG_SIDE_KEYS] = {
@@ -1209,6 +1307,12 @@ void sy_config_defaults(struct sy_config *cfg)
     cfg->server_connect_timeout_ms = 5000;
     cfg->shutdown_grace_ms = 30000;
     cfg->server_pool_size = 32;
+    cfg->shadow_sample_ppm = 1000000;
+    cfg->shadow_queue = (uint32_t)CFG_MB;
+    cfg->shadow_timeout_ms = 5000;
+    cfg->shadow_resume_ms = 10000;
+    cfg->shadow_lag_window_ms = 1000;
+    cfg->shadow_gate_window_ms = 600000;
     cfg->server_idle_timeout_ms = 60000;
     cfg->auth_type = SY_AUTH_SCRAM;
     snprintf(cfg->auth_query, sizeof cfg->auth_query, "%s",

@@ -92,6 +92,13 @@ enum sy_unmovable {
     SY_UNMOVABLE_WAIT = 2,  /* the drain waits until they let go of it (up to its timeout) */
 };
 
+/* Shadow traffic (docs/shadow.md). */
+enum sy_shadow_mode {
+    SY_SHADOW_OFF = 0,   /* no mirroring */
+    SY_SHADOW_READS = 1, /* mirror on read-only connections (default_transaction_read_only) */
+    SY_SHADOW_ALL = 2,   /* replay everything, for a disposable green without replication */
+};
+
 /* What happens when the rollback window expires. */
 enum sy_window_expiry {
     SY_EXPIRY_COMMIT = 0, /* commit by itself */
@@ -144,7 +151,21 @@ struct sy_config {
     uint64_t rollback_window_ms;        /* rollback_window = 1h (0: none) */
     enum sy_reverse_repl reverse_replication; /* reverse_replication = auto */
     enum sy_window_expiry window_expiry; /* rollback_window_expiry = commit */
+    /* Shadow traffic (docs/shadow.md). */
+    enum sy_shadow_mode shadow;         /* shadow = off | reads | all */
+    uint32_t shadow_sample_ppm;         /* shadow_sample = 1.0 (fraction of sessions), per million */
+    uint32_t shadow_queue;              /* shadow_queue = 1MB: bytes queued to green per session */
+    uint64_t shadow_timeout_ms;         /* shadow_timeout = 5s: green's answer, else suspended */
+    uint64_t shadow_resume_ms;          /* shadow_resume = 10s: a suspended session tries again */
+    uint64_t shadow_lag_window_ms;      /* shadow_lag_window = 1s: see docs/shadow.md */
+    int shadow_redact;                  /* shadow_redact = off: values left out of the report */
+    int cutover_requires_clean_shadow;  /* cutover_requires_clean_shadow = off */
+    uint64_t shadow_gate_window_ms;     /* shadow_gate_window = 10m */
+    uint32_t shadow_gate_max;           /* shadow_gate_max = 0 real divergences */
 };
+
+/* Parses a fraction from 0 to 1 ("0.25") into parts per million. Returns 0 or -1. */
+int sy_parse_fraction_ppm(const char *v, uint32_t *ppm);
 
 /* The auth_type for a user: its [users] entry, else auth_type. */
 enum sy_auth_type sy_config_user_auth(const struct sy_config *cfg, const char *user);

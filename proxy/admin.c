@@ -294,6 +294,11 @@ static struct json_object *cmd_commit(struct sy_proxy *p, struct admin_conn *a, 
     return sy_switch_cmd_commit(p, argc, argv);
 }
 
+static struct json_object *cmd_shadow(struct sy_proxy *p, struct admin_conn *a, int argc, char **argv)
+{
+    return sy_shadow_cmd(p, argc, argv);
+}
+
 static struct json_object *cmd_help(struct sy_proxy *p, struct admin_conn *a, int argc, char **argv);
 
 static const struct {
@@ -311,6 +316,8 @@ static const struct {
     {"rollback", cmd_rollback, "within the rollback window, move back the same way "
                                "[--timeout MS] [--dry-run] [--force]"},
     {"commit", cmd_commit, "close the rollback window and remove the reverse replication"},
+    {"shadow", cmd_shadow, "shadow traffic: status | on [reads|all] | off | sample FRACTION | "
+                           "report [--reset] | reset"},
     {"help", cmd_help, "the commands"},
 };
 

@@ -36,6 +36,12 @@ static void usage(FILE *out)
             "  rollback [--timeout MS] [--dry-run] [--force]\n"
             "            within the rollback window, the same steps back to the old side\n"
             "  commit    close the rollback window (removes the reverse replication)\n"
+            "  shadow [on [reads|all] | off | sample FRACTION]\n"
+            "            mirror live traffic to the standby side and compare its answers\n"
+            "  shadow report [--reset]\n"
+            "            per query fingerprint: matches, divergences by class, latency on both\n"
+            "            sides, the first example of each divergence (a table; --json: data)\n"
+            "  shadow reset  zero the shadow report\n"
             "  help      the commands the running switchyard knows\n"
             "\n"
             "Options:\n"
@@ -225,9 +231,11 @@ static void print_rows(struct json_object *arr)
 
 static void print_human(const char *cmd, struct json_object *o)
 {
-    struct json_object *arr;
+    struct json_object *arr, *table;
     if (strcmp(cmd, "status") == 0)
         print_status(o);
+    else if (json_object_object_get_ex(o, "table", &table))
+        fputs(json_object_get_string(table), stdout); /* shadow report */
     else if (json_object_object_get_ex(o, "clients", &arr) ||
              json_object_object_get_ex(o, "servers", &arr))
         print_rows(arr);
@@ -296,7 +304,11 @@ int main(int argc, char **argv)
     }
     struct json_object *e;
     int failed = json_object_object_get_ex(o, "error", &e);
-    if (json)
+    if (json && json_object_object_get_ex(o, "table", &e)) {
+        /* The readable table is for people; --json gets the data alone. */
+        json_object_object_del(o, "table");
+        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    } else if (json)
         printf("%s\n", reply);
     else if (failed)
         fprintf(stderr, "switchyardctl: %s\n", json_object_get_string(e));

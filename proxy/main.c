@@ -212,6 +212,14 @@ static void reload(void)
     memcpy(cfg->admin_socket, proxy.cfg.admin_socket, sizeof(cfg->admin_socket));
     cfg->admin_socket_mode = proxy.cfg.admin_socket_mode;
     cfg->protocol = proxy.cfg.protocol;
+    /* Shadow settings the config changed take over from those set at run time. */
+    if (cfg->shadow != proxy.cfg.shadow) {
+        proxy.shadow_mode = cfg->shadow;
+        if (cfg->shadow == SY_SHADOW_OFF)
+            sy_shadow_stop_all(&proxy, "shadow turned off by the config");
+    }
+    if (cfg->shadow_sample_ppm != proxy.cfg.shadow_sample_ppm)
+        proxy.shadow_sample_ppm = cfg->shadow_sample_ppm;
     proxy.cfg = *cfg;
     memcpy(proxy.server_addr, addr, sizeof(addr));
     free(cfg);
@@ -344,7 +352,7 @@ int main(int argc, char **argv)
     if (sy_proxy_listen(&proxy) != 0 || sy_admin_start(&proxy) != 0)
         return 1;
     if (sy_auth_query_start(&proxy, pg_auth_query_done) != 0 || sy_switch_start(&proxy) != 0 ||
-        sy_pool_start(&proxy) != 0)
+        sy_pool_start(&proxy) != 0 || sy_shadow_init(&proxy) != 0)
         return 1;
     uv_signal_init(proxy.loop, &sig_term);
     uv_signal_init(proxy.loop, &sig_int);

@@ -470,6 +470,11 @@ static int send_startup(struct sy_session *sess, struct pg_sess *ps, struct pg_s
     for (size_t i = 0; i < st.nparams; i++)
         if (strncmp(st.params[i].name, "_pq_.", 5) != 0)
             params[n++] = st.params[i];
+    if (L->read_only && n < PG_STARTUP_PARAMS_MAX) {
+        /* Last, so it wins over a value of the client's own. */
+        params[n].name = "default_transaction_read_only";
+        params[n++].value = "on";
+    }
     uint8_t *pkt = malloc(ps->startup_len + 16);
     if (!pkt)
         return -1;

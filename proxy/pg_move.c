@@ -36,6 +36,7 @@ enum move_step {
     MV_REPLAY = 6,   /* replaying the state on the standby */
     MV_READY = 7,    /* the standby holds the session's state */
     MV_DISCARD = 8,  /* dropped while reading: the rest of that answer is read and thrown away */
+    MV_SHADOW = 9,   /* a shadow connection with the state replayed: mirroring (pg_shadow.c) */
 };
 
 /* Rows of an internal query: text cells (NULL for SQL NULL), the last row description's width. */
@@ -59,6 +60,7 @@ struct pg_move {
     char *parse_msgs;   /* protocol-level statements to Parse on the standby (after MV_TYPES) */
     size_t parse_len;
     char unmovable[160]; /* what cannot move ("" when all can) */
+    uint8_t shadow;      /* opened for shadow traffic, not for a move: reports go to pg_shadow.c */
 };
 
 static struct pg_sess *pg(struct sy_session *sess) { return sess->proto_state; }
@@ -174,10 +176,15 @@ static int send_query(struct sy_conn *c, const char *sql)
 static void move_failed(struct sy_session *sess, const char *fmt, const char *detail)
 {
     char msg[400];
+    int shadow = pg(sess)->move && pg(sess)->move->shadow;
     snprintf(msg, sizeof(msg), fmt, detail ? detail : "");
-    sy_session_log(sess, SY_LOG_WARN, "cannot move to the other side: %s", msg);
+    if (!shadow)
+        sy_session_log(sess, SY_LOG_WARN, "cannot move to the other side: %s", msg);
     pg_move_drop(sess);
-    sy_switch_standby_failed(sess, msg);
+    if (shadow)
+        pg_shadow_failed(sess, msg);
+    else
+        sy_switch_standby_failed(sess, msg);
 }
 
 /* ---- reading messages of an internal query ---- */
@@ -289,7 +296,19 @@ static int iq_read(struct sy_session *sess, struct pg_move *mv, struct sy_conn *
 
 struct pg_server_login *pg_move_login(struct pg_sess *ps) { return &ps->move->sl; }
 
+static int standby_open(struct sy_session *sess, enum sy_side side, int shadow, int read_only);
+
 int pg_move_standby_open(struct sy_session *sess, enum sy_side side)
+{
+    return standby_open(sess, side, 0, 0);
+}
+
+int pg_move_shadow_open(struct sy_session *sess, enum sy_side side, int read_only)
+{
+    return standby_open(sess, side, 1, read_only);
+}
+
+static int standby_open(struct sy_session *sess, enum sy_side side, int shadow, int read_only)
 {
     struct pg_sess *ps = pg(sess);
     if (ps->move || ps->stage != PG_STAGE_RELAY || !ps->startup)
@@ -303,6 +322,8 @@ int pg_move_standby_open(struct sy_session *sess, enum sy_side side)
     mv->sl.side = side;
     mv->sl.step = PG_SL_CONNECTING;
     mv->sl.standby = 1;
+    mv->sl.read_only = (uint8_t)read_only;
+    mv->shadow = (uint8_t)shadow;
     ps->move = mv;
     if (sy_session_connect_standby(sess, side) != 0) {
         ps->move = NULL;
@@ -318,9 +339,13 @@ void pg_move_standby_failed(struct sy_session *sess, const char *reason)
     struct pg_sess *ps = pg(sess);
     if (!ps->move)
         return;
+    int shadow = ps->move->shadow;
     move_free(ps->move);
     ps->move = NULL;
-    sy_switch_standby_failed(sess, reason);
+    if (shadow)
+        pg_shadow_failed(sess, reason);
+    else
+        sy_switch_standby_failed(sess, reason);
 }
 
 void pg_move_drop(struct sy_session *sess)
@@ -390,7 +415,10 @@ static int greeting(struct sy_session *sess, struct pg_move *mv, struct sy_conn 
         } else if (m[0] == PG_BE_READY_FOR_QUERY) {
             sy_conn_consume(c, (size_t)total);
             mv->step = MV_WARM;
-            sy_switch_standby_ready(sess);
+            if (mv->shadow)
+                pg_shadow_ready(sess);
+            else
+                sy_switch_standby_ready(sess);
             return 0;
         }
         sy_conn_consume(c, (size_t)total);
@@ -566,13 +594,53 @@ static int send_replay(struct sy_session *sess, struct pg_move *mv, const char *
 
 static void move_ready(struct sy_session *sess, struct pg_move *mv)
 {
+    if (mv->shadow) {
+        /* The replay is done: what follows on the connection answers mirrored requests. */
+        mv->step = MV_SHADOW;
+        if (sess->standby && sess->standby->len > 0)
+            pg_shadow_green_data(sess);
+        return;
+    }
     mv->step = MV_READY;
     sy_switch_move_prepared(sess, mv->unmovable[0] ? mv->unmovable : NULL);
+}
+
+/* For a shadow: the state came back from the session's server. Its replay goes first on the
+ * shadow connection and mirroring starts at once (the mirrored requests follow the replay in
+ * order); the client's requests waited for the state read only. */
+static int shadow_state_read(struct sy_session *sess, struct pg_move *mv)
+{
+    struct sbuf q = {0}, parse = {0};
+    int rc = mv->error[0] ? -1 : build_replay(mv, &q, &parse);
+    rows_clear(&mv->rows);
+    mv->step = MV_REPLAY;
+    if (rc == 0 && send_replay(sess, mv, q.len ? q.p : NULL, parse.p, parse.len) != 0)
+        rc = -2; /* the shadow connection failed and reported it */
+    free(q.p);
+    free(parse.p);
+    if (rc == 1 || rc == -1)
+        move_failed(sess, rc == 1 ? "prepared statements with user-defined parameter types are "
+                                    "not shadowed%s"
+                                  : "the session's state could not be read for the shadow%s",
+                    NULL);
+    if (rc == 0) {
+        pg_shadow_mirroring(sess);
+        if (mv->pending_ready == 0)
+            move_ready(sess, mv);
+    }
+    if (sess->phase != SY_PHASE_CLOSING) {
+        sy_conn_resume(&sess->client);
+        sy_conn_pump(&sess->client);
+    }
+    return 0;
 }
 
 /* The state came back from the session's server: replay it on the standby. */
 static int state_read(struct sy_session *sess, struct pg_move *mv)
 {
+    if (mv->shadow)
+        return shadow_state_read(sess, mv);
+    mv->step = MV_WARM; /* the read is over: a failure below frees the move at once */
     if (mv->error[0]) {
         move_failed(sess, "reading the session's state failed: %s", mv->error);
         return -1;
@@ -687,6 +755,8 @@ int pg_move_standby_data(struct sy_session *sess)
         return pg_auth_server_data(sess, &mv->sl);
     case MV_GREETING:
         return greeting(sess, mv, c);
+    case MV_SHADOW:
+        return pg_shadow_green_data(sess);
     case MV_TYPES:
     case MV_REPLAY: {
         int rc = iq_read(sess, mv, c, 0);

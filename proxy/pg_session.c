@@ -299,7 +299,7 @@ typedef int (*relay_msg_fn)(struct sy_session *sess, struct pg_sess *ps,
 static int relay_scan(struct sy_session *sess, struct sy_conn *c, struct pg_scan *scan,
                       relay_msg_fn fn)
 {
-    size_t pos = c->ready;
+    size_t pos = c->ready, start = c->ready;
     struct pg_scan_item item;
     while (pos < c->len) {
         int rc = pg_scan_next(scan, c->buf + pos, c->len - pos, &item, NULL);
@@ -320,6 +320,8 @@ static int relay_scan(struct sy_session *sess, struct sy_conn *c, struct pg_scan
         pos += (size_t)rc;
     }
     c->ready = pos;
+    if (!c->is_server && pg(sess)->shadow && pos > start)
+        pg_shadow_mirror(sess, c->buf + start, pos - start);
     return sy_conn_forward(c);
 }
 
@@ -327,6 +329,8 @@ static int on_client_message(struct sy_session *sess, struct pg_sess *ps,
                              const struct pg_scan_item *item, uint8_t *msg, size_t len)
 {
     note_client_message(sess, ps, item->type);
+    if (ps->shadow)
+        pg_shadow_client_message(sess, item->type, msg, len, item->whole);
     /* Terminate stops the relay: it is not forwarded (the connection may be kept). */
     return item->type == PG_FE_TERMINATE ? 1 : 0;
 }
@@ -419,6 +423,8 @@ static int ready_for_query(struct sy_session *sess, struct pg_sess *ps, uint8_t 
         sy_session_log(sess, SY_LOG_INFO, "logged in to %s, database %s", sy_side_name(sess->side),
                        sess->database);
     }
+    if (ps->shadow || sess->proxy->shadow_mode != SY_SHADOW_OFF)
+        pg_shadow_blue_ready(sess, sess->tx == SY_TX_IDLE && status == 'I');
     return 0;
 }
 
@@ -466,6 +472,8 @@ static int server_message(struct sy_session *sess, struct pg_sess *ps, uint8_t *
 static int on_server_message(struct sy_session *sess, struct pg_sess *ps,
                              const struct pg_scan_item *item, uint8_t *msg, size_t len)
 {
+    if (sess->proxy->shadow_mode != SY_SHADOW_OFF)
+        pg_shadow_server_message(sess, item->type, msg, len, item->whole);
     if (item->whole && (ps->be.want[item->type >> 3] & (1u << (item->type & 7))))
         return server_message(sess, ps, msg, len);
     if (item->type == PG_BE_COPY_IN || item->type == PG_BE_COPY_OUT ||
@@ -487,7 +495,10 @@ static int pg_server_data(struct sy_session *sess, struct sy_conn *c)
         return 0;
     if (pg_move_owns_server(ps))
         return pg_move_server_data(sess);
-    return relay_scan(sess, c, &ps->be, on_server_message);
+    int rc = relay_scan(sess, c, &ps->be, on_server_message);
+    if (rc == 0 && ps->shadow_idle && c->len == 0 && !c->inflight)
+        pg_shadow_idle(sess);
+    return rc;
 }
 
 /* ---- lifecycle ---- */
@@ -517,6 +528,7 @@ static void pg_session_free(struct sy_session *sess)
     pg_auth_free(ps);
     free(ps->startup);
     free(ps->reuse_greeting);
+    pg_shadow_free(ps);
 }
 
 const struct sy_protocol_ops sy_pg_ops = {

@@ -66,9 +66,11 @@ struct pg_server_login {
     enum pg_server_login_step step;
     struct pg_login *scratch; /* the SCRAM exchange's state */
     uint8_t standby;          /* failures go to the switch, not to the client */
+    uint8_t read_only;        /* add default_transaction_read_only = on (a shadow in reads mode) */
 };
 
-struct pg_move; /* pg_move.c: a standby connection and a move in progress */
+struct pg_move;   /* pg_move.c: a standby connection and a move in progress */
+struct pg_shadow; /* pg_shadow.c: shadow traffic for the session */
 
 struct pg_sess {
     enum pg_sess_stage stage;
@@ -109,6 +111,8 @@ struct pg_sess {
     struct pg_login *login; /* exchange scratch, only while logging in */
 
     struct pg_move *move;   /* NULL unless a switch is preparing this session's move */
+    struct pg_shadow *shadow; /* NULL until shadowing was considered for the session */
+    uint8_t shadow_idle;      /* the server said idle: consider shadowing once it is forwarded */
 
     /* A kept server connection being taken over (pg_pool.c): the greeting to replay. */
     uint8_t *reuse_greeting;
@@ -157,6 +161,31 @@ int pg_move_commit(struct sy_session *sess);
 void pg_move_drop(struct sy_session *sess);
 /* Records a ParameterStatus value (name and value copied) in a "name\0value\0" list. */
 void pg_params_store(char **params, size_t *n, const char *name, const char *value);
+
+/* pg_move.c, for shadows: a standby connection opened for shadow traffic (reports go to
+ * pg_shadow.c); read_only adds default_transaction_read_only = on to the startup parameters. */
+int pg_move_shadow_open(struct sy_session *sess, enum sy_side side, int read_only);
+
+/* pg_shadow.c */
+/* Each client message start (whole: the message is all in msg). */
+void pg_shadow_client_message(struct sy_session *sess, uint8_t type, const uint8_t *msg,
+                              size_t len, int whole);
+/* Bytes the relay is forwarding to the session's server: written to the shadow too. */
+void pg_shadow_mirror(struct sy_session *sess, const uint8_t *bytes, size_t n);
+/* Each server message start on the session's server connection. */
+void pg_shadow_server_message(struct sy_session *sess, uint8_t type, const uint8_t *msg,
+                              size_t len, int whole);
+/* The server sent ReadyForQuery; idle: the session is between requests, nothing pending. */
+void pg_shadow_blue_ready(struct sy_session *sess, int idle);
+/* After the relay forwarded an idle ReadyForQuery (shadow_idle): start shadowing if due. */
+void pg_shadow_idle(struct sy_session *sess);
+/* Bytes on the shadow connection once mirroring runs. */
+int pg_shadow_green_data(struct sy_session *sess);
+/* Reports from pg_move.c: logged in; state read and mirroring started; failed or closed. */
+void pg_shadow_ready(struct sy_session *sess);
+void pg_shadow_mirroring(struct sy_session *sess);
+void pg_shadow_failed(struct sy_session *sess, const char *reason);
+void pg_shadow_free(struct pg_sess *ps);
 
 /* pg_pool.c: server connection reuse (the ops of pool.c) */
 int pg_pool_park(struct sy_session *sess, uint8_t **key, size_t *key_len, uint8_t **blob,

@@ -188,6 +188,12 @@ struct sy_proxy {
     uint32_t *pause_ms;
     uint32_t npause, pause_cap;
     struct sy_switch *sw;     /* the cutover / rollback driver (switch.c) */
+    /* Shadow traffic (pg_shadow.c): the mode and sample in force (the config's, or set with
+     * switchyardctl shadow), the report, and when blue last acknowledged a write. */
+    enum sy_shadow_mode shadow_mode;
+    uint32_t shadow_sample_ppm;
+    struct sy_shadow_report *shadow_report;
+    uint64_t shadow_last_write_us;
     /* Idle server connections kept for reuse (pool.c), newest first. */
     struct sy_pooled *pool;
     uint32_t npooled;
@@ -308,6 +314,18 @@ void sy_pool_entry_free(struct sy_pooled *e);
 /* A kept connection failed its check: it is closed and a new one opened. Returns 0, or -1 when
  * the session was closed. */
 int sy_session_server_reuse_failed(struct sy_session *sess, const char *why);
+
+/* ---- pg_shadow.c: shadow traffic ---- */
+struct json_object;
+int sy_shadow_init(struct sy_proxy *p);
+void sy_shadow_free_all(struct sy_proxy *p);
+/* Stops shadowing every session (a switch starts, shadowing turned off). */
+void sy_shadow_stop_all(struct sy_proxy *p, const char *why);
+/* The admin command: shadow [status | on [reads|all] | off | sample X | report [--reset] |
+ * reset]. */
+struct json_object *sy_shadow_cmd(struct sy_proxy *p, int argc, char **argv);
+/* The cutover gate (cutover_requires_clean_shadow): 0 to go on, or -1 with why filled. */
+int sy_shadow_gate(struct sy_proxy *p, char *why, size_t cap);
 
 /* ---- pg_session.c ---- */
 extern const struct sy_protocol_ops sy_pg_ops;

@@ -1461,9 +1461,22 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
         s->move_state = MS_NONE;
         s->unmovable = 0;
     }
-    /* Kept server connections would meet the fence (or the new side's old fence): close them. */
-    if (!opt.dry_run)
+    if (!opt.dry_run && !rollback) {
+        char why[600];
+        if (sy_shadow_gate(p, why, sizeof(why)) != 0)
+            return err_obj(why);
+    }
+    /* Kept server connections would meet the fence (or the new side's old fence): close them.
+     * Shadow connections go to the target side, whose connections the switch is about to
+     * open itself: they stop (shadowing is for before a switch). */
+    if (!opt.dry_run) {
         sy_pool_flush(p, -1, "a switch started");
+        sy_shadow_stop_all(p, "a switch started");
+        if (p->shadow_mode != SY_SHADOW_OFF) {
+            p->shadow_mode = SY_SHADOW_OFF;
+            sy_info("shadow: off for the switch (turn it on again with switchyardctl shadow on)");
+        }
+    }
     sy_info("%s%s from %s to %s started", rollback ? "rollback" : "cutover",
             opt.dry_run ? " (dry run)" : "", sy_side_name(sw->from), sy_side_name(sw->to));
     uv_timer_start(&sw->tick, on_tick, TICK_MS, TICK_MS);

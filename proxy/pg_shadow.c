@@ -1,0 +1,697 @@
+/*
+ * Shadow traffic for PostgreSQL sessions (docs/shadow.md).
+ *
+ * A shadowed session has a second server connection, to the standby side (green while blue is
+ * active), logged in with the session's own user, database and startup parameters, and in
+ * `reads` mode with default_transaction_read_only = on added to them. It is the standby
+ * connection of pg_move.c, opened for a shadow instead of a move: once it is logged in, the
+ * session's state is read on its own server connection at an idle point and replayed on the
+ * shadow (settings, prepared statements, LISTEN), and from then on every byte the client sends
+ * to blue is also written to green, in the same order, so transactions, prepared statements
+ * and settings happen there as they do on blue.
+ *
+ * Each request that ends in a ReadyForQuery (a simple Query, an extended-protocol batch up to
+ * Sync, a FunctionCall) is one statement: its fingerprint (pg_fingerprint of the query text,
+ * literals replaced) and both servers' answers are summarized (switchover/shadow.c) as they pass,
+ * blue's from the relay, green's from the shadow connection, and compared once both are whole.
+ *
+ * The live path never waits for green: green's answers are read when they come, and when green
+ * falls behind (more than shadow_queue bytes queued to it, SHADOW_MAX_STMTS statements without
+ * an answer, or no answer within shadow_timeout) or its connection fails, shadowing for that
+ * session is suspended: the shadow connection is closed, the statements in flight are counted as
+ * suspended, and after shadow_resume the session is shadowed again from its next idle point,
+ * with its state replayed.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "log.h"
+#include "pg_session.h"
+#include "protocol/pg/pg_fingerprint.h"
+#include "switch.h"
+#include "switchover/shadow.h"
+
+#define SHADOW_MAX_STMTS 64
+#define FP_MAX 512
+#define NAMED_MAX 32
+
+enum sh_state {
+    SH_OFF = 0,       /* not shadowed (yet) */
+    SH_OPENING = 1,   /* the shadow connection is logging in */
+    SH_WARM = 2,      /* logged in; the session's state is read at its next idle point */
+    SH_READING = 3,   /* the state is being read on blue */
+    SH_ON = 4,        /* mirroring */
+    SH_SUSPENDED = 5, /* stopped for a while (green slow, frozen or gone) */
+    SH_NEVER = 6,     /* sampled out */
+};
+
+struct sh_stmt {
+    char fp[FP_MAX];
+    uint64_t fp_hash;
+    uint8_t volatile_stmt;
+    uint8_t uncomparable; /* a message too large to summarize whole passed */
+    uint8_t blue_done, green_done;
+    uint64_t sent_us, blue_us, green_us;
+    struct sy_shadow_result blue, green;
+};
+
+struct named_stmt {
+    char name[64];
+    char text[FP_MAX];
+};
+
+struct pg_shadow {
+    enum sh_state state;
+    uint64_t resume_at_ms;
+    struct sh_stmt *q[SHADOW_MAX_STMTS]; /* a ring, oldest at head */
+    size_t head, n, nblue, ngreen;      /* nblue/ngreen: answered ones, from head */
+    /* Extended protocol: statement texts by name, and the current batch. */
+    struct named_stmt named[NAMED_MAX];
+    size_t nnamed, named_next;
+    char unnamed[FP_MAX];
+    char bound[64];
+    char batch_text[FP_MAX];
+    int batch_has_text, batch_uncomparable;
+    /* Green's reader. */
+    uint32_t skip_left; /* bytes of an oversized message still to skip */
+    uint8_t counted;    /* counted in the report's sessions */
+};
+
+static uint64_t now_us(void) { return uv_hrtime() / 1000u; }
+static uint64_t loop_ms(struct sy_session *s) { return uv_now(s->proxy->loop); }
+
+/* ---- the proxy-wide part: mode, sample, report ---- */
+
+int sy_shadow_init(struct sy_proxy *p)
+{
+    p->shadow_mode = p->cfg.shadow;
+    p->shadow_sample_ppm = p->cfg.shadow_sample_ppm;
+    p->shadow_report = sy_shadow_report_new(0);
+    return p->shadow_report ? 0 : -1;
+}
+
+void sy_shadow_free_all(struct sy_proxy *p)
+{
+    sy_shadow_report_destroy(p->shadow_report);
+    p->shadow_report = NULL;
+}
+
+/* ---- statements ---- */
+
+static struct sh_stmt *at(struct pg_shadow *sh, size_t i)
+{
+    return sh->q[(sh->head + i) % SHADOW_MAX_STMTS];
+}
+
+static void stmt_free(struct sh_stmt *st)
+{
+    if (!st)
+        return;
+    sy_shadow_result_free(&st->blue);
+    sy_shadow_result_free(&st->green);
+    free(st);
+}
+
+static void queue_clear(struct pg_shadow *sh)
+{
+    for (size_t i = 0; i < sh->n; i++) {
+        stmt_free(at(sh, i));
+        sh->q[(sh->head + i) % SHADOW_MAX_STMTS] = NULL;
+    }
+    sh->head = sh->n = sh->nblue = sh->ngreen = 0;
+}
+
+static void batch_reset(struct pg_shadow *sh)
+{
+    sh->batch_has_text = sh->batch_uncomparable = 0;
+    sh->batch_text[0] = 0;
+}
+
+/* Stops shadowing the session for shadow_resume (or for good when resume is 0). */
+static void suspend(struct sy_session *sess, struct pg_shadow *sh, const char *why)
+{
+    struct sy_proxy *p = sess->proxy;
+    if (sh->n > 0)
+        sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_SUSPENDED, sh->n);
+    sy_session_log(sess, SY_LOG_INFO, "shadow suspended for %llu ms: %s",
+                   (unsigned long long)p->cfg.shadow_resume_ms, why);
+    queue_clear(sh);
+    batch_reset(sh);
+    sh->skip_left = 0;
+    sh->state = SH_SUSPENDED;
+    sh->resume_at_ms = loop_ms(sess) + p->cfg.shadow_resume_ms;
+    pg_move_drop(sess); /* closes the shadow connection, reports nothing */
+}
+
+static int push(struct sy_session *sess, struct pg_shadow *sh, const char *text, size_t len,
+                int uncomparable)
+{
+    if (sh->n == SHADOW_MAX_STMTS) {
+        suspend(sess, sh, "green is more than 64 statements behind");
+        return -1;
+    }
+    struct sh_stmt *st = calloc(1, sizeof(*st));
+    if (!st) {
+        suspend(sess, sh, "out of memory");
+        return -1;
+    }
+    sy_shadow_result_init(&st->blue);
+    sy_shadow_result_init(&st->green);
+    if (text) {
+        pg_fingerprint_full(text, len, st->fp, sizeof(st->fp), &st->fp_hash);
+        st->volatile_stmt = (uint8_t)pg_sql_is_volatile(text, len);
+    } else {
+        snprintf(st->fp, sizeof(st->fp), "(function call)");
+        st->fp_hash = pg_fingerprint_hash(st->fp, strlen(st->fp));
+    }
+    st->uncomparable = (uint8_t)uncomparable;
+    st->sent_us = now_us();
+    sh->q[(sh->head + sh->n) % SHADOW_MAX_STMTS] = st;
+    sh->n++;
+    sy_shadow_report_bump(sess->proxy->shadow_report, SY_SHADOW_CTR_MIRRORED, 1);
+    return 0;
+}
+
+/* Whether a data difference on this statement may be replication lag: green is fed by
+ * replication (reads mode) and blue acknowledged a write shortly before it was sent. */
+static int lag_suspected(struct sy_session *sess, const struct sh_stmt *st)
+{
+    struct sy_proxy *p = sess->proxy;
+    uint64_t w = p->shadow_last_write_us;
+    return p->shadow_mode == SY_SHADOW_READS && w &&
+           st->sent_us <= w + p->cfg.shadow_lag_window_ms * 1000u;
+}
+
+static void compare_one(struct sy_session *sess, struct sh_stmt *st)
+{
+    struct sy_proxy *p = sess->proxy;
+    if (st->uncomparable) {
+        sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_SKIPPED, 1);
+        return;
+    }
+    struct sy_shadow_hints h = {
+        .volatile_stmt = st->volatile_stmt,
+        .read_only_shadow = p->shadow_mode == SY_SHADOW_READS,
+        .lag_suspected = lag_suspected(sess, st),
+        .redact_values = p->cfg.shadow_redact,
+    };
+    struct sy_shadow_example ex;
+    memset(&ex, 0, sizeof(ex));
+    enum sy_shadow_class cls = sy_shadow_compare(&st->blue, &st->green, &h, &ex);
+    sy_shadow_report_add(p->shadow_report, st->fp, st->fp_hash, cls,
+                         (int64_t)(st->blue_us - st->sent_us),
+                         (int64_t)(st->green_us - st->sent_us),
+                         cls == SY_SHADOW_MATCH ? NULL : &ex, now_us());
+    if (cls != SY_SHADOW_MATCH && cls != SY_SHADOW_SKIPPED_WRITE)
+        /* No values in the log: they are in the report (unless redacted). */
+        sy_session_log(sess, SY_LOG_INFO, "shadow divergence (%s): %s; differs in %s%s%s",
+                       sy_shadow_class_name(cls), st->fp, ex.what[0] ? ex.what : "?",
+                       ex.column[0] ? ", column " : "", ex.column);
+}
+
+/* Compares and drops the statements both sides have answered. */
+static void settle(struct sy_session *sess, struct pg_shadow *sh)
+{
+    while (sh->n > 0 && sh->nblue > 0 && sh->ngreen > 0) {
+        struct sh_stmt *st = at(sh, 0);
+        compare_one(sess, st);
+        stmt_free(st);
+        sh->q[sh->head] = NULL;
+        sh->head = (sh->head + 1) % SHADOW_MAX_STMTS;
+        sh->n--;
+        sh->nblue--;
+        sh->ngreen--;
+    }
+}
+
+/* Green has not answered the oldest statement blue answered long ago: suspend. */
+static int check_late(struct sy_session *sess, struct pg_shadow *sh)
+{
+    if (sh->state != SH_ON || sh->n == 0 || sh->ngreen >= sh->nblue)
+        return 0;
+    struct sh_stmt *st = at(sh, sh->ngreen);
+    uint64_t t = sess->proxy->cfg.shadow_timeout_ms * 1000u;
+    if (t == 0 || now_us() - st->sent_us < t)
+        return 0;
+    suspend(sess, sh, "green did not answer within shadow_timeout");
+    return -1;
+}
+
+/* ---- the client's requests ---- */
+
+/* The statement text named in a Bind ("" for the unnamed statement). */
+static const char *stmt_text(struct pg_shadow *sh, const char *name)
+{
+    if (!name[0])
+        return sh->unnamed;
+    for (size_t i = 0; i < sh->nnamed; i++)
+        if (strcmp(sh->named[i].name, name) == 0)
+            return sh->named[i].text;
+    return NULL;
+}
+
+static void on_parse(struct pg_shadow *sh, const uint8_t *m, size_t len)
+{
+    const char *name = (const char *)m + 5, *end = (const char *)m + len;
+    const char *nz = memchr(name, 0, (size_t)(end - name));
+    if (!nz)
+        return;
+    const char *query = nz + 1;
+    const char *qz = query < end ? memchr(query, 0, (size_t)(end - query)) : NULL;
+    if (!qz)
+        return;
+    size_t ql = (size_t)(qz - query);
+    if (!name[0]) {
+        snprintf(sh->unnamed, sizeof(sh->unnamed), "%.*s", (int)(ql < FP_MAX - 1 ? ql : FP_MAX - 1),
+                 query);
+        return;
+    }
+    struct named_stmt *slot = NULL;
+    for (size_t i = 0; i < sh->nnamed && !slot; i++)
+        if (strcmp(sh->named[i].name, name) == 0)
+            slot = &sh->named[i];
+    if (!slot) {
+        if (sh->nnamed < NAMED_MAX)
+            slot = &sh->named[sh->nnamed++];
+        else
+            slot = &sh->named[sh->named_next++ % NAMED_MAX];
+    }
+    snprintf(slot->name, sizeof(slot->name), "%s", name);
+    snprintf(slot->text, sizeof(slot->text), "%.*s", (int)(ql < FP_MAX - 1 ? ql : FP_MAX - 1),
+             query);
+}
+
+static void on_bind(struct pg_shadow *sh, const uint8_t *m, size_t len)
+{
+    const char *portal = (const char *)m + 5, *end = (const char *)m + len;
+    const char *pz = memchr(portal, 0, (size_t)(end - portal));
+    const char *stmt = pz ? pz + 1 : NULL;
+    const char *sz = stmt && stmt < end ? memchr(stmt, 0, (size_t)(end - stmt)) : NULL;
+    if (sz)
+        snprintf(sh->bound, sizeof(sh->bound), "%s", stmt);
+}
+
+void pg_shadow_client_message(struct sy_session *sess, uint8_t type, const uint8_t *m, size_t len,
+                              int whole)
+{
+    struct pg_shadow *sh = pg_sess_of(sess)->shadow;
+    if (!sh || sh->state != SH_ON)
+        return;
+    switch (type) {
+    case PG_FE_QUERY:
+        push(sess, sh, whole ? (const char *)m + 5 : "(a query too large to compare)",
+             whole ? strnlen((const char *)m + 5, len - 5) : 31, !whole);
+        return;
+    case PG_FE_FUNCTION_CALL:
+        push(sess, sh, NULL, 0, 0);
+        return;
+    case PG_FE_PARSE:
+        if (whole)
+            on_parse(sh, m, len);
+        else
+            sh->batch_uncomparable = 1;
+        return;
+    case PG_FE_BIND:
+        if (whole)
+            on_bind(sh, m, len);
+        else
+            sh->batch_uncomparable = 1;
+        return;
+    case PG_FE_EXECUTE:
+        if (!sh->batch_has_text) {
+            const char *t = stmt_text(sh, sh->bound);
+            snprintf(sh->batch_text, sizeof(sh->batch_text), "%s", t ? t : "(unknown statement)");
+            sh->batch_has_text = 1;
+        }
+        return;
+    case PG_FE_SYNC: {
+        const char *t = sh->batch_has_text ? sh->batch_text : "(extended protocol, no Execute)";
+        push(sess, sh, t, strlen(t), sh->batch_uncomparable);
+        batch_reset(sh);
+        return;
+    }
+    default:
+        return;
+    }
+}
+
+void pg_shadow_mirror(struct sy_session *sess, const uint8_t *bytes, size_t n)
+{
+    struct pg_shadow *sh = pg_sess_of(sess)->shadow;
+    struct sy_conn *g = sess->standby;
+    if (!sh || sh->state != SH_ON || !g || !g->open)
+        return;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&g->tcp) > sess->proxy->cfg.shadow_queue) {
+        suspend(sess, sh, "more than shadow_queue bytes wait to be written to green");
+        return;
+    }
+    /* A failure closes the shadow connection and reports through pg_shadow_failed. */
+    sy_conn_send(g, bytes, n);
+}
+
+/* ---- blue's answers (from the relay) ---- */
+
+static void note_write(struct sy_session *sess, const uint8_t *m, size_t len)
+{
+    static const char *const verbs[] = {"INSERT ", "UPDATE ", "DELETE ", "MERGE ", "COPY ",
+                                        "COMMIT"};
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+        size_t vl = strlen(verbs[i]);
+        if (len >= 5 + vl && memcmp(m + 5, verbs[i], vl) == 0) {
+            sess->proxy->shadow_last_write_us = now_us();
+            return;
+        }
+    }
+}
+
+void pg_shadow_server_message(struct sy_session *sess, uint8_t type, const uint8_t *m, size_t len,
+                              int whole)
+{
+    struct sy_proxy *p = sess->proxy;
+    if (p->shadow_mode == SY_SHADOW_OFF)
+        return;
+    if (type == PG_BE_COMMAND_COMPLETE && whole)
+        note_write(sess, m, len);
+    struct pg_shadow *sh = pg_sess_of(sess)->shadow;
+    if (!sh || sh->state != SH_ON || sh->nblue >= sh->n || type == PG_BE_READY_FOR_QUERY)
+        return;
+    struct sh_stmt *st = at(sh, sh->nblue);
+    if (!whole)
+        st->uncomparable = 1;
+    else
+        sy_shadow_result_feed(&st->blue, type, m + 5, len - 5);
+}
+
+static void maybe_start(struct sy_session *sess, struct pg_shadow *sh);
+
+void pg_shadow_blue_ready(struct sy_session *sess, int idle)
+{
+    struct pg_sess *ps = pg_sess_of(sess);
+    struct pg_shadow *sh = ps->shadow;
+    if (sh && sh->state == SH_ON && sh->nblue < sh->n) {
+        at(sh, sh->nblue)->blue_us = now_us();
+        at(sh, sh->nblue)->blue_done = 1;
+        sh->nblue++;
+        settle(sess, sh);
+        if (check_late(sess, sh) != 0)
+            return;
+    }
+    /* Starting needs the server connection quiet: after the relay forwarded this answer. */
+    if (idle && sess->proxy->shadow_mode != SY_SHADOW_OFF)
+        ps->shadow_idle = 1;
+}
+
+void pg_shadow_idle(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg_sess_of(sess);
+    ps->shadow_idle = 0;
+    if (sess->phase == SY_PHASE_READY && sess->tx == SY_TX_IDLE &&
+        sess->proxy->shadow_mode != SY_SHADOW_OFF)
+        maybe_start(sess, ps->shadow);
+}
+
+/* ---- green's answers (the shadow connection) ---- */
+
+/* One whole message at the front of g, or 0 (need more), or -1 (oversized: being skipped). */
+static int green_message(struct pg_shadow *sh, struct sy_conn *g)
+{
+    if (sh->skip_left > 0) {
+        size_t n = g->len < sh->skip_left ? g->len : sh->skip_left;
+        sy_conn_consume(g, n);
+        sh->skip_left -= (uint32_t)n;
+        return sh->skip_left > 0 ? 0 : -1;
+    }
+    if (g->len < 5)
+        return 0;
+    uint32_t l = pg_get_u32(g->buf + 1);
+    if (l < 4)
+        return -2;
+    size_t total = (size_t)l + 1;
+    if (total > g->cap) {
+        /* Too large to hold whole: skip it, and the statement is not compared. */
+        size_t n = g->len;
+        sh->skip_left = (uint32_t)(total - n);
+        sy_conn_consume(g, n);
+        return -1;
+    }
+    return g->len >= total ? (int)total : 0;
+}
+
+int pg_shadow_green_data(struct sy_session *sess)
+{
+    struct pg_shadow *sh = pg_sess_of(sess)->shadow;
+    struct sy_conn *g = sess->standby;
+    if (!sh || !g)
+        return 0;
+    while (g->len > 0 && sh->state == SH_ON) {
+        struct sh_stmt *st = sh->ngreen < sh->n ? at(sh, sh->ngreen) : NULL;
+        uint8_t type = g->buf[0];
+        int total = green_message(sh, g);
+        if (total == 0)
+            return 0;
+        if (total == -2) {
+            suspend(sess, sh, "green sent an invalid message");
+            return 0;
+        }
+        if (total < 0) {
+            if (st)
+                st->uncomparable = 1;
+            continue;
+        }
+        if (type == PG_BE_READY_FOR_QUERY) {
+            sy_conn_consume(g, (size_t)total);
+            if (!st) {
+                suspend(sess, sh, "green answered a request it was not sent");
+                return 0;
+            }
+            st->green_us = now_us();
+            st->green_done = 1;
+            sh->ngreen++;
+            settle(sess, sh);
+            continue;
+        }
+        if (type == PG_BE_ERROR && !st) {
+            suspend(sess, sh, "green ended the shadow connection");
+            return 0;
+        }
+        if (st && type != PG_BE_NOTICE && type != PG_BE_NOTIFICATION &&
+            type != PG_BE_PARAMETER_STATUS)
+            sy_shadow_result_feed(&st->green, type, g->buf + 5, (size_t)total - 5);
+        sy_conn_consume(g, (size_t)total);
+    }
+    return 0;
+}
+
+/* ---- starting, and the standby machinery's reports ---- */
+
+static int sampled(struct sy_proxy *p)
+{
+    uint32_t ppm = p->shadow_sample_ppm;
+    if (ppm >= 1000000)
+        return 1;
+    uint32_t r;
+    uv_random(NULL, NULL, &r, sizeof(r), 0, NULL);
+    return r % 1000000u < ppm;
+}
+
+/* At an idle point: open the shadow, or read the state for it, when it is time. */
+static void maybe_start(struct sy_session *sess, struct pg_shadow *sh)
+{
+    struct sy_proxy *p = sess->proxy;
+    struct pg_sess *ps = pg_sess_of(sess);
+    if (p->paused || sy_switch_running(p) || sess->side != p->active || ps->ext_open ||
+        ps->pending_ready || ps->in_copy || !sess->server || sess->server->len > 0)
+        return;
+    if (!sh) {
+        sh = ps->shadow = calloc(1, sizeof(*sh));
+        if (!sh)
+            return;
+        if (!sampled(p)) {
+            sh->state = SH_NEVER;
+            sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_SKIPPED, 1);
+            return;
+        }
+    }
+    if (sh->state == SH_WARM) {
+        if (pg_move_prepare(sess) == 0)
+            sh->state = SH_READING;
+        else
+            suspend(sess, sh, "the session's state could not be read");
+        return;
+    }
+    if ((sh->state != SH_OFF && sh->state != SH_SUSPENDED) || ps->move || sess->standby ||
+        loop_ms(sess) < sh->resume_at_ms)
+        return;
+    enum sy_side to = (enum sy_side)!p->active;
+    if (pg_move_shadow_open(sess, to, p->shadow_mode == SY_SHADOW_READS) != 0) {
+        sh->state = SH_SUSPENDED;
+        sh->resume_at_ms = loop_ms(sess) + p->cfg.shadow_resume_ms;
+        return;
+    }
+    sh->state = SH_OPENING;
+}
+
+void pg_shadow_ready(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg_sess_of(sess);
+    struct pg_shadow *sh = ps->shadow;
+    if (!sh || sh->state != SH_OPENING) {
+        pg_move_drop(sess);
+        return;
+    }
+    sh->state = SH_WARM;
+    if (sess->phase == SY_PHASE_READY && sess->tx == SY_TX_IDLE)
+        maybe_start(sess, sh);
+}
+
+void pg_shadow_mirroring(struct sy_session *sess)
+{
+    struct pg_shadow *sh = pg_sess_of(sess)->shadow;
+    if (!sh || sh->state != SH_READING)
+        return;
+    sh->state = SH_ON;
+    sh->skip_left = 0;
+    batch_reset(sh);
+    sh->nnamed = 0;
+    sh->unnamed[0] = 0;
+    if (!sh->counted)
+        sy_shadow_report_bump(sess->proxy->shadow_report, SY_SHADOW_CTR_SESSIONS, 1);
+    sh->counted = 1;
+    sy_session_log(sess, SY_LOG_DEBUG, "shadowing on %s",
+                   sy_side_name((enum sy_side)!sess->proxy->active));
+}
+
+void pg_shadow_failed(struct sy_session *sess, const char *reason)
+{
+    struct pg_shadow *sh = pg_sess_of(sess)->shadow;
+    if (sh && sh->state != SH_SUSPENDED && sh->state != SH_NEVER)
+        suspend(sess, sh, reason);
+}
+
+void pg_shadow_free(struct pg_sess *ps)
+{
+    if (!ps->shadow)
+        return;
+    queue_clear(ps->shadow);
+    free(ps->shadow);
+    ps->shadow = NULL;
+}
+
+void sy_shadow_stop_all(struct sy_proxy *p, const char *why)
+{
+    for (struct sy_session *s = p->sessions; s; s = s->next) {
+        struct pg_sess *ps = pg_sess_of(s);
+        struct pg_shadow *sh = ps ? ps->shadow : NULL;
+        if (!sh || sh->state == SH_OFF || sh->state == SH_NEVER)
+            continue;
+        if (sh->state != SH_SUSPENDED)
+            suspend(s, sh, why);
+        sh->state = SH_OFF;
+        sh->resume_at_ms = 0;
+    }
+}
+
+/* ---- admin: shadow on|off|sample X|report|reset ---- */
+
+static struct json_object *err(const char *msg)
+{
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "error", json_object_new_string(msg));
+    return o;
+}
+
+static struct json_object *state_json(struct sy_proxy *p)
+{
+    static const char *const modes[] = {"off", "reads", "all"};
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "shadow", json_object_new_string(modes[p->shadow_mode]));
+    json_object_object_add(o, "sample", json_object_new_double(p->shadow_sample_ppm / 1e6));
+    json_object_object_add(o, "target",
+                           json_object_new_string(sy_side_name((enum sy_side)!p->active)));
+    int64_t on = 0, suspended = 0;
+    for (struct sy_session *s = p->sessions; s; s = s->next) {
+        struct pg_sess *ps = pg_sess_of(s);
+        if (ps && ps->shadow && ps->shadow->state == SH_ON)
+            on++;
+        if (ps && ps->shadow && ps->shadow->state == SH_SUSPENDED)
+            suspended++;
+    }
+    json_object_object_add(o, "sessions_shadowed_now", json_object_new_int64(on));
+    json_object_object_add(o, "sessions_suspended_now", json_object_new_int64(suspended));
+    return o;
+}
+
+struct json_object *sy_shadow_cmd(struct sy_proxy *p, int argc, char **argv)
+{
+    const char *sub = argc > 1 ? argv[1] : "status";
+    if (strcmp(sub, "on") == 0) {
+        const char *m = argc > 2 ? argv[2] : (p->cfg.shadow == SY_SHADOW_ALL ? "all" : "reads");
+        if (strcmp(m, "reads") != 0 && strcmp(m, "all") != 0)
+            return err("usage: shadow on [reads|all]");
+        if (sy_switch_running(p))
+            return err("a switch is under way; turn shadowing on after it");
+        p->shadow_mode = strcmp(m, "all") == 0 ? SY_SHADOW_ALL : SY_SHADOW_READS;
+        /* Sessions already shadowed in the other mode start again in this one. */
+        sy_shadow_stop_all(p, "shadow mode changed");
+        sy_info("shadow: on (%s), sample %.3f; sessions start at their next idle point", m,
+                p->shadow_sample_ppm / 1e6);
+    } else if (strcmp(sub, "off") == 0) {
+        p->shadow_mode = SY_SHADOW_OFF;
+        sy_shadow_stop_all(p, "shadow turned off");
+        sy_info("shadow: off");
+    } else if (strcmp(sub, "sample") == 0) {
+        uint32_t ppm;
+        if (argc < 3 || sy_parse_fraction_ppm(argv[2], &ppm) != 0)
+            return err("usage: shadow sample FRACTION (from 0 to 1, like 0.25)");
+        p->shadow_sample_ppm = ppm;
+        sy_info("shadow: sample %.3f (for sessions not yet decided)", ppm / 1e6);
+    } else if (strcmp(sub, "reset") == 0) {
+        sy_shadow_report_reset(p->shadow_report);
+        sy_info("shadow: report counters reset");
+    } else if (strcmp(sub, "report") == 0) {
+        struct json_object *o = sy_shadow_report_json(p->shadow_report);
+        if (!o)
+            return err("out of memory");
+        json_object_object_add(o, "state", state_json(p));
+        char *t = sy_shadow_report_table(p->shadow_report);
+        if (t) {
+            json_object_object_add(o, "table", json_object_new_string(t));
+            free(t);
+        }
+        if (argc > 2 && strcmp(argv[2], "--reset") == 0)
+            sy_shadow_report_reset(p->shadow_report);
+        return o;
+    } else if (strcmp(sub, "status") != 0) {
+        return err("usage: shadow [status | on [reads|all] | off | sample FRACTION | report "
+                   "[--reset] | reset]");
+    }
+    return state_json(p);
+}
+
+int sy_shadow_gate(struct sy_proxy *p, char *why, size_t cap)
+{
+    if (!p->cfg.cutover_requires_clean_shadow)
+        return 0;
+    uint64_t now = now_us(), win = p->cfg.shadow_gate_window_ms * 1000u;
+    struct sy_shadow_real r[8];
+    size_t n = sy_shadow_report_real_since(p->shadow_report, now > win ? now - win : 0, r, 8);
+    uint64_t total = 0;
+    for (size_t i = 0; i < n && i < 8; i++)
+        total += r[i].count;
+    if (total <= p->cfg.shadow_gate_max)
+        return 0;
+    int len = snprintf(why, cap, "shadow traffic found %llu real divergences in the last %llu s "
+                       "(shadow_gate_max is %u), in:",
+                       (unsigned long long)total,
+                       (unsigned long long)(p->cfg.shadow_gate_window_ms / 1000),
+                       p->cfg.shadow_gate_max);
+    for (size_t i = 0; i < n && i < 3 && len > 0 && (size_t)len < cap; i++)
+        len += snprintf(why + len, cap - (size_t)len, " [%.120s] (%u)", r[i].fingerprint,
+                        r[i].count);
+    if (len > 0 && (size_t)len < cap)
+        snprintf(why + len, cap - (size_t)len, "; see switchyardctl shadow report");
+    return -1;
+}
