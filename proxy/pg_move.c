@@ -612,6 +612,12 @@ static int shadow_state_read(struct sy_session *sess, struct pg_move *mv)
 {
     struct sbuf q = {0}, parse = {0};
     int rc = mv->error[0] ? -1 : build_replay(mv, &q, &parse);
+    /* The shadow names the session's prepared statements by their text. */
+    for (size_t i = 0; rc == 0 && i < mv->rows.nrows; i++) {
+        char **row = mv->rows.cells + i * STATE_COLS;
+        if (row[0] && strcmp(row[0], "prep") == 0 && row[1] && row[2])
+            pg_shadow_statement(sess, row[1], row[2]);
+    }
     rows_clear(&mv->rows);
     mv->step = MV_REPLAY;
     if (rc == 0 && send_replay(sess, mv, q.len ? q.p : NULL, parse.p, parse.len) != 0)

@@ -185,6 +185,8 @@ int pg_shadow_green_data(struct sy_session *sess);
 void pg_shadow_ready(struct sy_session *sess);
 void pg_shadow_mirroring(struct sy_session *sess);
 void pg_shadow_failed(struct sy_session *sess, const char *reason);
+/* A prepared statement the session had when its shadow started (name and text). */
+void pg_shadow_statement(struct sy_session *sess, const char *name, const char *text);
 void pg_shadow_free(struct pg_sess *ps);
 
 /* pg_pool.c: server connection reuse (the ops of pool.c) */

@@ -141,6 +141,8 @@ static void suspend(struct sy_session *sess, struct pg_shadow *sh, const char *w
     queue_clear(sh);
     batch_reset(sh);
     sh->skip_left = 0;
+    sh->nnamed = sh->named_next = 0; /* green's statements go with the connection */
+    sh->unnamed[0] = 0;
     sh->state = SH_SUSPENDED;
     sh->resume_at_ms = loop_ms(sess) + p->cfg.shadow_resume_ms;
     pg_move_drop(sess); /* closes the shadow connection, reports nothing */
@@ -253,6 +255,30 @@ static const char *stmt_text(struct pg_shadow *sh, const char *name)
     return NULL;
 }
 
+static void named_set(struct pg_shadow *sh, const char *name, const char *text, size_t tl)
+{
+    struct named_stmt *slot = NULL;
+    for (size_t i = 0; i < sh->nnamed && !slot; i++)
+        if (strcmp(sh->named[i].name, name) == 0)
+            slot = &sh->named[i];
+    if (!slot) {
+        if (sh->nnamed < NAMED_MAX)
+            slot = &sh->named[sh->nnamed++];
+        else
+            slot = &sh->named[sh->named_next++ % NAMED_MAX];
+    }
+    snprintf(slot->name, sizeof(slot->name), "%s", name);
+    snprintf(slot->text, sizeof(slot->text), "%.*s", (int)(tl < FP_MAX - 1 ? tl : FP_MAX - 1),
+             text);
+}
+
+void pg_shadow_statement(struct sy_session *sess, const char *name, const char *text)
+{
+    struct pg_shadow *sh = pg_sess_of(sess)->shadow;
+    if (sh && name[0])
+        named_set(sh, name, text, strlen(text));
+}
+
 static void on_parse(struct pg_shadow *sh, const uint8_t *m, size_t len)
 {
     const char *name = (const char *)m + 5, *end = (const char *)m + len;
@@ -269,19 +295,7 @@ static void on_parse(struct pg_shadow *sh, const uint8_t *m, size_t len)
                  query);
         return;
     }
-    struct named_stmt *slot = NULL;
-    for (size_t i = 0; i < sh->nnamed && !slot; i++)
-        if (strcmp(sh->named[i].name, name) == 0)
-            slot = &sh->named[i];
-    if (!slot) {
-        if (sh->nnamed < NAMED_MAX)
-            slot = &sh->named[sh->nnamed++];
-        else
-            slot = &sh->named[sh->named_next++ % NAMED_MAX];
-    }
-    snprintf(slot->name, sizeof(slot->name), "%s", name);
-    snprintf(slot->text, sizeof(slot->text), "%.*s", (int)(ql < FP_MAX - 1 ? ql : FP_MAX - 1),
-             query);
+    named_set(sh, name, query, ql);
 }
 
 static void on_bind(struct pg_shadow *sh, const uint8_t *m, size_t len)
@@ -555,8 +569,6 @@ void pg_shadow_mirroring(struct sy_session *sess)
     sh->state = SH_ON;
     sh->skip_left = 0;
     batch_reset(sh);
-    sh->nnamed = 0;
-    sh->unnamed[0] = 0;
     if (!sh->counted)
         sy_shadow_report_bump(sess->proxy->shadow_report, SY_SHADOW_CTR_SESSIONS, 1);
     sh->counted = 1;
