@@ -71,7 +71,8 @@ o=json.loads(sys.stdin.read())
 print('%-34s result=%-7s total=%5d ms  paused=%4d ms  max_pause=%4d ms  p99_pause=%4d ms  held=%d' % (
   '$label', o.get('result'), o.get('total_ms',0), o.get('paused_ms',0), o.get('max_pause_ms',0),
   o.get('p99_pause_ms',0), o.get('sessions_held',0)))
-print('   steps: ' + ' '.join('%s=%d' % (s['step'], s['ms']) for s in o.get('steps',[])))" || cat "$T/cut.out"
+print('   steps: ' + ' '.join('%s=%d' % (s['step'], s['ms']) for s in o.get('steps',[])) +
+      '   (fence: roles %s ms, terminate %s ms)' % (o.get('fence_roles_ms','?'), o.get('fence_terminate_ms','?')))" || cat "$T/cut.out"
     grep -E "^number of failed|^tps" "$T/pgbench.out" | sed 's/^/   pgbench: /'
     kill "$sy_pid"
     wait "$sy_pid" 2>/dev/null || true

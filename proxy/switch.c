@@ -705,6 +705,13 @@ static struct json_object *report(struct sy_switch *sw)
     }
     const struct sy_pgctl_fence *f = &sw->fence[sw->from];
     json_object_object_add(o, "fenced_roles", json_object_new_int64(co->done ? f->nroles : 0));
+    if (co->done) {
+        /* Where the fence's time went: NOLOGIN (one transaction, a WAL flush), then ending the
+         * outside sessions and waiting for them to be gone. */
+        json_object_object_add(o, "fence_roles_ms", json_object_new_int64((int64_t)f->roles_ms));
+        json_object_object_add(o, "fence_terminate_ms",
+                               json_object_new_int64((int64_t)f->terminate_ms));
+    }
     if (co->done && f->nterminated > 0) {
         struct json_object *out = json_object_new_array();
         for (int i = 0; i < f->nterminated && i < SY_FENCE_MAX_REPORT; i++) {
@@ -1032,6 +1039,9 @@ static void run_step(struct sy_switch *sw)
         start_warm(sw);
         break;
     case SY_CO_DRAIN:
+        /* Recorded before the pause (a file sync takes milliseconds): from here a fence may be
+         * applied, and a restart must know to look for one. */
+        state_write(sw, "fencing", p->active);
         sy_proxy_pause(p, 0);
         p->npause = 0;
         break; /* the tick checks */
@@ -1041,7 +1051,6 @@ static void run_step(struct sy_switch *sw)
         start_move(sw);
         if (!sw->running || sw->co.step != SY_CO_FENCE)
             break;
-        state_write(sw, "fencing", p->active);
         j = job_new(sw, J_FENCE);
         if (j) {
             j->side = sw->from;
@@ -1229,8 +1238,11 @@ static void step_job_done(struct sy_switch *sw, struct job *j)
         if (j->fence)
             sw->fence[sw->from] = *j->fence;
         sw->fenced[sw->from] = 1;
-        state_write(sw, "switching", sw->p->active);
         step_done(sw, SY_CO_FENCE, j->ok, j->err);
+        /* The roles the fence changed are made durable while the control thread runs the next
+         * step (they must be before the switch point, which is steps away). */
+        if (sw->running)
+            state_write(sw, "switching", sw->p->active);
         return;
     case J_CATCHUP:
         sw->fence_lsn = j->target_lsn;

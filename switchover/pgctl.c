@@ -713,9 +713,16 @@ int sy_pgctl_fence(PGconn *c, const char *side, const char *keep_role, const int
                    int nkeep, int timeout_ms, struct sy_pgctl_fence *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
+    struct timespec t0, t1, t2;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     if (fence_roles(c, side, keep_role, out, err, errlen) != 0)
         return -1;
-    if (fence_terminate(c, side, keep_pids, nkeep, timeout_ms, out, err, errlen) == 0)
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int rc = fence_terminate(c, side, keep_pids, nkeep, timeout_ms, out, err, errlen);
+    clock_gettime(CLOCK_MONOTONIC, &t2);
+    out->roles_ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+    out->terminate_ms = (t2.tv_sec - t1.tv_sec) * 1e3 + (t2.tv_nsec - t1.tv_nsec) / 1e6;
+    if (rc == 0)
         return 0;
     char undo[256];
     if (sy_pgctl_unfence(c, side, out, undo, sizeof(undo)) != 0 && err && errlen > 0) {

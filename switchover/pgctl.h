@@ -119,6 +119,7 @@ struct sy_pgctl_fence {
     int nroles;
     char roles[SY_FENCE_MAX_ROLES][64]; /* roles switched from LOGIN to NOLOGIN */
     int nterminated;                    /* outside sessions terminated (all of them) */
+    double roles_ms, terminate_ms;      /* how long each half took */
     struct sy_pgctl_backend terminated[SY_FENCE_MAX_REPORT]; /* the first of them, reported */
 };
 

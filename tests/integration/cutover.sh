@@ -155,10 +155,8 @@ mkfifo "$W/lock.in"
 "$PSQL" -X -At -q "$APP" <"$W/lock.in" >"$W/lock.out" 2>&1 &
 bg_pids+=($!)
 exec 9>"$W/lock.in"
-ln=0
 ql() { # ql SQL: runs SQL in the session that takes advisory locks, prints its output
-    ln=$((ln + 1))
-    local mark=__L_${ln}__ start
+    local mark=__L_$(date +%s%N)__ start
     start=$(wc -l <"$W/lock.out")
     printf '%s\n\\echo %s\n' "$1" "$mark" >&9
     for _ in $(seq 200); do
@@ -188,10 +186,8 @@ mkfifo "$W/sess.in"
 bg_pids+=($!)
 exec 7>"$W/sess.in"
 for _ in $(seq 100); do [ -e "$W/sess.out" ] && break; sleep 0.05; done
-qn=0
 q() { # q SQL: runs SQL in the stateful session, prints its output
-    qn=$((qn + 1))
-    local mark=__END_${qn}__ start
+    local mark=__END_$(date +%s%N)__ start
     start=$(wc -l <"$W/sess.out")
     printf '%s\n\\echo %s\n' "$1" "$mark" >&7
     for _ in $(seq 200); do
