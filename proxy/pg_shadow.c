@@ -51,6 +51,7 @@ enum sh_state {
 struct sh_stmt {
     char fp[FP_MAX];
     uint64_t fp_hash;
+    uint64_t text_hash; /* of the exact text (simple queries; 0 otherwise) */
     uint8_t volatile_stmt;
     uint8_t uncomparable; /* a message too large to summarize whole passed */
     uint8_t blue_done, green_done;
@@ -81,6 +82,48 @@ struct pg_shadow {
 };
 
 static uint64_t now_us(void) { return uv_hrtime() / 1000u; }
+
+/*
+ * Blue differing from itself. For each fingerprint (a bounded table, keyed by its hash), the
+ * last exact statement text seen, blue's answer to it and when. When blue answers the same text
+ * differently while it acknowledged no write in between, the fingerprint is non-deterministic
+ * (a volatile function in a view, a LIMIT without ORDER BY ...) and its divergences are classed
+ * so from then on. Nothing extra is sent to blue.
+ */
+#define SELF_SLOTS 4096
+struct self_seen {
+    uint64_t fp_hash, text_hash, answer, at_us;
+    uint8_t nondeterministic;
+};
+static struct self_seen self_table[SELF_SLOTS];
+
+static uint64_t answer_digest(const struct sy_shadow_result *r)
+{
+    uint64_t h = r->hash_ordered ^ (r->nrows * 0x9e3779b97f4a7c15ull) ^ (r->tags_hash << 1) ^
+                 (r->counts_hash << 2) ^ (uint64_t)r->status;
+    for (const char *s = r->sqlstate; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+/* Records blue's answer; returns 1 when the fingerprint is known to be non-deterministic. */
+static int self_check(struct sy_proxy *p, const struct sh_stmt *st)
+{
+    struct self_seen *e = &self_table[st->fp_hash % SELF_SLOTS];
+    if (e->fp_hash != st->fp_hash)
+        memset(e, 0, sizeof(*e));
+    uint64_t d = answer_digest(&st->blue);
+    if (st->text_hash && e->text_hash == st->text_hash && e->answer != d &&
+        p->shadow_last_write_us < e->at_us)
+        e->nondeterministic = 1;
+    if (st->text_hash) {
+        e->fp_hash = st->fp_hash;
+        e->text_hash = st->text_hash;
+        e->answer = d;
+        e->at_us = st->blue_us;
+    }
+    return e->nondeterministic;
+}
 static uint64_t loop_ms(struct sy_session *s) { return uv_now(s->proxy->loop); }
 
 /* ---- the proxy-wide part: mode, sample, report ---- */
@@ -149,7 +192,7 @@ static void suspend(struct sy_session *sess, struct pg_shadow *sh, const char *w
 }
 
 static int push(struct sy_session *sess, struct pg_shadow *sh, const char *text, size_t len,
-                int uncomparable)
+                int uncomparable, int exact)
 {
     if (sh->n == SHADOW_MAX_STMTS) {
         suspend(sess, sh, "green is more than 64 statements behind");
@@ -165,6 +208,8 @@ static int push(struct sy_session *sess, struct pg_shadow *sh, const char *text,
     if (text) {
         pg_fingerprint_full(text, len, st->fp, sizeof(st->fp), &st->fp_hash);
         st->volatile_stmt = (uint8_t)pg_sql_is_volatile(text, len);
+        if (exact)
+            st->text_hash = pg_fingerprint_hash(text, len) | 1;
     } else {
         snprintf(st->fp, sizeof(st->fp), "(function call)");
         st->fp_hash = pg_fingerprint_hash(st->fp, strlen(st->fp));
@@ -194,8 +239,9 @@ static void compare_one(struct sy_session *sess, struct sh_stmt *st)
         sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_SKIPPED, 1);
         return;
     }
+    int self_differs = self_check(p, st);
     struct sy_shadow_hints h = {
-        .volatile_stmt = st->volatile_stmt,
+        .volatile_stmt = st->volatile_stmt || self_differs,
         .read_only_shadow = p->shadow_mode == SY_SHADOW_READS,
         .lag_suspected = lag_suspected(sess, st),
         .redact_values = p->cfg.shadow_redact,
@@ -317,10 +363,10 @@ void pg_shadow_client_message(struct sy_session *sess, uint8_t type, const uint8
     switch (type) {
     case PG_FE_QUERY:
         push(sess, sh, whole ? (const char *)m + 5 : "(a query too large to compare)",
-             whole ? strnlen((const char *)m + 5, len - 5) : 31, !whole);
+             whole ? strnlen((const char *)m + 5, len - 5) : 31, !whole, whole);
         return;
     case PG_FE_FUNCTION_CALL:
-        push(sess, sh, NULL, 0, 0);
+        push(sess, sh, NULL, 0, 0, 0);
         return;
     case PG_FE_PARSE:
         if (whole)
@@ -343,7 +389,7 @@ void pg_shadow_client_message(struct sy_session *sess, uint8_t type, const uint8
         return;
     case PG_FE_SYNC: {
         const char *t = sh->batch_has_text ? sh->batch_text : "(extended protocol, no Execute)";
-        push(sess, sh, t, strlen(t), sh->batch_uncomparable);
+        push(sess, sh, t, strlen(t), sh->batch_uncomparable, 0);
         batch_reset(sh);
         return;
     }
