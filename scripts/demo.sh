@@ -118,9 +118,12 @@ PGPASSWORD=$APP_PASSWORD pgbench -n -c 8 -j 2 -T 24 -h 127.0.0.1 -p "$SY_PORT" -
 PGBENCH_PID=$!
 sleep 4
 
-# ---- PLACEHOLDER: shadow report ---------------------------------------------------------------
-# Later work (issue "Shadow traffic"): mirror the read traffic to green and show the comparison.
-# ---- END PLACEHOLDER: shadow report -----------------------------------------------------------
+step "switchyardctl shadow on reads: pgbench's traffic is mirrored to green (read-only) and compared"
+build/switchyardctl -s "$SOCK" shadow on reads
+sleep 4
+step "switchyardctl shadow report: per query, matches and divergences (writes are skipped on green)"
+build/switchyardctl -s "$SOCK" shadow report
+build/switchyardctl -s "$SOCK" shadow off
 
 step "switchyardctl cutover --dry-run: the guardrails alone"
 build/switchyardctl -s "$SOCK" cutover --dry-run
