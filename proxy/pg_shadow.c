@@ -70,7 +70,7 @@ struct pg_shadow {
     struct sh_stmt *q[SHADOW_MAX_STMTS]; /* a ring, oldest at head */
     size_t head, n, nblue, ngreen;      /* nblue/ngreen: answered ones, from head */
     /* Extended protocol: statement texts by name, and the current batch. */
-    struct named_stmt named[NAMED_MAX];
+    struct named_stmt *named; /* NAMED_MAX slots, allocated when first needed */
     size_t nnamed, named_next;
     char unnamed[FP_MAX];
     char bound[64];
@@ -303,6 +303,8 @@ static const char *stmt_text(struct pg_shadow *sh, const char *name)
 
 static void named_set(struct pg_shadow *sh, const char *name, const char *text, size_t tl)
 {
+    if (!sh->named && !(sh->named = calloc(NAMED_MAX, sizeof(*sh->named))))
+        return;
     struct named_stmt *slot = NULL;
     for (size_t i = 0; i < sh->nnamed && !slot; i++)
         if (strcmp(sh->named[i].name, name) == 0)
@@ -634,6 +636,7 @@ void pg_shadow_free(struct pg_sess *ps)
     if (!ps->shadow)
         return;
     queue_clear(ps->shadow);
+    free(ps->shadow->named);
     free(ps->shadow);
     ps->shadow = NULL;
 }

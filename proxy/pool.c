@@ -101,6 +101,9 @@ static int parkable(struct sy_session *sess)
 int sy_session_park(struct sy_session *sess)
 {
     struct sy_proxy *p = sess->proxy;
+    /* A standby no switch is using (a shadow connection) goes with its client. */
+    if (sess->standby && !sess->move_state && !sy_switch_running(p))
+        p->ops->standby_drop(sess);
     if (!parkable(sess))
         return 0;
     uint8_t *key = NULL, *blob = NULL;
