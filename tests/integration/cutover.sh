@@ -23,36 +23,9 @@
 set -euo pipefail
 : "${SY_BIN_DIR:?run through ctest}" "${SY_SOURCE_DIR:?run through ctest}"
 src=$SY_SOURCE_DIR
-T=$(mktemp -d /tmp/sy-cut-XXXXXX)
-chmod 0755 "$T"
-W=$T/w
-mkdir -p "$W"
-sy_pid=
-bg_pids=()
-cleanup() {
-    exec 7>&- 2>/dev/null || true
-    [ -n "$sy_pid" ] && kill "$sy_pid" 2>/dev/null
-    for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ "${failed:-1}" -ne 0 ] && [ -d "$W" ]; then
-        rm -rf /tmp/sy-cutover-last
-        cp -r "$W" /tmp/sy-cutover-last 2>/dev/null && echo "logs kept in /tmp/sy-cutover-last"
-    fi
-    bash "$src/tests/support/pg_cluster.sh" stop "$T/pg" >/dev/null 2>&1 || true
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'failed=1; exit 1' TERM INT
-
-passed=0
-failed=0
-ok() { echo "ok - $*"; passed=$((passed + 1)); }
-not_ok() { echo "not ok - $*"; failed=$((failed + 1)); }
-check() { # check DESCRIPTION COMMAND...
-    local d=$1
-    shift
-    if "$@"; then ok "$d"; else not_ok "$d"; fi
-}
+# shellcheck source=tests/support/checks.sh
+. "$src/tests/support/checks.sh"
+checks_init cutover
 
 bash "$src/tests/support/pg_cluster.sh" start "$T/pg" >/dev/null
 bash "$src/tests/support/pg_replicate.sh" logical "$T/pg" shop >/dev/null
@@ -344,9 +317,4 @@ if grep -E 'ERROR|out of memory' "$W/sy.log" | grep -v 'ERROR:  canceling' >/dev
     not_ok "switchyard logged no error"
     grep -E 'ERROR' "$W/sy.log" | head
 fi
-echo "$passed passed, $failed failed"
-if [ "$failed" -ne 0 ]; then
-    echo "---- switchyard log (tail) ----"
-    tail -n 60 "$W/sy.log"
-    exit 1
-fi
+checks_finish

@@ -9,35 +9,9 @@
 set -euo pipefail
 : "${SY_BIN_DIR:?run through ctest}" "${SY_SOURCE_DIR:?run through ctest}"
 src=$SY_SOURCE_DIR
-T=$(mktemp -d /tmp/sy-phys-XXXXXX)
-chmod 0755 "$T"
-W=$T/w
-mkdir -p "$W"
-sy_pid=
-bg_pids=()
-cleanup() {
-    [ -n "$sy_pid" ] && kill "$sy_pid" 2>/dev/null
-    for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ "${failed:-1}" -ne 0 ] && [ -d "$W" ]; then
-        rm -rf /tmp/sy-physical-last
-        cp -r "$W" /tmp/sy-physical-last 2>/dev/null && echo "logs kept in /tmp/sy-physical-last"
-    fi
-    bash "$src/tests/support/pg_cluster.sh" stop "$T/pg" >/dev/null 2>&1 || true
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'failed=1; exit 1' TERM INT
-
-passed=0
-failed=0
-ok() { echo "ok - $*"; passed=$((passed + 1)); }
-not_ok() { echo "not ok - $*"; failed=$((failed + 1)); }
-check() { # check DESCRIPTION COMMAND...
-    local d=$1
-    shift
-    if "$@"; then ok "$d"; else not_ok "$d"; fi
-}
+# shellcheck source=tests/support/checks.sh
+. "$src/tests/support/checks.sh"
+checks_init physical
 
 bash "$src/tests/support/pg_cluster.sh" start "$T/pg" >/dev/null
 # The database, role and tables on blue (logical set-up, whose green side is not used here), then
@@ -129,9 +103,4 @@ bal=$(standby "select (select sum(abalance) from pgbench_accounts) = (select sum
     and (select sum(tbalance) from pgbench_tellers) = (select coalesce(sum(delta), 0) from pgbench_history)")
 check "pgbench's balances are consistent on the promoted standby" [ "$bal" = t ]
 
-echo "$passed passed, $failed failed"
-if [ "$failed" -ne 0 ]; then
-    echo "---- switchyard log (tail) ----"
-    tail -n 40 "$W/sy.log"
-    exit 1
-fi
+checks_finish
