@@ -55,6 +55,7 @@ struct job {
     int *keep_pids;
     int nkeep;
     uint64_t deadline_hr_ms; /* uv_hrtime-based, for polling jobs */
+    uint64_t timeout_ms;     /* every job's statements together end within this */
     double max_tx_age_s;
     uint64_t max_lag;
     struct sy_pgctl_fence *fence; /* J_FENCE out, J_UNFENCE in */
@@ -353,6 +354,9 @@ static void job_run(struct sy_switch *sw, struct job *j)
     uint64_t t0 = hr_ms();
     PGconn *c;
     j->ok = 0;
+    /* No statement may hold the control thread past the job's time: a frozen server must not
+     * keep an abort from lifting the fence on the other one. */
+    sy_pgctl_set_timeout(j->timeout_ms ? j->timeout_ms : 10000);
     switch (j->kind) {
     case J_PROBE: job_probe(sw, j); break;
     case J_CHECK: job_check(sw, j); break;
@@ -430,6 +434,7 @@ static struct job *job_new(struct sy_switch *sw, enum job_kind kind)
     j->repl = sw->run_repl;
     j->reverse_repl = sw->reverse_repl;
     j->forward = sw->window_forward;
+    j->timeout_ms = sw->p->cfg.step_timeout_ms > 1000 ? sw->p->cfg.step_timeout_ms : 1000;
     return j;
 }
 
@@ -757,6 +762,11 @@ static void submit_step_job(struct sy_switch *sw, struct job *j)
         step_done(sw, sw->co.step, 0, "out of memory");
         return;
     }
+    /* The job ends (its statements cut short if need be) before the step's own deadline, so
+     * that its outcome, and the fence it records, is in before any abort acts on it. */
+    uint64_t rem = sy_cutover_remaining(&sw->co, uv_now(sw->p->loop));
+    if (rem)
+        j->timeout_ms = rem > 600 ? rem - 300 : rem / 2 + 1;
     sw->job_out = 1;
     job_submit(sw, j);
 }
@@ -1063,7 +1073,10 @@ static void run_step(struct sy_switch *sw)
     case SY_CO_CATCHUP:
         j = job_new(sw, J_CATCHUP);
         if (j) {
-            j->deadline_hr_ms = hr_ms() + sy_cutover_remaining(&sw->co, uv_now(p->loop));
+            /* Ends before the job's statement limit (submit_step_job), so that a green that
+             * is only behind is reported as behind. */
+            uint64_t rem = sy_cutover_remaining(&sw->co, uv_now(p->loop));
+            j->deadline_hr_ms = hr_ms() + (rem > 800 ? rem - 400 : rem / 2);
             j->fence = calloc(1, sizeof(*j->fence));
             if (j->fence)
                 *j->fence = sw->fence[sw->from];

@@ -35,10 +35,12 @@
 #include "pgctl.h"
 
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #define SHORT_PAGE_HEADER 24 /* SizeOfXLogShortPHD */
@@ -87,11 +89,95 @@ static void one_line(const char *msg, char *out, size_t cap)
     out[n] = '\0';
 }
 
+/* ---- statements with a time limit ----
+ *
+ * A server that stops answering (frozen, or a network that swallows packets) keeps its TCP
+ * connection open: a blocking libpq call would wait forever and hold the control thread, and
+ * with it the abort that must lift a fence. So every statement waits for its answer only until
+ * the calling thread's deadline (sy_pgctl_set_timeout); then the connection is shut down, the
+ * statement fails with a message that says so, and the caller reconnects next time.
+ */
+static _Thread_local uint64_t deadline_ms; /* CLOCK_MONOTONIC, 0: none */
+static _Thread_local int timed_out;        /* the last statement ran out of time */
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void sy_pgctl_set_timeout(uint64_t ms)
+{
+    deadline_ms = ms ? mono_ms() + ms : 0;
+}
+
+/* Waits until c's socket is readable or the deadline passes. Returns 1, or 0 at the deadline. */
+static int wait_readable(PGconn *c)
+{
+    for (;;) {
+        uint64_t now = mono_ms();
+        if (now >= deadline_ms)
+            return 0;
+        struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
+        int rc = poll(&p, 1, (int)(deadline_ms - now > 1000000 ? 1000000 : deadline_ms - now));
+        if (rc != 0)
+            return 1; /* readable, or an error libpq will report */
+    }
+}
+
+/* PQexecParams (or PQexec when simple: several statements in one string) with the deadline. The
+ * result is what PQexec would return (the last, or the first error), or NULL. */
+static PGresult *exec_timed(PGconn *c, const char *sql, int n, const char *const *vals, int simple)
+{
+    timed_out = 0;
+    if (!deadline_ms)
+        return simple ? PQexec(c, sql) : PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    int sent = simple ? PQsendQuery(c, sql) : PQsendQueryParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    if (!sent)
+        return NULL;
+    PGresult *keep = NULL, *r;
+    for (;;) {
+        while (PQisBusy(c)) {
+            if (!wait_readable(c)) {
+                /* Out of time: end the connection (libpq sees end of file and marks it bad). */
+                timed_out = 1;
+                shutdown(PQsocket(c), SHUT_RDWR);
+                PQconsumeInput(c);
+                while ((r = PQgetResult(c)))
+                    PQclear(r);
+                PQclear(keep);
+                return NULL;
+            }
+            if (!PQconsumeInput(c))
+                break;
+        }
+        r = PQgetResult(c);
+        if (!r)
+            break;
+        ExecStatusType st = PQresultStatus(r);
+        if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR) {
+            PQclear(r); /* the first error is the one that says why */
+            continue;
+        }
+        PQclear(keep);
+        keep = r;
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
+            break;
+    }
+    return keep;
+}
+
 /* The error of a failed query: the server's primary message, else libpq's. */
 static void query_error(PGconn *c, PGresult *r, const char *side, const char *what, char *err,
                         size_t errlen)
 {
     char msg[300];
+    if (timed_out) {
+        seterr(err, errlen, "%s: could not %s: no answer in time (the server may be frozen or "
+               "unreachable); the connection was closed", side, what);
+        return;
+    }
     const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     one_line(primary ? primary : PQerrorMessage(c), msg, sizeof(msg));
     seterr(err, errlen, "%s: could not %s: %s", side, what, msg);
@@ -104,7 +190,7 @@ static void query_error(PGconn *c, PGresult *r, const char *side, const char *wh
 static PGresult *run(PGconn *c, const char *side, const char *what, const char *sql, int n,
                      const char *const *vals, char *err, size_t errlen)
 {
-    PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    PGresult *r = exec_timed(c, sql, n, vals, 0);
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
         return r;
@@ -123,7 +209,7 @@ static int exec(PGconn *c, const char *side, const char *what, const char *sql, 
 }
 
 /* Ends a transaction that failed; the connection stays usable. */
-static void rollback(PGconn *c) { PQclear(PQexec(c, "ROLLBACK")); }
+static void rollback(PGconn *c) { PQclear(exec_timed(c, "ROLLBACK", 0, NULL, 1)); }
 
 /* Runs "<prefix><quoted name><suffix>" (DDL that takes no parameters). Returns 0 or -1. */
 static int exec_ident(PGconn *c, const char *side, const char *what, const char *prefix,
@@ -284,8 +370,9 @@ static int wal_end(PGconn *c, const char *side, int flush, sy_lsn *out, char *er
         end = insert - SHORT_PAGE_HEADER;
     if (flush && logical && flushed < end) {
         /* One round trip; on any error the transaction is rolled back and the flush skipped. */
-        PQclear(PQexec(c, "BEGIN READ WRITE; SET LOCAL synchronous_commit = local; "
-                          "SELECT pg_logical_emit_message(true, 'switchyard', 'flush'); COMMIT"));
+        PQclear(exec_timed(c, "BEGIN READ WRITE; SET LOCAL synchronous_commit = local; "
+                          "SELECT pg_logical_emit_message(true, 'switchyard', 'flush'); COMMIT",
+                           0, NULL, 1));
         if (PQtransactionStatus(c) != PQTRANS_IDLE)
             rollback(c);
     }
@@ -887,10 +974,11 @@ static int create_reverse_subscription(PGconn *old_active, const char *side,
         query_error(old_active, NULL, side, "create the reverse subscription", err, errlen);
     } else {
         /* Superuser settings (best effort): without them a failing statement is logged. */
-        PQclear(PQexec(old_active, "SET log_statement = 'none'"));
-        PQclear(PQexec(old_active, "SET log_min_error_statement = 'panic'"));
+        PQclear(exec_timed(old_active, "SET log_statement = 'none'", 0, NULL, 1));
+        PQclear(exec_timed(old_active, "SET log_min_error_statement = 'panic'", 0, NULL, 1));
         rc = exec(old_active, side, "create the reverse subscription", sql, 0, NULL, err, errlen);
-        PQclear(PQexec(old_active, "RESET log_statement; RESET log_min_error_statement"));
+        PQclear(exec_timed(old_active, "RESET log_statement; RESET log_min_error_statement", 0,
+                           NULL, 1));
     }
     explicit_bzero(ci, sizeof(ci));
     explicit_bzero(sql, sizeof(sql));

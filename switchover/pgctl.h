@@ -38,6 +38,11 @@ struct sy_pgctl_target {
  * Returns the connection, or NULL with err set. */
 PGconn *sy_pgctl_connect(const struct sy_pgctl_target *t, char *err, size_t errlen);
 
+/* Limits every statement the calling thread runs from now on to ms milliseconds from now in
+ * all (0: no limit). A statement still unanswered then fails with "no answer in time" and its
+ * connection is shut down (PQstatus turns bad: reconnect). */
+void sy_pgctl_set_timeout(uint64_t ms);
+
 /* What a health probe reads from one server. */
 struct sy_pgctl_probe {
     int in_recovery;        /* 1: a standby (pg_is_in_recovery()) */

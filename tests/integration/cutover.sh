@@ -5,7 +5,8 @@
 #
 #  1. guardrails: a dry run passes; a transaction longer than --timeout aborts the cutover with
 #     zero client errors and everything back as it was; green's apply worker frozen (SIGSTOP)
-#     makes the catch-up time out: abort, still on blue, blue unfenced.
+#     makes the catch-up time out: abort, still on blue, blue unfenced; the whole green server
+#     frozen during the catch-up: the control connection's statements are cut short, abort.
 #  2. under load (pgbench TPC-B-like, 32 clients over -M simple, extended and prepared, plus a
 #     writer recording every acknowledged id): cutover, rollback, cutover. Zero failed
 #     transactions, zero writer errors, every acknowledged id on the final side, pgbench's
@@ -122,6 +123,36 @@ check "... still on blue" [ "$(active)" = blue ]
 check "... blue's fence was lifted: $APP_USER logs into blue directly" \
     "$PSQL" -X -Atq "host=127.0.0.1 port=$BLUE_PORT user=$APP_USER dbname=shop" -c "select 1"
 check "... a client through switchyard still works" "$PSQL" -X -Atq "$APP" -c "select 1"
+
+# The whole green server frozen during the catch-up (postmaster and every backend stopped): its
+# TCP connections stay open but nothing answers. The control thread's statements are cut short
+# at the step's time limit, so the abort still lifts blue's fence.
+apply_pid=$(green "select pid from pg_stat_subscription where subname = 'sy_sub' and relid is null")
+kill -STOP "$apply_pid"
+ctl cutover >"$W/abort3.out" 2>&1 &
+cut_pid=$!
+for _ in $(seq 200); do
+    ctl --json status | grep -q '"state":"catchup"' && break
+    sleep 0.02
+done
+green_pm=$(head -n 1 "$GREEN_DATA/postmaster.pid")
+green_all="$green_pm $(pgrep -P "$green_pm" | tr '\n' ' ')"
+# shellcheck disable=SC2086
+kill -STOP $green_all
+wait "$cut_pid" && rc=0 || rc=$?
+# shellcheck disable=SC2086
+kill -CONT $green_all
+kill -CONT "$apply_pid" 2>/dev/null || true
+check "green frozen whole during the catch-up: cutover aborts" \
+    bash -c "[ $rc -ne 0 ] && tail -n1 '$W/abort3.out' | grep -q '\"result\":\"aborted\"'"
+echo "   $(tail -n1 "$W/abort3.out" | python3 -c 'import json,sys; o=json.load(sys.stdin); print("reason:", o.get("reason"))')"
+check "... still on blue, blue's fence lifted: $APP_USER logs into blue directly" \
+    bash -c "[ \"\$('$SY_BIN_DIR/switchyardctl' -s '$W/admin.sock' --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"active\"])')\" = blue ] && '$PSQL' -X -Atq 'host=127.0.0.1 port=$BLUE_PORT user=$APP_USER dbname=shop' -c 'select 1' >/dev/null"
+check "... a client through switchyard still works" "$PSQL" -X -Atq "$APP" -c "select 1"
+for _ in $(seq 100); do
+    [ "$(green "select count(*) from pg_stat_subscription where subname = 'sy_sub' and pid is not null")" = 1 ] && break
+    sleep 0.1
+done
 
 # ---- 5. unmovable_sessions = wait ----
 mkfifo "$W/lock.in"
