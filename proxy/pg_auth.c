@@ -475,11 +475,15 @@ static int send_startup(struct sy_session *sess, struct pg_sess *ps, struct pg_s
         params[n].name = "default_transaction_read_only";
         params[n++].value = "on";
     }
-    uint8_t *pkt = malloc(ps->startup_len + 16);
-    if (!pkt)
+    size_t cap = ps->startup_len + 64; /* room for the read-only parameter */
+    uint8_t *pkt = malloc(cap);
+    int len = pkt ? pg_fe_write_startup(pkt, cap, PG_PROTO_V3, params, n) : -1;
+    if (len <= 0) {
+        free(pkt);
+        login_fail(sess, L, "53200", "switchyard could not build the startup packet");
         return -1;
-    int len = pg_fe_write_startup(pkt, ps->startup_len + 16, PG_PROTO_V3, params, n);
-    int rc = len > 0 ? sy_conn_send(L->conn, pkt, (size_t)len) : -1;
+    }
+    int rc = sy_conn_send(L->conn, pkt, (size_t)len);
     free(pkt);
     L->step = PG_SL_AUTH;
     return rc;
