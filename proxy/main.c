@@ -214,9 +214,10 @@ static void reload(void)
     cfg->protocol = proxy.cfg.protocol;
     /* Shadow settings the config changed take over from those set at run time. */
     if (cfg->shadow != proxy.cfg.shadow) {
+        /* Sessions shadowed in the old mode start again in the new one (a reads-mode shadow
+         * must be a read-only connection). */
         proxy.shadow_mode = cfg->shadow;
-        if (cfg->shadow == SY_SHADOW_OFF)
-            sy_shadow_stop_all(&proxy, "shadow turned off by the config");
+        sy_shadow_stop_all(&proxy, "the config changed the shadow mode");
     }
     if (cfg->shadow_sample_ppm != proxy.cfg.shadow_sample_ppm)
         proxy.shadow_sample_ppm = cfg->shadow_sample_ppm;

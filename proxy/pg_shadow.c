@@ -34,7 +34,7 @@
 #include "switch.h"
 #include "switchover/shadow.h"
 
-#define SHADOW_MAX_STMTS 64
+#define SHADOW_MAX_STMTS 256
 #define FP_MAX 512
 #define NAMED_MAX 32
 
@@ -87,14 +87,17 @@ static uint64_t now_us(void) { return uv_hrtime() / 1000u; }
 
 /*
  * Blue differing from itself. For each fingerprint (a bounded table, keyed by its hash), the
- * last exact statement text seen, blue's answer to it and when. When blue answers the same text
- * differently while it acknowledged no write in between, the fingerprint is non-deterministic
- * (a volatile function in a view, a LIMIT without ORDER BY ...) and its divergences are classed
- * so from then on. Nothing extra is sent to blue.
+ * last exact statement text seen, blue's answer to it and when. Each time blue answers the same
+ * text again with no write acknowledged through Switchyard in between, that is a repeat, and a
+ * flip when the answer changed. A fingerprint whose answers flip on at least half of at least
+ * three repeats is non-deterministic (a volatile function in a view, a LIMIT without ORDER BY
+ * ...) and its divergences are classed so from then on; a write made around Switchyard changes
+ * an answer once, not on every repeat. Nothing extra is sent to blue.
  */
 #define SELF_SLOTS 4096
 struct self_seen {
     uint64_t fp_hash, text_hash, answer, at_us;
+    uint32_t repeats, flips;
     uint8_t nondeterministic;
 };
 static struct self_seen self_table[SELF_SLOTS];
@@ -115,9 +118,13 @@ static int self_check(struct sy_proxy *p, const struct sh_stmt *st)
     if (e->fp_hash != st->fp_hash)
         memset(e, 0, sizeof(*e));
     uint64_t d = answer_digest(&st->blue);
-    if (st->text_hash && e->text_hash == st->text_hash && e->answer != d &&
-        p->shadow_last_write_us < e->at_us)
-        e->nondeterministic = 1;
+    if (st->text_hash && e->text_hash == st->text_hash && p->shadow_last_write_us < e->at_us &&
+        e->repeats < UINT32_MAX / 2) {
+        e->repeats++;
+        e->flips += e->answer != d;
+        if (e->flips >= 3 && e->flips * 2 >= e->repeats)
+            e->nondeterministic = 1;
+    }
     if (st->text_hash) {
         e->fp_hash = st->fp_hash;
         e->text_hash = st->text_hash;
@@ -197,7 +204,7 @@ static int push(struct sy_session *sess, struct pg_shadow *sh, const char *text,
                 int uncomparable, int exact)
 {
     if (sh->n == SHADOW_MAX_STMTS) {
-        suspend(sess, sh, "green is more than 64 statements behind");
+        suspend(sess, sh, "green is more than 256 statements behind");
         return -1;
     }
     struct sh_stmt *st = calloc(1, sizeof(*st));
@@ -735,6 +742,7 @@ struct json_object *sy_shadow_cmd(struct sy_proxy *p, int argc, char **argv)
         sy_info("shadow: sample %.3f (for sessions not yet decided)", ppm / 1e6);
     } else if (strcmp(sub, "reset") == 0) {
         sy_shadow_report_reset(p->shadow_report);
+        memset(self_table, 0, sizeof(self_table)); /* what was learnt about blue, too */
         sy_info("shadow: report counters reset");
     } else if (strcmp(sub, "report") == 0) {
         struct json_object *o = sy_shadow_report_json(p->shadow_report);
@@ -746,8 +754,10 @@ struct json_object *sy_shadow_cmd(struct sy_proxy *p, int argc, char **argv)
             json_object_object_add(o, "table", json_object_new_string(t));
             free(t);
         }
-        if (argc > 2 && strcmp(argv[2], "--reset") == 0)
+        if (argc > 2 && strcmp(argv[2], "--reset") == 0) {
             sy_shadow_report_reset(p->shadow_report);
+            memset(self_table, 0, sizeof(self_table));
+        }
         return o;
     } else if (strcmp(sub, "status") != 0) {
         return err("usage: shadow [status | on [reads|all] | off | sample FRACTION | report "

@@ -1466,6 +1466,11 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
     if (!rollback && sw->window_open)
         return err_obj("a rollback window is open: 'commit' it (or 'rollback') before another "
                        "cutover");
+    if (!opt.dry_run && !rollback) {
+        char why[600];
+        if (sy_shadow_gate(p, why, sizeof(why)) != 0)
+            return err_obj(why);
+    }
     memset(&sw->co, 0, sizeof(sw->co));
     sw->from = p->active;
     sw->to = (enum sy_side)!p->active;
@@ -1485,11 +1490,6 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
     for (struct sy_session *s = p->sessions; s; s = s->next) {
         s->move_state = MS_NONE;
         s->unmovable = 0;
-    }
-    if (!opt.dry_run && !rollback) {
-        char why[600];
-        if (sy_shadow_gate(p, why, sizeof(why)) != 0)
-            return err_obj(why);
     }
     /* Kept server connections would meet the fence (or the new side's old fence): close them.
      * Shadow connections go to the target side, whose connections the switch is about to
