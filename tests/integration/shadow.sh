@@ -48,6 +48,10 @@ bash "$src/tests/support/pg_cluster.sh" start "$T/pg" >/dev/null
 . "$src/tests/support/pglib.sh"
 PSQL=$PG_BIN/psql
 PGBENCH=$PG_BIN/pgbench
+# The system's python starts in a few tens of ms; a version manager's shim can take a second on a
+# loaded machine, too slow for polling the status while green is frozen.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
 APP_USER=sy_app
 APP_PASSWORD=app-secret
 blue() { "$PSQL" -X -At -h 127.0.0.1 -p "$BLUE_PORT" -U postgres -d shop -c "$1"; }
@@ -102,7 +106,7 @@ ANALYZE;
 GRANT ALL ON ALL TABLES IN SCHEMA public TO $APP_USER;
 SQL
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 printf '"%s" "%s"\n' "$APP_USER" "$APP_PASSWORD" >"$W/users.txt"
 chmod 600 "$W/users.txt"
 cat >"$W/sy.ini" <<INI
@@ -145,7 +149,7 @@ for _ in $(seq 100); do
 done
 ctl() { "$SY_BIN_DIR/switchyardctl" -s "$W/admin.sock" "$@"; }
 # status KEY: a key of `shadow` (the status object).
-status() { ctl --json shadow | python3 -c "import json,sys; print(json.load(sys.stdin).get('$1'))"; }
+status() { ctl --json shadow | "$PY" -c "import json,sys; print(json.load(sys.stdin).get('$1'))"; }
 # report: fetches the JSON report into $W/report.json (kept, numbered, for a failure's logs).
 rn=0
 report() {
@@ -156,7 +160,7 @@ report() {
 # fp FINGERPRINT PATH: a value of that fingerprint's entry in the last report ("count",
 # "divergences.real", "examples.real.column" ...): "" when absent, "null" for JSON null.
 fp() {
-    python3 - "$W/report.json" "$1" "$2" <<'EOF'
+    "$PY" - "$W/report.json" "$1" "$2" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 v = next((f for f in r["fingerprints"] if f["fingerprint"] == sys.argv[2]), None)
@@ -168,7 +172,7 @@ EOF
 }
 # tot PATH: a value of the last report's totals ("compared", "divergences.real" ...).
 tot() {
-    python3 - "$W/report.json" "$1" <<'EOF'
+    "$PY" - "$W/report.json" "$1" <<'EOF'
 import json, sys
 v = json.load(open(sys.argv[1]))["totals"]
 for k in sys.argv[2].split("."):
@@ -180,7 +184,7 @@ EOF
 live() { report && tot "$1"; }
 # classes: "real=N order_only=N ..." of the last report's totals.
 classes() {
-    python3 -c "import json; d=json.load(open('$W/report.json'))['totals']['divergences']; print(' '.join('%s=%d' % kv for kv in d.items()))"
+    "$PY" -c "import json; d=json.load(open('$W/report.json'))['totals']['divergences']; print(' '.join('%s=%d' % kv for kv in d.items()))"
 }
 # pb NAME PGBENCH_ARGS...: pgbench through switchyard, output in $W/pb.NAME.
 export PGPASSWORD=$APP_PASSWORD
@@ -330,7 +334,7 @@ ctl shadow report >"$W/report.txt"
 check "the table report shows the rounding example line" \
     grep -qF "real: row_data column \"amount\" row 0: blue '1.234' | green '1.2'" "$W/report.txt"
 check "... and lists the real fingerprints before the clean one" \
-    python3 -c "
+    "$PY" -c "
 import sys
 t = open('$W/report.txt').read()
 sys.exit(0 if 0 <= t.find('$P') < t.find('$I') and t.find('$D') < t.find('$I') else 1)"
@@ -476,7 +480,7 @@ before="compared $(tot compared), fingerprints $(tot fingerprints)"
 ctl shadow reset >/dev/null
 report
 check "shadow reset zeroes the report ($before -> $(tot compared), $(tot fingerprints))" \
-    python3 -c "
+    "$PY" -c "
 import json, sys
 r = json.load(open('$W/report.json'))
 t = r['totals']
@@ -524,7 +528,7 @@ check "... sessions were suspended (up to $max_susp at once in the status; $(($(
 # (The status is sampled every few hundred ms on a busy machine and a session stays suspended for
 # shadow_resume only, so the sample may miss it; the log above and the report's suspended
 # statements below are the evidence.)
-tps=$(python3 - "$W/pb.d-freeze" "$t_stop" "$t_cont" <<'EOF'
+tps=$("$PY" - "$W/pb.d-freeze" "$t_stop" "$t_cont" <<'EOF'
 import re, sys
 stop, cont = float(sys.argv[2]), float(sys.argv[3])
 before, during = [], []
