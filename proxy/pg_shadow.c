@@ -241,6 +241,29 @@ static int lag_suspected(struct sy_session *sess, const struct sh_stmt *st)
            st->sent_us <= w + p->cfg.shadow_lag_window_ms * 1000u;
 }
 
+/* At most LOG_PER_SECOND divergence lines a second go to the log (the report counts them all);
+ * the first line after a quiet spell says how many were left out. */
+#define LOG_PER_SECOND 10
+static int log_allowed(struct sy_session *sess)
+{
+    static uint64_t second;
+    static uint32_t logged, dropped;
+    uint64_t s = uv_now(sess->proxy->loop) / 1000u;
+    if (s != second) {
+        if (dropped)
+            sy_info("shadow: %u more divergences in the last seconds were not logged (see "
+                    "switchyardctl shadow report)", dropped);
+        second = s;
+        logged = dropped = 0;
+    }
+    if (logged < LOG_PER_SECOND) {
+        logged++;
+        return 1;
+    }
+    dropped++;
+    return 0;
+}
+
 /* reads mode: green's transaction failed because it refused a write; what follows in it fails
  * there too (25P02) and its COMMIT ends in ROLLBACK. Those differences come from the skipped
  * write, not from the migration. */
@@ -282,7 +305,7 @@ static void compare_one(struct sy_session *sess, struct pg_shadow *sh, struct sh
                          (int64_t)(st->blue_us - st->sent_us),
                          (int64_t)(st->green_us - st->sent_us),
                          cls == SY_SHADOW_MATCH ? NULL : &ex, now_us());
-    if (cls != SY_SHADOW_MATCH && cls != SY_SHADOW_SKIPPED_WRITE)
+    if (cls != SY_SHADOW_MATCH && cls != SY_SHADOW_SKIPPED_WRITE && log_allowed(sess))
         /* No values in the log: they are in the report (unless redacted). */
         sy_session_log(sess, SY_LOG_INFO, "shadow divergence (%s): %s; differs in %s%s%s",
                        sy_shadow_class_name(cls), st->fp, ex.what[0] ? ex.what : "?",
@@ -774,13 +797,16 @@ int sy_shadow_gate(struct sy_proxy *p, char *why, size_t cap)
     struct sy_shadow_real r[8];
     size_t n = sy_shadow_report_real_since(p->shadow_report, now > win ? now - win : 0, r, 8);
     uint64_t total = 0;
-    for (size_t i = 0; i < n && i < 8; i++)
+    int at_least = 0;
+    for (size_t i = 0; i < n && i < 8; i++) {
         total += r[i].count;
+        at_least |= r[i].at_least;
+    }
     if (total <= p->cfg.shadow_gate_max)
         return 0;
-    int len = snprintf(why, cap, "shadow traffic found %llu real divergences in the last %llu s "
+    int len = snprintf(why, cap, "shadow traffic found %s%llu real divergences in the last %llu s "
                        "(shadow_gate_max is %u), in:",
-                       (unsigned long long)total,
+                       at_least ? "at least " : "", (unsigned long long)total,
                        (unsigned long long)(p->cfg.shadow_gate_window_ms / 1000),
                        p->cfg.shadow_gate_max);
     for (size_t i = 0; i < n && i < 3 && len > 0 && (size_t)len < cap; i++)

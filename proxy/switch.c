@@ -118,6 +118,7 @@ struct sy_switch {
     int to_unfenced;          /* the target side's old fence was lifted for this switch */
     struct sy_pgctl_repl pending_forward; /* becomes window_forward at the switch point */
     int reverse_prepared;     /* the check step created the reverse subscription (disabled) */
+    enum sy_shadow_mode shadow_before; /* shadowing in force when the switch started */
     char unmovable_report[400];
     uint32_t held_at_report, max_pause, p99_pause;
     /* persistent state (the state file) */
@@ -1119,6 +1120,12 @@ static void finish(struct sy_switch *sw)
 {
     struct sy_proxy *p = sw->p;
     uv_timer_stop(&sw->tick);
+    if (!sw->co.done && sw->shadow_before != SY_SHADOW_OFF) {
+        /* Still on the same side: shadowing goes on as before (sessions start again). */
+        p->shadow_mode = sw->shadow_before;
+        sy_info("shadow: on again (the switch aborted)");
+    }
+    sw->shadow_before = SY_SHADOW_OFF;
     for (struct sy_session *s = p->sessions; s; s = s->next)
         s->move_state = MS_NONE;
     struct json_object *r = report(sw);
@@ -1497,9 +1504,11 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
     if (!opt.dry_run) {
         sy_pool_flush(p, -1, "a switch started");
         sy_shadow_stop_all(p, "a switch started");
+        sw->shadow_before = p->shadow_mode;
         if (p->shadow_mode != SY_SHADOW_OFF) {
             p->shadow_mode = SY_SHADOW_OFF;
-            sy_info("shadow: off for the switch (turn it on again with switchyardctl shadow on)");
+            sy_info("shadow: off for the switch (on again by itself if it aborts; after a "
+                    "switch, switchyardctl shadow on)");
         }
     }
     sy_info("%s%s from %s to %s started", rollback ? "rollback" : "cutover",

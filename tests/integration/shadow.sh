@@ -546,8 +546,14 @@ EOF
 read -r tps_before tps_during <<<"$tps"
 check "... throughput held while green was frozen: $tps_during tps during, $tps_before before" \
     [ "${tps_during:-0}" -gt 0 -a "$((${tps_during:-0} * 2))" -ge "${tps_before:-1}" ]
-check "... switchyard's memory stayed bounded (VmRSS at most $((max_rss / 1024)) MB < 100 MB)" \
-    [ "$max_rss" -gt 0 -a "$max_rss" -lt 102400 ]
+if grep -q __asan_init "$SY_BIN_DIR/switchyard" 2>/dev/null; then
+    # AddressSanitizer keeps freed memory in quarantine and shadows the heap: RSS says nothing
+    # about Switchyard's own bound there. The Release run checks it.
+    ok "... switchyard's memory: not measured under AddressSanitizer (VmRSS $((max_rss / 1024)) MB) # SKIP"
+else
+    check "... switchyard's memory stayed bounded (VmRSS at most $((max_rss / 1024)) MB < 100 MB)" \
+        [ "$max_rss" -gt 0 -a "$max_rss" -lt 102400 ]
+fi
 report
 check "... shadowing resumed after SIGCONT, while pgbench ran: compared $c_cont -> $c_resumed" [ "$c_resumed" -gt "$c_cont" ]
 check "... and nothing diverged ($(classes)); $(tot suspended) statements counted as suspended" \
