@@ -1027,30 +1027,32 @@ int sy_pgctl_reverse_prepare(PGconn *old_active, PGconn *new_active,
     return -1;
 }
 
-/* Moves the (inactive) reverse slot on new_active to new_active's flushed end of WAL, and checks
- * that it got there: everything before it is old_active's own data, applied by the forward
- * subscription, which must not travel back. */
-static int reverse_slot_to_now(PGconn *new_active, const char *new_side, const char *name,
-                               char *err, size_t errlen)
+/* Moves the inactive logical slot `slot` on c to c's flushed end of WAL (a slot already there
+ * stays), and checks that it got there. The advance stops at the flush, so the position read
+ * includes asynchronous commits and is flushed first. A missing slot is an error when required,
+ * else nothing to do. */
+static int slot_to_wal_end(PGconn *c, const char *side, const char *slot, const char *what,
+                           int required, char *err, size_t errlen)
 {
     sy_lsn to;
     char lsn[32];
-    if (wal_end(new_active, new_side, 1, &to, err, errlen) != 0)
+    if (wal_end(c, side, 1, &to, err, errlen) != 0)
         return -1;
     sy_lsn_format(to, lsn, sizeof(lsn));
-    const char *p[] = {name, lsn};
-    PGresult *r = run(new_active, new_side, "move the reverse slot to the switch point",
-                      "SELECT (SELECT end_lsn FROM pg_replication_slot_advance(slot_name, "
-                      "$2::pg_lsn)) >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1 "
+    const char *p[] = {slot, lsn};
+    PGresult *r = run(c, side, what,
+                      "SELECT CASE WHEN confirmed_flush_lsn >= $2::pg_lsn THEN true ELSE "
+                      "(SELECT end_lsn FROM pg_replication_slot_advance(slot_name, $2::pg_lsn)) "
+                      ">= $2::pg_lsn END FROM pg_replication_slots WHERE slot_name = $1 "
                       "AND NOT active",
                       2, p, err, errlen);
     if (!r)
         return -1;
-    int ok = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    int ok = PQntuples(r) == 1 ? strcmp(PQgetvalue(r, 0, 0), "t") == 0 : !required;
     PQclear(r);
     if (!ok)
-        seterr(err, errlen, "%s: the reverse replication slot %s is missing, in use, or could "
-               "not be moved to %s", new_side, name, lsn);
+        seterr(err, errlen, "%s: the replication slot %s is missing, in use, or could not be "
+               "moved to %s", side, slot, lsn);
     return ok ? 0 : -1;
 }
 
@@ -1067,7 +1069,9 @@ int sy_pgctl_reverse_start(PGconn *old_active, PGconn *new_active, const char *n
                     forward->subscription, " DISABLE", err, errlen) != 0 ||
          wait_worker_gone(new_active, new_side, forward->subscription, err, errlen) != 0))
         goto undo_forward;
-    if (reverse_slot_to_now(new_active, new_side, name, err, errlen) == 0 &&
+    /* What lies before the switch point came from old_active and must not travel back. */
+    if (slot_to_wal_end(new_active, new_side, name, "move the reverse slot to the switch point", 1,
+                        err, errlen) == 0 &&
         exec_ident(old_active, old_side, "enable the reverse subscription", "ALTER SUBSCRIPTION ",
                    name, " ENABLE", err, errlen) == 0)
         return 0;
@@ -1098,18 +1102,8 @@ static int forward_resume(PGconn *old_active, PGconn *new_active, const char *ol
                           const char *new_side, const struct sy_pgctl_repl *forward, char *err,
                           size_t errlen)
 {
-    /* The position includes asynchronous commits and is flushed, because the advance stops at
-     * the flush. */
-    sy_lsn to;
-    char lsn[32];
-    if (wal_end(old_active, old_side, 1, &to, err, errlen) != 0)
-        return -1;
-    sy_lsn_format(to, lsn, sizeof(lsn));
-    const char *p[] = {forward->slot, lsn};
-    if (exec(old_active, old_side, "advance the forward slot past the rollback window",
-             "SELECT pg_replication_slot_advance(slot_name, $2::pg_lsn) FROM pg_replication_slots "
-             "WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn",
-             2, p, err, errlen) != 0)
+    if (slot_to_wal_end(old_active, old_side, forward->slot,
+                        "advance the forward slot past the rollback window", 0, err, errlen) != 0)
         return -1;
     return exec_ident(new_active, new_side, "enable the forward subscription",
                       "ALTER SUBSCRIPTION ", forward->subscription, " ENABLE", err, errlen);

@@ -154,21 +154,24 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
+# in_session FD OUT SQL: runs SQL in a psql reading from FD and writing to OUT; prints its output.
+in_session() {
+    local mark=__END_$(date +%s%N)__ start
+    start=$(wc -l <"$2")
+    printf '%s\n\\echo %s\n' "$3" "$mark" >&"$1"
+    for _ in $(seq 200); do
+        grep -qx "$mark" "$2" && break
+        sleep 0.05
+    done
+    tail -n +"$((start + 1))" "$2" | sed "/^$mark\$/,\$d"
+}
+
 # ---- 5. unmovable_sessions = wait ----
 mkfifo "$W/lock.in"
 "$PSQL" -X -At -q "$APP" <"$W/lock.in" >"$W/lock.out" 2>&1 &
 bg_pids+=($!)
 exec 9>"$W/lock.in"
-ql() { # ql SQL: runs SQL in the session that takes advisory locks, prints its output
-    local mark=__L_$(date +%s%N)__ start
-    start=$(wc -l <"$W/lock.out")
-    printf '%s\n\\echo %s\n' "$1" "$mark" >&9
-    for _ in $(seq 200); do
-        grep -qx "$mark" "$W/lock.out" && break
-        sleep 0.05
-    done
-    tail -n +"$((start + 1))" "$W/lock.out" | sed "/^$mark\$/,\$d"
-}
+ql() { in_session 9 "$W/lock.out" "$1"; } # ql SQL: in the session that takes advisory locks
 set_unmovable() {
     sed -i "s/^unmovable_sessions = .*/unmovable_sessions = $1/" "$W/sy.ini"
     kill -HUP "$sy_pid"
@@ -190,16 +193,7 @@ mkfifo "$W/sess.in"
 bg_pids+=($!)
 exec 7>"$W/sess.in"
 for _ in $(seq 100); do [ -e "$W/sess.out" ] && break; sleep 0.05; done
-q() { # q SQL: runs SQL in the stateful session, prints its output
-    local mark=__END_$(date +%s%N)__ start
-    start=$(wc -l <"$W/sess.out")
-    printf '%s\n\\echo %s\n' "$1" "$mark" >&7
-    for _ in $(seq 200); do
-        grep -qx "$mark" "$W/sess.out" && break
-        sleep 0.05
-    done
-    tail -n +"$((start + 1))" "$W/sess.out" | sed "/^$mark\$/,\$d"
-}
+q() { in_session 7 "$W/sess.out" "$1"; } # q SQL: in the stateful session
 q "set work_mem = '7MB'; set application_name = 'stateful'; prepare dbl(int) as select \$1 * 2; listen chan1;" >/dev/null
 # ---- 5 (set up before the load): a session holding a temporary table ----
 mkfifo "$W/tmp.in"
