@@ -37,9 +37,7 @@ PGBENCH=$PG_BIN/pgbench
 blue() { "$PSQL" -X -At -h 127.0.0.1 -p "$BLUE_PORT" -U postgres -d shop -c "$1"; }
 green() { "$PSQL" -X -At -h 127.0.0.1 -p "$GREEN_PORT" -U postgres -d shop -c "$1"; }
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-printf '"%s" "%s"\n' "$APP_USER" "$APP_PASSWORD" >"$W/users.txt"
-chmod 600 "$W/users.txt"
+sy_prepare "$APP_USER" "$APP_PASSWORD"
 cat >"$W/sy.ini" <<INI
 [switchyard]
 listen = 127.0.0.1:$port
@@ -56,29 +54,9 @@ rollback_window = 10m
 rollback_window_expiry = commit
 reverse_replication = auto
 health_interval = 1s
-[blue]
-host = 127.0.0.1
-port = $BLUE_PORT
-server_tls = disable
-control_user = postgres
-control_database = shop
-[green]
-host = 127.0.0.1
-port = $GREEN_PORT
-server_tls = disable
-control_user = postgres
-control_database = shop
+$(sy_sides "$BLUE_PORT" "$GREEN_PORT" shop)
 INI
 
-start_sy() {
-    "$SY_BIN_DIR/switchyard" -c "$W/sy.ini" 2>>"$W/sy.log" &
-    sy_pid=$!
-    for _ in $(seq 100); do
-        [ -S "$W/admin.sock" ] && break
-        sleep 0.05
-    done
-}
-ctl() { "$SY_BIN_DIR/switchyardctl" -s "$W/admin.sock" "$@"; }
 active() { ctl --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["active"])'; }
 # jget FILE KEY: a key of the JSON object on the last line of FILE.
 jget() { tail -n 1 "$1" | python3 -c "import json,sys; print(json.load(sys.stdin).get('$2',''))"; }

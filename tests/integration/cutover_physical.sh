@@ -24,9 +24,7 @@ PSQL=$PG_BIN/psql
 blue() { "$PSQL" -X -At -h 127.0.0.1 -p "$BLUE_PORT" -U postgres -d shop -c "$1"; }
 standby() { "$PSQL" -X -At -h 127.0.0.1 -p "$STANDBY_PORT" -U postgres -d shop -c "$1"; }
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-printf '"%s" "%s"\n' "$APP_USER" "$APP_PASSWORD" >"$W/users.txt"
-chmod 600 "$W/users.txt"
+sy_prepare "$APP_USER" "$APP_PASSWORD"
 cat >"$W/sy.ini" <<INI
 [switchyard]
 listen = 127.0.0.1:$port
@@ -38,20 +36,9 @@ catchup_timeout = 10s
 step_timeout = 30s
 health_interval = 1s
 rollback_window = 10m
-[blue]
-host = 127.0.0.1
-port = $BLUE_PORT
-server_tls = disable
-control_database = shop
-[green]
-host = 127.0.0.1
-port = $STANDBY_PORT
-server_tls = disable
-control_database = shop
+$(sy_sides "$BLUE_PORT" "$STANDBY_PORT" shop)
 INI
-"$SY_BIN_DIR/switchyard" -c "$W/sy.ini" 2>>"$W/sy.log" &
-sy_pid=$!
-ctl() { "$SY_BIN_DIR/switchyardctl" -s "$W/admin.sock" "$@"; }
+start_sy
 for _ in $(seq 100); do
     ctl --json status 2>/dev/null | grep -q '"mode":"physical"' && break
     sleep 0.1

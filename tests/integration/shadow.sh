@@ -106,9 +106,7 @@ ANALYZE;
 GRANT ALL ON ALL TABLES IN SCHEMA public TO $APP_USER;
 SQL
 
-port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-printf '"%s" "%s"\n' "$APP_USER" "$APP_PASSWORD" >"$W/users.txt"
-chmod 600 "$W/users.txt"
+sy_prepare "$APP_USER" "$APP_PASSWORD"
 cat >"$W/sy.ini" <<INI
 [switchyard]
 listen = 127.0.0.1:$port
@@ -127,27 +125,10 @@ shadow_redact = off
 cutover_requires_clean_shadow = on
 shadow_gate_window = 10m
 shadow_gate_max = 0
-[blue]
-host = 127.0.0.1
-port = $BLUE_PORT
-server_tls = disable
-control_user = postgres
-control_database = shop
-[green]
-host = 127.0.0.1
-port = $GREEN_PORT
-server_tls = disable
-control_user = postgres
-control_database = shop
+$(sy_sides "$BLUE_PORT" "$GREEN_PORT" shop)
 INI
 
-"$SY_BIN_DIR/switchyard" -c "$W/sy.ini" 2>>"$W/sy.log" &
-sy_pid=$!
-for _ in $(seq 100); do
-    [ -S "$W/admin.sock" ] && break
-    sleep 0.05
-done
-ctl() { "$SY_BIN_DIR/switchyardctl" -s "$W/admin.sock" "$@"; }
+start_sy
 # status KEY: a key of `shadow` (the status object).
 status() { ctl --json shadow | "$PY" -c "import json,sys; print(json.load(sys.stdin).get('$1'))"; }
 # report: fetches the JSON report into $W/report.json (kept, numbered, for a failure's logs).

@@ -55,3 +55,36 @@ checks_finish() {
         exit 1
     fi
 }
+
+# ---- a switchyard of the test's own (config in $W/sy.ini, log in $W/sy.log) ----
+
+# sy_prepare USER PASSWORD: the auth file $W/users.txt, and a free loopback port in $port.
+sy_prepare() {
+    local py=/usr/bin/python3
+    [ -x "$py" ] || py=python3
+    port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    printf '"%s" "%s"\n' "$1" "$2" >"$W/users.txt"
+    chmod 600 "$W/users.txt"
+}
+
+# sy_sides BLUE_PORT GREEN_PORT DB: the [blue] and [green] sections for the test's own servers
+# (loopback, no TLS, control connections as postgres to DB).
+sy_sides() {
+    local side p
+    for side in blue green; do
+        [ "$side" = blue ] && p=$1 || p=$2
+        printf '[%s]\nhost = 127.0.0.1\nport = %s\nserver_tls = disable\ncontrol_user = postgres\ncontrol_database = %s\n' \
+            "$side" "$p" "$3"
+    done
+}
+
+# start_sy: starts switchyard (pid in sy_pid) and waits for its admin socket.
+start_sy() {
+    "$SY_BIN_DIR/switchyard" -c "$W/sy.ini" 2>>"$W/sy.log" &
+    sy_pid=$!
+    for _ in $(seq 100); do
+        [ -S "$W/admin.sock" ] && break
+        sleep 0.05
+    done
+}
+ctl() { "$SY_BIN_DIR/switchyardctl" -s "$W/admin.sock" "$@"; }
