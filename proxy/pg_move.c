@@ -61,6 +61,7 @@ struct pg_move {
     size_t parse_len;
     char unmovable[160]; /* what cannot move ("" when all can) */
     uint8_t shadow;      /* opened for shadow traffic, not for a move: reports go to pg_shadow.c */
+    uint8_t warm_read;   /* the read in flight is a warm-up: its answer is dropped */
 };
 
 static struct pg_sess *pg(struct sy_session *sess) { return sess->proto_state; }
@@ -427,25 +428,41 @@ static int greeting(struct sy_session *sess, struct pg_move *mv, struct sy_conn 
 
 /* ---- step 2: read the session's state, replay it on the standby ---- */
 
+/* Six statements in one Query, each a small plan: as one UNION ALL the planning alone cost
+ * more than all of them (1.6 ms against 0.7 ms a read on PostgreSQL 15), and every session is
+ * read inside the pause. All have the same six text columns. */
 static const char STATE_SQL[] =
     "select 'set'::text, name, pg_catalog.current_setting(name), null::text, null::text, null::text"
-    " from pg_catalog.pg_settings where source = 'session'"
-    " union all select 'prep', name, statement, from_sql::text,"
+    " from pg_catalog.pg_show_all_settings() where source = 'session';"
+    "select 'prep'::text, name, statement, from_sql::text,"
     " parameter_types::pg_catalog.oid[]::text, parameter_types::text"
-    " from pg_catalog.pg_prepared_statements"
-    " union all select 'listen', c, null, null, null, null from pg_catalog.pg_listening_channels() c"
-    " union all select 'temp', null, null, null, null, null where pg_catalog.pg_my_temp_schema() <> 0"
-    " and exists (select from pg_catalog.pg_class where relnamespace = pg_catalog.pg_my_temp_schema())"
-    " union all select 'lock', null, null, null, null, null where exists (select from"
-    " pg_catalog.pg_locks where locktype = 'advisory' and pid = pg_catalog.pg_backend_pid())"
-    " union all select 'hold', name, null, null, null, null from pg_catalog.pg_cursors"
-    " where is_holdable";
+    " from pg_catalog.pg_prepared_statement();"
+    "select 'listen'::text, c, null::text, null::text, null::text, null::text"
+    " from pg_catalog.pg_listening_channels() c;"
+    "select 'temp'::text, null::text, null::text, null::text, null::text, null::text"
+    " where pg_catalog.pg_my_temp_schema() <> 0 and exists (select from pg_catalog.pg_class"
+    " where relnamespace = pg_catalog.pg_my_temp_schema());"
+    "select 'lock'::text, null::text, null::text, null::text, null::text, null::text"
+    " where exists (select from pg_catalog.pg_lock_status() where locktype = 'advisory'"
+    " and pid = pg_catalog.pg_backend_pid());"
+    "select 'hold'::text, name, null::text, null::text, null::text, null::text"
+    " from pg_catalog.pg_cursor() where is_holdable";
 
 #define STATE_COLS 6
 
 int pg_move_owns_server(const struct pg_sess *ps)
 {
     return ps->move && (ps->move->step == MV_READ || ps->move->step == MV_DISCARD);
+}
+
+int pg_move_warm_read(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg(sess);
+    if (ps->ext_open || ps->pending_ready || ps->in_copy || sess->tx != SY_TX_IDLE ||
+        pg_move_prepare(sess) != 0)
+        return -1;
+    ps->move->warm_read = 1;
+    return 0;
 }
 
 int pg_move_prepare(struct sy_session *sess)
@@ -647,6 +664,17 @@ static int state_read(struct sy_session *sess, struct pg_move *mv)
     if (mv->shadow)
         return shadow_state_read(sess, mv);
     mv->step = MV_WARM; /* the read is over: a failure below frees the move at once */
+    if (mv->warm_read) {
+        /* Only the server's caches were wanted; the client's next request goes on. */
+        mv->warm_read = 0;
+        rows_clear(&mv->rows);
+        sy_switch_warm_read_done(sess);
+        if (sess->phase != SY_PHASE_CLOSING) {
+            sy_conn_resume(&sess->client);
+            sy_conn_pump(&sess->client);
+        }
+        return 0;
+    }
     if (mv->error[0]) {
         move_failed(sess, "reading the session's state failed: %s", mv->error);
         return -1;

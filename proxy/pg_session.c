@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "pg_session.h"
+#include "switch.h"
 #include "tls.h"
 
 static struct pg_sess *pg(struct sy_session *sess) { return sess->proto_state; }
@@ -425,6 +426,8 @@ static int ready_for_query(struct sy_session *sess, struct pg_sess *ps, uint8_t 
     }
     if (ps->shadow || sess->proxy->shadow_mode != SY_SHADOW_OFF)
         pg_shadow_blue_ready(sess, sess->tx == SY_TX_IDLE && status == 'I');
+    if (sess->warm_read == 1 && sess->tx == SY_TX_IDLE && status == 'I')
+        ps->switch_idle = 1;
     return 0;
 }
 
@@ -498,6 +501,10 @@ static int pg_server_data(struct sy_session *sess, struct sy_conn *c)
     int rc = relay_scan(sess, c, &ps->be, on_server_message);
     if (rc == 0 && ps->shadow_idle && c->len == 0 && !c->inflight)
         pg_shadow_idle(sess);
+    if (rc == 0 && ps->switch_idle && c->len == 0 && !c->inflight && !pg_move_owns_server(ps)) {
+        ps->switch_idle = 0;
+        sy_switch_idle_point(sess);
+    }
     return rc;
 }
 
@@ -544,6 +551,7 @@ const struct sy_protocol_ops sy_pg_ops = {
     .standby_open = pg_move_standby_open,
     .standby_failed = pg_move_standby_failed,
     .move_prepare = pg_move_prepare,
+    .move_warm_read = pg_move_warm_read,
     .move_commit = pg_move_commit,
     .standby_drop = pg_move_drop,
     .server_park = pg_pool_park,

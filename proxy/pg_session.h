@@ -113,6 +113,7 @@ struct pg_sess {
     struct pg_move *move;   /* NULL unless a switch is preparing this session's move */
     struct pg_shadow *shadow; /* NULL until shadowing was considered for the session */
     uint8_t shadow_idle;      /* the server said idle: consider shadowing once it is forwarded */
+    uint8_t switch_idle;      /* the same for a switch's warm-up read (sess->warm_read) */
 
     /* A kept server connection being taken over (pg_pool.c): the greeting to replay. */
     uint8_t *reuse_greeting;
@@ -157,6 +158,7 @@ struct pg_server_login *pg_move_login(struct pg_sess *ps);
 int pg_move_standby_open(struct sy_session *sess, enum sy_side side);
 void pg_move_standby_failed(struct sy_session *sess, const char *reason);
 int pg_move_prepare(struct sy_session *sess);
+int pg_move_warm_read(struct sy_session *sess);
 int pg_move_commit(struct sy_session *sess);
 void pg_move_drop(struct sy_session *sess);
 /* Records a ParameterStatus value (name and value copied) in a "name\0value\0" list. */

@@ -23,6 +23,8 @@
 
 #define TICK_MS 2
 #define PROGRESS_EVERY_MS 500
+/* How long the warm step waits for a session to reach an idle point for its warm-up read. */
+#define WARM_READ_WAIT_MS 250
 #define REVERSE_NAME "switchyard_reverse"
 #define MAX_WATCHERS 8
 
@@ -106,6 +108,9 @@ struct sy_switch {
     enum sy_side from, to;
     int job_out;              /* a job for the running step is queued */
     uint32_t warming, preparing, sessions_moved, sessions_closed, sessions_forced;
+    uint32_t warm_reading;    /* warm-up state reads in flight */
+    uint32_t warm_reads;      /* warm-up state reads done */
+    uint64_t warm_since_ms;   /* every standby was ready (0: not yet) */
     char session_error[400];  /* the first session-level failure */
     uint64_t last_progress_ms;
     struct watcher watchers[MAX_WATCHERS];
@@ -128,6 +133,19 @@ struct sy_switch {
     uint64_t window_until_unix_ms;
     enum sy_side window_from;       /* the side the window's cutover came from */
     char state_path[SY_PATH_MAX + 8];
+    /* The state file's writer thread: a file sync takes milliseconds (tens on a busy disk),
+     * which the loop must not spend. Each write is a whole snapshot, so only the newest one
+     * waiting matters; seq numbers say which snapshot is durable. */
+    uv_thread_t writer;
+    uv_mutex_t wmu;
+    uv_cond_t wcv;
+    int writer_started, wstop;
+    char *wtext;                    /* the next snapshot ("path\0text"), or NULL */
+    uint64_t wseq, wseq_done, wseq_failed, wseq_reported;
+    int werrno;
+    uint64_t fence_after_seq;       /* the fence waits until this snapshot is durable */
+    int fence_waiting;
+    uint64_t switch_after_seq;      /* the switch point waits until this one is */
 };
 
 static struct sy_switch *sw_of(struct sy_proxy *p) { return p->sw; }
@@ -470,9 +488,72 @@ static void fence_json(struct json_object *o, const char *key, const struct sy_p
     json_object_object_add(o, key, arr);
 }
 
-/* Writes the state atomically (a new file renamed over the old). phase: "idle", "fencing",
- * "switching". Returns 0 or -1 after logging. */
-static int state_write(struct sy_switch *sw, const char *phase, enum sy_side active)
+/* Puts text in path atomically (a new file, synced, renamed over the old). 0, or -1 with
+ * errno set. */
+static int state_file_put(const char *path, const char *text)
+{
+    char tmp[SY_PATH_MAX + 16];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int rc = -1, e = 0;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    size_t n = strlen(text);
+    if (write(fd, text, n) == (ssize_t)n && write(fd, "\n", 1) == 1 && fsync(fd) == 0)
+        rc = 0;
+    e = errno;
+    close(fd);
+    if (rc == 0 && rename(tmp, path) != 0) {
+        rc = -1;
+        e = errno;
+    }
+    errno = e;
+    return rc;
+}
+
+static void writer_thread(void *arg)
+{
+    struct sy_switch *sw = arg;
+    uv_mutex_lock(&sw->wmu);
+    for (;;) {
+        while (!sw->wtext && !sw->wstop)
+            uv_cond_wait(&sw->wcv, &sw->wmu);
+        if (!sw->wtext)
+            break; /* stopping, and everything is written */
+        char *buf = sw->wtext;
+        uint64_t seq = sw->wseq;
+        sw->wtext = NULL;
+        uv_mutex_unlock(&sw->wmu);
+        int rc = state_file_put(buf, buf + strlen(buf) + 1);
+        int e = errno;
+        free(buf);
+        uv_mutex_lock(&sw->wmu);
+        if (rc == 0) {
+            sw->wseq_done = seq;
+        } else {
+            sw->wseq_failed = seq;
+            sw->werrno = e;
+        }
+        uv_cond_broadcast(&sw->wcv);
+        uv_async_send(&sw->async);
+    }
+    uv_mutex_unlock(&sw->wmu);
+}
+
+/* 1 when snapshot seq (or a newer one) is on disk, 0 while it is being written, -1 when it
+ * failed and nothing newer was written since. */
+static int state_durable(struct sy_switch *sw, uint64_t seq)
+{
+    uv_mutex_lock(&sw->wmu);
+    int r = sw->wseq_done >= seq ? 1 : sw->wseq_failed >= seq ? -1 : 0;
+    uv_mutex_unlock(&sw->wmu);
+    return r;
+}
+
+/* Queues the state (phase: "idle", "fencing", "switching") for the writer thread and returns
+ * its seq (0 when it could not even be built, which is logged). Without the thread (not
+ * started yet, or stopped) it is written here. */
+static uint64_t state_write(struct sy_switch *sw, const char *phase, enum sy_side active)
 {
     struct json_object *o = json_object_new_object();
     json_object_object_add(o, "active", json_object_new_string(sy_side_name(active)));
@@ -494,22 +575,43 @@ static int state_write(struct sy_switch *sw, const char *phase, enum sy_side act
     json_object_object_add(o, "fenced_blue", json_object_new_boolean(sw->fenced[SY_BLUE]));
     json_object_object_add(o, "fenced_green", json_object_new_boolean(sw->fenced[SY_GREEN]));
     const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
-    char tmp[sizeof(sw->state_path) + 8];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", sw->state_path);
-    int rc = -1;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd >= 0) {
-        size_t n = strlen(text);
-        if (write(fd, text, n) == (ssize_t)n && write(fd, "\n", 1) == 1 && fsync(fd) == 0)
-            rc = 0;
-        close(fd);
-        if (rc == 0 && rename(tmp, sw->state_path) != 0)
-            rc = -1;
+    size_t plen = strlen(sw->state_path), tlen = strlen(text);
+    char *buf = malloc(plen + tlen + 2);
+    uint64_t seq = 0;
+    if (!buf) {
+        sy_error("cannot write the state file %s: out of memory", sw->state_path);
+    } else if (!sw->writer_started) {
+        memcpy(buf, sw->state_path, plen + 1);
+        if (state_file_put(buf, text) != 0)
+            sy_error("cannot write the state file %s: %s", sw->state_path, strerror(errno));
+        else
+            seq = ++sw->wseq, sw->wseq_done = seq;
+        free(buf);
+    } else {
+        memcpy(buf, sw->state_path, plen + 1);
+        memcpy(buf + plen + 1, text, tlen + 1);
+        uv_mutex_lock(&sw->wmu);
+        free(sw->wtext); /* superseded */
+        sw->wtext = buf;
+        seq = ++sw->wseq;
+        uv_cond_signal(&sw->wcv);
+        uv_mutex_unlock(&sw->wmu);
     }
-    if (rc != 0)
-        sy_error("cannot write the state file %s: %s", sw->state_path, strerror(errno));
     json_object_put(o);
-    return rc;
+    return seq;
+}
+
+/* Logs a failed write once (on the loop). */
+static void state_report_failure(struct sy_switch *sw)
+{
+    uv_mutex_lock(&sw->wmu);
+    uint64_t failed = sw->wseq_failed, done = sw->wseq_done;
+    int e = sw->werrno;
+    uv_mutex_unlock(&sw->wmu);
+    if (failed > done && failed > sw->wseq_reported) {
+        sw->wseq_reported = failed;
+        sy_error("cannot write the state file %s: %s", sw->state_path, strerror(e));
+    }
 }
 
 static void fence_from_json(struct json_object *o, const char *key, struct sy_pgctl_fence *f)
@@ -701,6 +803,7 @@ static struct json_object *report(struct sy_switch *sw)
     json_object_object_add(o, "sessions_moved", json_object_new_int64(sw->sessions_moved));
     json_object_object_add(o, "sessions_closed", json_object_new_int64(sw->sessions_closed));
     json_object_object_add(o, "sessions_forced", json_object_new_int64(sw->sessions_forced));
+    json_object_object_add(o, "sessions_warm_read", json_object_new_int64(sw->warm_reads));
     if (sw->unmovable_report[0])
         json_object_object_add(o, "unmovable", json_object_new_string(sw->unmovable_report));
     if (sw->fence_lsn) {
@@ -777,7 +880,49 @@ static int session_movable(struct sy_session *s)
     return s->phase == SY_PHASE_READY && s->server && s->server->open;
 }
 
-enum { MS_NONE = 0, MS_WARMING = 1, MS_WARM = 2, MS_PREPARING = 3, MS_PREPARED = 4 };
+enum {
+    MS_NONE = 0,
+    MS_WARMING = 1,
+    MS_WARM = 2,
+    MS_PREPARING = 3,
+    MS_PREPARED = 4,
+    MS_WARM_READING = 5, /* the warm-up state read (before the pause) */
+};
+
+/* The warm step ends when every standby is ready and every session had its warm-up read, or
+ * did not reach an idle point for WARM_READ_WAIT_MS (its read inside the pause is slower). */
+static void warm_check(struct sy_switch *sw)
+{
+    if (!sw->running || sw->co.step != SY_CO_WARM || sw->warming > 0 || sw->session_error[0] ||
+        sw->job_out)
+        return;
+    uint64_t now = uv_now(sw->p->loop);
+    if (!sw->warm_since_ms)
+        sw->warm_since_ms = now;
+    if (sw->warm_reading > 0)
+        return;
+    int waiting = 0;
+    for (struct sy_session *s = sw->p->sessions; s; s = s->next)
+        waiting += s->move_state == MS_WARM && s->warm_read == 1;
+    if (waiting && now - sw->warm_since_ms < WARM_READ_WAIT_MS)
+        return;
+    for (struct sy_session *s = sw->p->sessions; s; s = s->next)
+        s->warm_read = 0;
+    step_done(sw, SY_CO_WARM, 1, NULL);
+}
+
+/* The warm-up read, when the session is idle now. */
+static void warm_read(struct sy_switch *sw, struct sy_session *s)
+{
+    if (s->warm_read != 1 || s->move_state != MS_WARM || sw->co.step != SY_CO_WARM ||
+        sw->p->paused || s->tx != SY_TX_IDLE || !s->server || !s->server->open ||
+        s->server->inflight || s->server->len)
+        return;
+    if (sw->p->ops->move_warm_read && sw->p->ops->move_warm_read(s) == 0) {
+        s->move_state = MS_WARM_READING;
+        sw->warm_reading++;
+    }
+}
 
 static void open_standby(struct sy_switch *sw, struct sy_session *s)
 {
@@ -801,7 +946,7 @@ static void start_warm(struct sy_switch *sw)
     if (sw->session_error[0])
         step_done(sw, SY_CO_WARM, 0, sw->session_error);
     else if (sw->warming == 0)
-        step_done(sw, SY_CO_WARM, 1, NULL);
+        warm_check(sw);
     else
         progress(sw, "opening a connection to the new side for every session");
 }
@@ -913,6 +1058,23 @@ static void move_check(struct sy_switch *sw)
     step_done(sw, SY_CO_MOVE, 1, NULL);
 }
 
+static void switch_commit(struct sy_switch *sw);
+
+/* Goes on with the switch point once its state is durable (called again by on_async). */
+static void switch_wait(struct sy_switch *sw)
+{
+    int d = state_durable(sw, sw->switch_after_seq);
+    if (d == 0)
+        return;
+    sw->switch_after_seq = 0;
+    if (d > 0) {
+        switch_commit(sw);
+        return;
+    }
+    state_report_failure(sw);
+    step_done(sw, SY_CO_SWITCH, 0, "the state file could not be written (see the log)");
+}
+
 /* The switch point: the new side becomes active and every session moves. */
 static void switch_sessions(struct sy_switch *sw)
 {
@@ -929,10 +1091,19 @@ static void switch_sessions(struct sy_switch *sw)
     sw->fenced[sw->from] = 1;
     sw->fenced[sw->to] = 0;
     memset(&sw->fence[sw->to], 0, sizeof(sw->fence[sw->to]));
-    if (state_write(sw, "idle", sw->to) != 0) {
+    /* The new side is active once that is on disk: the sessions move when it is. */
+    sw->switch_after_seq = state_write(sw, "idle", sw->to);
+    if (!sw->switch_after_seq) {
         step_done(sw, SY_CO_SWITCH, 0, "the state file could not be written");
         return;
     }
+    switch_wait(sw);
+}
+
+/* The switch point, once the state file names the new side. */
+static void switch_commit(struct sy_switch *sw)
+{
+    struct sy_proxy *p = sw->p;
     p->active = sw->to;
     for (struct sy_session *s = p->sessions, *next; s; s = next) {
         next = s->next;
@@ -968,11 +1139,14 @@ static void restore(struct sy_switch *sw)
         if (s->move_state != MS_NONE)
             p->ops->standby_drop(s);
         s->move_state = MS_NONE;
+        s->warm_read = 0;
         s->unmovable = 0;
         s->pause_exempt = 0;
         s->unmovable_at_queries = 0;
     }
     sw->warming = sw->preparing = 0;
+    sw->fence_waiting = 0;
+    sw->switch_after_seq = 0;
     if (p->paused) {
         sy_proxy_resume(p, "the switch aborted");
         pause_stats(sw);
@@ -1007,6 +1181,8 @@ static void restore_control(struct sy_switch *sw)
     step_done(sw, SY_CO_RESTORE, 1, NULL);
 }
 
+static void fence_submit(struct sy_switch *sw);
+
 static int *our_pids(struct sy_switch *sw, int *n)
 {
     int *pids = calloc(sw->p->nsessions + 1, sizeof(int));
@@ -1035,6 +1211,9 @@ static void run_step(struct sy_switch *sw)
         submit_step_job(sw, j);
         break;
     case SY_CO_WARM:
+        /* On disk before the fence may be applied (the fence step waits for it), so that a
+         * restart knows to look for one; written now, while nothing is paused. */
+        sw->fence_after_seq = state_write(sw, "fencing", p->active);
         if (sw->fenced[sw->to] && sw->fence[sw->to].nroles > 0) {
             /* The target was fenced by an earlier switch: its users must be able to log in. */
             j = job_new(sw, J_UNFENCE);
@@ -1050,9 +1229,6 @@ static void run_step(struct sy_switch *sw)
         start_warm(sw);
         break;
     case SY_CO_DRAIN:
-        /* Recorded before the pause (a file sync takes milliseconds): from here a fence may be
-         * applied, and a restart must know to look for one. */
-        state_write(sw, "fencing", p->active);
         sy_proxy_pause(p, 0);
         p->npause = 0;
         break; /* the tick checks */
@@ -1062,14 +1238,7 @@ static void run_step(struct sy_switch *sw)
         start_move(sw);
         if (!sw->running || sw->co.step != SY_CO_FENCE)
             break;
-        j = job_new(sw, J_FENCE);
-        if (j) {
-            j->side = sw->from;
-            j->keep_pids = our_pids(sw, &j->nkeep);
-            j->fence = calloc(1, sizeof(*j->fence));
-            sw->pending_fence = j->fence;
-        }
-        submit_step_job(sw, j);
+        fence_submit(sw);
         break;
     case SY_CO_CATCHUP:
         j = job_new(sw, J_CATCHUP);
@@ -1116,6 +1285,29 @@ static void run_step(struct sy_switch *sw)
     }
 }
 
+/* The fence, once the "fencing" state is on disk (called again by on_async). */
+static void fence_submit(struct sy_switch *sw)
+{
+    int d = state_durable(sw, sw->fence_after_seq);
+    if (d == 0 && sw->fence_after_seq) {
+        sw->fence_waiting = 1;
+        return;
+    }
+    if (d < 0 || !sw->fence_after_seq) {
+        state_report_failure(sw);
+        step_done(sw, SY_CO_FENCE, 0, "the state file could not be written (see the log)");
+        return;
+    }
+    struct job *j = job_new(sw, J_FENCE);
+    if (j) {
+        j->side = sw->from;
+        j->keep_pids = our_pids(sw, &j->nkeep);
+        j->fence = calloc(1, sizeof(*j->fence));
+        sw->pending_fence = j->fence;
+    }
+    submit_step_job(sw, j);
+}
+
 static void finish(struct sy_switch *sw)
 {
     struct sy_proxy *p = sw->p;
@@ -1126,8 +1318,10 @@ static void finish(struct sy_switch *sw)
         sy_info("shadow: on again (the switch aborted)");
     }
     sw->shadow_before = SY_SHADOW_OFF;
-    for (struct sy_session *s = p->sessions; s; s = s->next)
+    for (struct sy_session *s = p->sessions; s; s = s->next) {
         s->move_state = MS_NONE;
+        s->warm_read = 0;
+    }
     struct json_object *r = report(sw);
     sy_info("%s %s: %s", op_name(sw), sw->co.done ? "done" : sw->co.opt.dry_run && !sw->co.failed_step ? "checked" : "aborted",
             json_object_to_json_string_ext(r, JSON_C_TO_STRING_PLAIN));
@@ -1176,6 +1370,11 @@ static void on_tick(uv_timer_t *t)
     if (sw->co.step == SY_CO_WARM && sw->session_error[0] && !sw->job_out) {
         step_done(sw, SY_CO_WARM, 0, sw->session_error);
         return;
+    }
+    if (sw->co.step == SY_CO_WARM) {
+        warm_check(sw);
+        if (sw->co.step != SY_CO_WARM || !sw->running)
+            return;
     }
     if (sw->co.step == SY_CO_MOVE && sw->session_error[0]) {
         step_done(sw, SY_CO_MOVE, 0, sw->session_error);
@@ -1336,6 +1535,15 @@ static void on_async(uv_async_t *h)
         free(j->fence);
         job_free(j);
     }
+    /* The state writer's progress. */
+    state_report_failure(sw);
+    if (sw->fence_waiting) {
+        sw->fence_waiting = 0;
+        if (sw->running && sw->co.step == SY_CO_FENCE)
+            fence_submit(sw);
+    }
+    if (sw->running && sw->co.step == SY_CO_SWITCH && sw->switch_after_seq)
+        switch_wait(sw);
 }
 
 /* ---- reports from sessions ---- */
@@ -1355,8 +1563,30 @@ void sy_switch_standby_ready(struct sy_session *sess)
     }
     sess->move_state = MS_WARM;
     sw->warming--;
-    if (sw->co.step == SY_CO_WARM && sw->warming == 0 && !sw->session_error[0])
-        step_done(sw, SY_CO_WARM, 1, NULL);
+    if (sw->co.step == SY_CO_WARM) {
+        sess->warm_read = 1;
+        warm_read(sw, sess); /* at once when it is idle, else at its next idle point */
+    }
+    warm_check(sw);
+}
+
+void sy_switch_idle_point(struct sy_session *sess)
+{
+    struct sy_switch *sw = running_sw(sess);
+    if (sw)
+        warm_read(sw, sess);
+}
+
+void sy_switch_warm_read_done(struct sy_session *sess)
+{
+    struct sy_switch *sw = running_sw(sess);
+    if (!sw || sess->move_state != MS_WARM_READING)
+        return;
+    sess->move_state = MS_WARM;
+    sess->warm_read = 2;
+    sw->warm_reading--;
+    sw->warm_reads++;
+    warm_check(sw);
 }
 
 void sy_switch_standby_failed(struct sy_session *sess, const char *reason)
@@ -1370,11 +1600,13 @@ void sy_switch_standby_failed(struct sy_session *sess, const char *reason)
         sw->warming--;
     if (was == MS_PREPARING)
         sw->preparing--;
+    if (was == MS_WARM_READING)
+        sw->warm_reading--;
     if (!sw->session_error[0])
         snprintf(sw->session_error, sizeof(sw->session_error), "session %llu (user %s): %s",
                  (unsigned long long)sess->id, sess->user, reason);
     /* A standby lost after the warm step cannot be replaced inside the pause: abort. */
-    if (sw->co.step == SY_CO_WARM && sw->warming == 0)
+    if (sw->co.step == SY_CO_WARM && sw->warming == 0 && sw->warm_reading == 0)
         step_done(sw, SY_CO_WARM, 0, sw->session_error);
     else if (sw->co.step >= SY_CO_DRAIN && sw->co.step <= SY_CO_SWITCH)
         step_done(sw, sw->co.step, 0, sw->session_error);
@@ -1420,9 +1652,13 @@ void sy_switch_session_closed(struct sy_session *sess)
         sw->warming--;
     if (sess->move_state == MS_PREPARING && sw->preparing > 0)
         sw->preparing--;
+    if (sess->move_state == MS_WARM_READING && sw->warm_reading > 0)
+        sw->warm_reading--;
     sess->move_state = MS_NONE;
-    if (sw->co.step == SY_CO_WARM && sw->warming == 0 && !sw->job_out)
-        step_done(sw, SY_CO_WARM, sw->session_error[0] == 0, sw->session_error);
+    if (sw->co.step == SY_CO_WARM && sw->warming == 0 && !sw->job_out && sw->session_error[0])
+        step_done(sw, SY_CO_WARM, 0, sw->session_error);
+    else if (sw->co.step == SY_CO_WARM)
+        warm_check(sw);
     else
         move_check(sw);
 }
@@ -1482,6 +1718,8 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
     sw->from = p->active;
     sw->to = (enum sy_side)!p->active;
     sw->warming = sw->preparing = sw->sessions_moved = sw->sessions_closed = 0;
+    sw->warm_reading = sw->warm_reads = 0;
+    sw->warm_since_ms = 0;
     sw->sessions_forced = 0;
     sw->session_error[0] = sw->unmovable_report[0] = 0;
     sw->fence_lsn = sw->applied_lsn = 0;
@@ -1673,6 +1911,12 @@ int sy_switch_start(struct sy_proxy *p)
         return -1;
     }
     sw->thread_started = 1;
+    if (uv_mutex_init(&sw->wmu) != 0 || uv_cond_init(&sw->wcv) != 0 ||
+        uv_thread_create(&sw->writer, writer_thread, sw) != 0) {
+        sy_error("cannot start the state file's writer thread");
+        return -1;
+    }
+    sw->writer_started = 1;
     /* health_interval = 0: no probes (the control connections open only for a switch). */
     if (p->cfg.health_interval_ms > 0)
         uv_timer_start(&sw->health_timer, on_health, 10, p->cfg.health_interval_ms);
@@ -1690,6 +1934,16 @@ void sy_switch_stop(struct sy_proxy *p)
     uv_mutex_unlock(&sw->mu);
     uv_thread_join(&sw->thread);
     sw->thread_started = 0;
+    if (sw->writer_started) {
+        /* What is queued is written first. */
+        uv_mutex_lock(&sw->wmu);
+        sw->wstop = 1;
+        uv_cond_signal(&sw->wcv);
+        uv_mutex_unlock(&sw->wmu);
+        uv_thread_join(&sw->writer);
+        sw->writer_started = 0;
+        state_report_failure(sw);
+    }
     uv_close((uv_handle_t *)&sw->async, NULL);
     uv_close((uv_handle_t *)&sw->health_timer, NULL);
     uv_close((uv_handle_t *)&sw->tick, NULL);

@@ -38,6 +38,10 @@ void sy_switch_standby_ready(struct sy_session *sess);
 void sy_switch_standby_failed(struct sy_session *sess, const char *reason);
 /* unmovable: what the session holds that cannot move (NULL if nothing). */
 void sy_switch_move_prepared(struct sy_session *sess, const char *unmovable);
+/* The session's server said idle and the relay forwarded it (sess->warm_read == 1). */
+void sy_switch_idle_point(struct sy_session *sess);
+/* The warm-up read (move_warm_read) is over. */
+void sy_switch_warm_read_done(struct sy_session *sess);
 /* A session is closing (forget it in the counts). */
 void sy_switch_session_closed(struct sy_session *sess);
 

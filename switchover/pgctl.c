@@ -663,35 +663,47 @@ int sy_pgctl_long_transactions(PGconn *c, const char *side, double min_age_s,
 /* ---- fence ---- */
 
 /* Switches every role that can log in, but keep_role and the current user, to NOLOGIN in one
- * transaction; records them in out->roles. */
+ * transaction and one round trip (it runs inside the pause); records them in out->roles. The
+ * listing and the changes see one snapshot (repeatable read), so what is recorded is exactly
+ * what was changed. */
 static int fence_roles(PGconn *c, const char *side, const char *keep_role,
                        struct sy_pgctl_fence *out, char *err, size_t errlen)
 {
-    if (exec(c, side, "start the fence transaction", "BEGIN", 0, NULL, err, errlen) != 0)
-        return -1;
-    const char *p[] = {str(keep_role)};
-    PGresult *r = run(c, side, "list the roles that can log in",
-                      "SELECT rolname FROM pg_roles WHERE rolcanlogin AND rolname <> $1 "
-                      "AND rolname <> current_user ORDER BY rolname",
-                      1, p, err, errlen);
-    int n = r ? PQntuples(r) : 0, i = 0;
-    if (r && n > SY_FENCE_MAX_ROLES)
-        seterr(err, errlen,
-               "%s: %d roles can log in, more than the %d a fence can record; "
-               "make the roles that need no login NOLOGIN",
-               side, n, SY_FENCE_MAX_ROLES);
-    for (; r && n <= SY_FENCE_MAX_ROLES && i < n; i++)
-        if (exec_ident(c, side, "switch a role to NOLOGIN", "ALTER ROLE ", PQgetvalue(r, i, 0),
-                       " NOLOGIN", err, errlen) != 0)
-            break;
-    if (!r || i < n || exec(c, side, "commit the fence", "COMMIT", 0, NULL, err, errlen) != 0) {
-        PQclear(r);
-        rollback(c);
+    char *keep = PQescapeLiteral(c, str(keep_role), strlen(str(keep_role)));
+    if (!keep) {
+        query_error(c, NULL, side, "fence the roles", err, errlen);
         return -1;
     }
-    for (i = 0; i < n; i++)
+    char sql[1400];
+    snprintf(sql, sizeof(sql),
+             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; "
+             "SET LOCAL switchyard.fence_keep = %s; "
+             "DO $sy$DECLARE r text; names text[]; BEGIN "
+             "SELECT pg_catalog.array_agg(rolname ORDER BY rolname) INTO names "
+             "FROM pg_catalog.pg_roles WHERE rolcanlogin "
+             "AND rolname <> pg_catalog.current_setting('switchyard.fence_keep') "
+             "AND rolname <> current_user; "
+             "IF coalesce(pg_catalog.array_length(names, 1), 0) > %d THEN RAISE EXCEPTION "
+             "'%% roles can log in, more than the %d a fence can record; make the roles that "
+             "need no login NOLOGIN', pg_catalog.array_length(names, 1); END IF; "
+             "FOREACH r IN ARRAY coalesce(names, '{}') LOOP "
+             "EXECUTE pg_catalog.format('ALTER ROLE %%I NOLOGIN', r); END LOOP; "
+             "PERFORM pg_catalog.set_config('switchyard.fenced', coalesce(names, '{}')::text, "
+             "true); END$sy$; "
+             "SELECT pg_catalog.unnest(pg_catalog.current_setting('switchyard.fenced')::text[])",
+             keep, SY_FENCE_MAX_ROLES, SY_FENCE_MAX_ROLES);
+    PQfreemem(keep);
+    /* One implicit transaction: an error anywhere, the commit's included, undoes it all. */
+    PGresult *r = exec_timed(c, sql, 0, NULL, 1);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        query_error(c, r, side, "fence the roles", err, errlen);
+        PQclear(r);
+        return -1;
+    }
+    int n = PQntuples(r);
+    for (int i = 0; i < n && i < SY_FENCE_MAX_ROLES; i++)
         get_str(r, i, 0, out->roles[i], sizeof(out->roles[i]));
-    out->nroles = n;
+    out->nroles = n < SY_FENCE_MAX_ROLES ? n : SY_FENCE_MAX_ROLES;
     PQclear(r);
     return 0;
 }
@@ -925,7 +937,9 @@ static int wait_worker_gone(PGconn *c, const char *side, const char *subscriptio
              "AND pid IS NOT NULL",
              1, p, err, errlen) != 0)
         return -1;
-    for (int i = 0; i < 1000; i++) {
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (t = t0; t.tv_sec - t0.tv_sec < 10; clock_gettime(CLOCK_MONOTONIC, &t)) {
         PGresult *r = run(c, side, "check the subscription's workers",
                           "SELECT 1 FROM pg_stat_subscription WHERE subname = $1 "
                           "AND pid IS NOT NULL",
@@ -936,7 +950,7 @@ static int wait_worker_gone(PGconn *c, const char *side, const char *subscriptio
         PQclear(r);
         if (!running)
             return 0;
-        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
     }
     seterr(err, errlen,
            "%s: the apply worker of subscription %s did not stop within 10 s of "

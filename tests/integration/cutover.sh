@@ -203,6 +203,12 @@ check "... green is active" [ "$(active)" = green ]
 check "... the report has max and p99 pause" \
     [ -n "$(jget "$W/cut1.out" max_pause_ms)" -a -n "$(jget "$W/cut1.out" p99_pause_ms)" ]
 echo "   cutover 1: $(tail -n1 "$W/cut1.out")"
+# Each session's state was read once before the pause (warming the blue backend's caches), so
+# the read inside the pause is the cheap one (at least half of the 32 pgbench sessions: they
+# reach idle points every few milliseconds, but a slow build may leave some past the wait).
+warm=$(jget "$W/cut1.out" sessions_warm_read)
+check "... sessions had their warm-up read before the pause ($warm of $(jget "$W/cut1.out" sessions_moved) moved)" \
+    [ "${warm:-0}" -ge 16 ]
 check "... progress was shown before the report" grep -q '^\[ *[0-9]* ms\] fence' "$W/cut1.out"
 check "... blue refuses $APP_USER now (fenced at the database)" \
     bash -c "! '$PSQL' -X -Atq 'host=127.0.0.1 port=$BLUE_PORT user=$APP_USER dbname=shop' -c 'select 1' 2>'$W/fenced.err' && grep -q 'not permitted to log in' '$W/fenced.err'"

@@ -557,6 +557,7 @@ static void test_fence(void **state)
 {
     sql_ok(blue, "CREATE ROLE fence_login LOGIN PASSWORD 'Fence-pass-1'");
     sql_ok(blue, "CREATE ROLE fence_nologin NOLOGIN");
+    sql_ok(blue, "CREATE ROLE \"fence o'dd\" LOGIN");
     PGconn *outside = app_conn(blue_port), *held = app_conn(blue_port);
     int outside_pid = PQbackendPID(outside), held_pid = PQbackendPID(held);
     struct sy_pgctl_repl fwd;
@@ -565,9 +566,10 @@ static void test_fence(void **state)
     struct sy_pgctl_fence f;
     int keep[] = {held_pid};
     assert_ok(sy_pgctl_fence(blue, "blue", "postgres", keep, 1, 5000, &f, err, sizeof(err)));
-    assert_int_equal(f.nroles, 2);
+    assert_int_equal(f.nroles, 3);
     assert_true(fenced_role(&f, app_user));
     assert_true(fenced_role(&f, "fence_login"));
+    assert_true(fenced_role(&f, "fence o'dd"));
     assert_int_equal(number(blue, "SELECT count(*) FROM pg_roles WHERE rolcanlogin"), 1);
     assert_int_equal(f.nterminated, 1);
     assert_int_equal(f.terminated[0].pid, outside_pid);
@@ -605,7 +607,7 @@ static void test_fence(void **state)
                                "SELECT string_agg(rolname, ',' ORDER BY rolname) FROM "
                                "pg_roles WHERE rolcanlogin",
                                v, sizeof(v)),
-                        "fence_login,postgres,sy_app");
+                        "fence o'dd,fence_login,postgres,sy_app");
     assert_string_equal(scalar(blue,
                                "SELECT rolcanlogin FROM pg_roles WHERE rolname = "
                                "'fence_nologin'",
@@ -616,6 +618,31 @@ static void test_fence(void **state)
     PQfinish(held);
     sql_ok(blue, "DROP ROLE fence_login");
     sql_ok(blue, "DROP ROLE fence_nologin");
+    sql_ok(blue, "DROP ROLE \"fence o'dd\"");
+}
+
+/* More roles than a fence can record: it refuses and changes none of them. */
+static void test_fence_too_many_roles(void **state)
+{
+    char sql[200];
+    snprintf(sql, sizeof(sql),
+             "DO $$BEGIN FOR i IN 1..%d LOOP EXECUTE format('CREATE ROLE fence_many_%%s LOGIN', "
+             "i); END LOOP; END$$",
+             SY_FENCE_MAX_ROLES);
+    sql_ok(blue, sql);
+    long long before = number(blue, "SELECT count(*) FROM pg_roles WHERE rolcanlogin");
+    struct sy_pgctl_fence f;
+    assert_int_equal(sy_pgctl_fence(blue, "blue", "postgres", NULL, 0, 5000, &f, err, sizeof(err)),
+                     -1);
+    assert_contains(err, "roles can log in, more than the");
+    assert_contains(err, "make the roles that need no login NOLOGIN");
+    assert_int_equal(f.nroles, 0);
+    assert_int_equal(number(blue, "SELECT count(*) FROM pg_roles WHERE rolcanlogin"), before);
+    snprintf(sql, sizeof(sql),
+             "DO $$BEGIN FOR i IN 1..%d LOOP EXECUTE format('DROP ROLE fence_many_%%s', i); "
+             "END LOOP; END$$",
+             SY_FENCE_MAX_ROLES);
+    sql_ok(blue, sql);
 }
 
 /* A session that outlives pg_terminate_backend's timeout fails the fence, which is undone. */
@@ -759,6 +786,7 @@ int main(void)
         cmocka_unit_test(test_catch_up_physical),
         cmocka_unit_test(test_long_transactions),
         cmocka_unit_test(test_fence),
+        cmocka_unit_test(test_fence_too_many_roles),
         cmocka_unit_test(test_fence_timeout_undoes),
         cmocka_unit_test(test_sync_sequences),
         cmocka_unit_test(test_reverse),
