@@ -906,17 +906,32 @@ void sy_shadow_report_destroy(struct sy_shadow_report *rep)
     free(rep);
 }
 
-/* The entry for hash, created when there is room; NULL when the table is full or memory ran
-   out (the caller counts under "(other)"). */
-static struct sy_shadow_fp *fp_find(struct sy_shadow_report *rep, const char *text, uint64_t hash)
+/* The entry for hash, or NULL; *slot receives its index slot, or the empty one ending the
+   probe (where a new entry for hash goes). */
+static struct sy_shadow_fp *fp_lookup(const struct sy_shadow_report *rep, uint64_t hash,
+                                      size_t *slot)
 {
     size_t i = (size_t)mix64(hash) & rep->index_mask;
     while (rep->index[i]) {
         struct sy_shadow_fp *e = rep->fps[rep->index[i] - 1];
-        if (e->hash == hash)
+        if (e->hash == hash) {
+            *slot = i;
             return e;
+        }
         i = (i + 1) & rep->index_mask;
     }
+    *slot = i;
+    return NULL;
+}
+
+/* The entry for hash, created when there is room; NULL when the table is full or memory ran
+   out (the caller counts under "(other)"). */
+static struct sy_shadow_fp *fp_find(struct sy_shadow_report *rep, const char *text, uint64_t hash)
+{
+    size_t i;
+    struct sy_shadow_fp *found = fp_lookup(rep, hash, &i);
+    if (found)
+        return found;
     if (rep->nfps == rep->max_fps)
         return NULL;
     struct sy_shadow_fp *e = calloc(1, sizeof(*e));
@@ -946,6 +961,41 @@ static void keep_example(struct sy_shadow_fp *e, enum sy_shadow_class cls,
     e->examples[cls] = copy;
 }
 
+/* The ring of REAL divergence times: real_kept of them, the newest in the slot before
+   real_next. */
+static uint64_t *real_ring_at(struct sy_shadow_fp *e, uint32_t i) /* i = 0: the oldest kept */
+{
+    return &e->real_at[(e->real_next - e->real_kept + i) % SY_SHADOW_REAL_RING];
+}
+
+static void real_ring_push(struct sy_shadow_fp *e, uint64_t at_us)
+{
+    e->real_at[e->real_next++ % SY_SHADOW_REAL_RING] = at_us;
+    if (e->real_kept < SY_SHADOW_REAL_RING)
+        e->real_kept++;
+    if (at_us > e->last_real_us)
+        e->last_real_us = at_us;
+}
+
+/* Takes the newest time equal to at_us out of the ring, keeping the others in order; the latest
+   time is then the newest one left. Nothing changes when the ring does not hold at_us. */
+static void real_ring_remove(struct sy_shadow_fp *e, uint64_t at_us)
+{
+    uint32_t i = e->real_kept;
+    while (i > 0 && *real_ring_at(e, i - 1) != at_us)
+        i--;
+    if (i == 0)
+        return;
+    for (uint32_t k = i - 1; k + 1 < e->real_kept; k++)
+        *real_ring_at(e, k) = *real_ring_at(e, k + 1);
+    e->real_next--; /* unsigned: the slot order stays right across a wrap (RING divides 2^32) */
+    e->real_kept--;
+    e->last_real_us = 0;
+    for (uint32_t k = 0; k < e->real_kept; k++)
+        if (*real_ring_at(e, k) > e->last_real_us)
+            e->last_real_us = *real_ring_at(e, k);
+}
+
 int sy_shadow_report_add(struct sy_shadow_report *rep, const char *fp_text, uint64_t fp_hash,
                          enum sy_shadow_class cls, int64_t blue_us, int64_t green_us,
                          const struct sy_shadow_example *ex, uint64_t now_us)
@@ -966,15 +1016,39 @@ int sy_shadow_report_add(struct sy_shadow_report *rep, const char *fp_text, uint
         hist_add(&e->blue, (uint64_t)blue_us);
     if (green_us >= 0)
         hist_add(&e->green, (uint64_t)green_us);
-    if (cls == SY_SHADOW_REAL) {
-        e->real_at[e->real_next++ % SY_SHADOW_REAL_RING] = now_us;
-        if (now_us > e->last_real_us)
-            e->last_real_us = now_us;
-    }
+    if (cls == SY_SHADOW_REAL)
+        real_ring_push(e, now_us);
     keep_example(e, cls, ex);
     rep->totals.compared++;
     rep->totals.by_class[cls]++;
     return rc;
+}
+
+int sy_shadow_report_reclass(struct sy_shadow_report *rep, uint64_t fp_hash,
+                             enum sy_shadow_class from, enum sy_shadow_class to, uint64_t at_us,
+                             const struct sy_shadow_example *ex)
+{
+    if ((unsigned)from >= SY_SHADOW_NCLASSES || (unsigned)to >= SY_SHADOW_NCLASSES ||
+        from == SY_SHADOW_MATCH || to == SY_SHADOW_MATCH || from == to)
+        return -1;
+    size_t slot;
+    struct sy_shadow_fp *e = fp_lookup(rep, fp_hash, &slot);
+    if (!e || e->by_class[from] == 0)
+        return -1;
+    e->by_class[from]--;
+    e->by_class[to]++;
+    rep->totals.by_class[from]--;
+    rep->totals.by_class[to]++;
+    if (from == SY_SHADOW_REAL)
+        real_ring_remove(e, at_us);
+    if (to == SY_SHADOW_REAL)
+        real_ring_push(e, at_us);
+    if (e->by_class[from] == 0) {
+        free(e->examples[from]);
+        e->examples[from] = NULL;
+    }
+    keep_example(e, to, ex);
+    return 0;
 }
 
 void sy_shadow_report_bump(struct sy_shadow_report *rep, enum sy_shadow_counter c, uint64_t n)
@@ -1009,10 +1083,9 @@ size_t sy_shadow_report_real_since(const struct sy_shadow_report *rep, uint64_t 
     for (size_t i = 0; i < n; i++) {
         const struct sy_shadow_fp *e = sy_shadow_report_entry(rep, i);
         uint64_t reals = e->by_class[SY_SHADOW_REAL];
-        uint32_t kept = reals < SY_SHADOW_REAL_RING ? (uint32_t)reals : SY_SHADOW_REAL_RING;
-        uint32_t count = 0;
+        uint32_t kept = e->real_kept, count = 0;
         for (uint32_t k = 0; k < kept; k++)
-            count += e->real_at[k] >= since_us;
+            count += e->real_at[(e->real_next - kept + k) % SY_SHADOW_REAL_RING] >= since_us;
         if (count == 0)
             continue;
         if (out && found < cap) {
@@ -1020,7 +1093,7 @@ size_t sy_shadow_report_real_since(const struct sy_shadow_report *rep, uint64_t 
             out[found].fingerprint = e->text;
             out[found].last_us = e->last_real_us;
             out[found].count = count;
-            out[found].at_least = count == SY_SHADOW_REAL_RING && reals > SY_SHADOW_REAL_RING;
+            out[found].at_least = count == kept && reals > kept;
         }
         found++;
     }

@@ -230,6 +230,7 @@ struct sy_shadow_fp {
     uint64_t last_real_us;              /* the latest REAL divergence's time, 0 if none */
     uint64_t real_at[SY_SHADOW_REAL_RING]; /* the last REAL divergences' times (a ring) */
     uint32_t real_next;                 /* the ring's next slot */
+    uint32_t real_kept;                 /* times held in the ring, the newest before real_next */
     struct sy_shadow_example *examples[SY_SHADOW_NCLASSES]; /* the first of each class, or NULL */
 };
 
@@ -239,7 +240,11 @@ enum sy_shadow_counter {
     SY_SHADOW_CTR_MIRRORED = 1,  /* statements mirrored to green */
     SY_SHADOW_CTR_SUSPENDED = 2, /* statements not mirrored: the shadow queue overflowed */
     SY_SHADOW_CTR_SKIPPED = 3,   /* statements not mirrored: sampled out */
-    SY_SHADOW_NCOUNTERS = 4,
+    SY_SHADOW_CTR_RECHECKS = 4,  /* rechecks run on blue (a divergent statement run twice) */
+    SY_SHADOW_CTR_RECHECK_NONDET = 5,       /* ... whose two answers differed */
+    SY_SHADOW_CTR_RECHECK_INCONCLUSIVE = 6, /* ... that could not run (error, timeout, down) */
+    SY_SHADOW_CTR_RECHECK_DROPPED = 7,      /* rechecks not run: too many already waiting */
+    SY_SHADOW_NCOUNTERS = 8,
 };
 
 struct sy_shadow_totals {
@@ -288,6 +293,21 @@ int sy_shadow_report_add(struct sy_shadow_report *rep, const char *fp_text, uint
                          enum sy_shadow_class cls, int64_t blue_us, int64_t green_us,
                          const struct sy_shadow_example *ex, uint64_t now_us);
 
+/*
+ * Moves one comparison of fingerprint fp_hash from class from to class to: a recheck showed
+ * that a divergence counted as REAL (or ORDER_ONLY) is blue differing from itself. The entry's
+ * and the totals' counts move; a REAL one also leaves the ring of times that
+ * sy_shadow_report_real_since reads (the time given as now_us to sy_shadow_report_add: at_us;
+ * when the ring no longer holds it, only the counts move), and one moved to REAL enters it. ex,
+ * when not NULL and to has no example yet, becomes to's example; from's example is dropped when
+ * no comparison of that class is left. Returns 0, or -1 when nothing was moved: no entry for
+ * fp_hash (never seen, counted under "(other)", or reset since), no comparison of class from,
+ * from equal to to, or either class MATCH or outside the enum.
+ */
+int sy_shadow_report_reclass(struct sy_shadow_report *rep, uint64_t fp_hash,
+                             enum sy_shadow_class from, enum sy_shadow_class to, uint64_t at_us,
+                             const struct sy_shadow_example *ex);
+
 /* Adds n to a counter (one outside the enum is ignored). */
 void sy_shadow_report_bump(struct sy_shadow_report *rep, enum sy_shadow_counter c, uint64_t n);
 
@@ -304,8 +324,11 @@ const struct sy_shadow_fp *sy_shadow_report_entry(const struct sy_shadow_report 
 /*
  * For the cutover gate: fingerprints with at least one REAL divergence at or after since_us.
  * Fills out[0, min(result, cap)) in entry order and returns how many there are in all (which
- * may exceed cap; out may be NULL when cap is 0). Counts come from the last SY_SHADOW_REAL_RING
- * REAL divergences of each fingerprint: exact up to that many, else a lower bound (at_least).
+ * may exceed cap; out may be NULL when cap is 0). Counts come from the times the ring holds, the
+ * last SY_SHADOW_REAL_RING REAL divergences of each fingerprint (one fewer for each that
+ * sy_shadow_report_reclass took out since the ring was last full): exact when the ring holds
+ * every REAL divergence or some of its times are before since_us, else a lower bound
+ * (at_least).
  */
 size_t sy_shadow_report_real_since(const struct sy_shadow_report *rep, uint64_t since_us,
                                    struct sy_shadow_real *out, size_t cap);

@@ -180,6 +180,17 @@ static json_object *json_totals(const struct sy_shadow_report *rep)
     put(o, "divergences", json_classes(t->by_class));
     put(o, "fingerprints", json_object_new_int64((int64_t)sy_shadow_report_size(rep)));
     put(o, "fingerprint_overflow", json_object_new_int64((int64_t)t->overflow));
+    json_object *rc = json_object_new_object();
+    if (rc) {
+        put(rc, "run", json_object_new_int64((int64_t)t->counters[SY_SHADOW_CTR_RECHECKS]));
+        put(rc, "nondeterministic",
+            json_object_new_int64((int64_t)t->counters[SY_SHADOW_CTR_RECHECK_NONDET]));
+        put(rc, "inconclusive",
+            json_object_new_int64((int64_t)t->counters[SY_SHADOW_CTR_RECHECK_INCONCLUSIVE]));
+        put(rc, "dropped",
+            json_object_new_int64((int64_t)t->counters[SY_SHADOW_CTR_RECHECK_DROPPED]));
+    }
+    put(o, "rechecks", rc);
     return o;
 }
 
@@ -299,6 +310,12 @@ char *sy_shadow_report_table(const struct sy_shadow_report *rep)
               (unsigned long long)t->counters[SY_SHADOW_CTR_SKIPPED],
               (unsigned long long)t->compared, (unsigned long long)t->by_class[SY_SHADOW_MATCH],
               sy_shadow_report_size(rep), (unsigned long long)t->overflow);
+    sb_printf(&b, "rechecks on blue: run %llu, nondeterministic %llu, inconclusive %llu, "
+                  "dropped %llu\n",
+              (unsigned long long)t->counters[SY_SHADOW_CTR_RECHECKS],
+              (unsigned long long)t->counters[SY_SHADOW_CTR_RECHECK_NONDET],
+              (unsigned long long)t->counters[SY_SHADOW_CTR_RECHECK_INCONCLUSIVE],
+              (unsigned long long)t->counters[SY_SHADOW_CTR_RECHECK_DROPPED]);
     if (b.failed) {
         free(b.p);
         return NULL;

@@ -1187,6 +1187,118 @@ static void test_report_real_since(void **state)
     sy_shadow_report_destroy(rep);
 }
 
+/* A recheck moves divergences from real to nondeterministic: the counts, the examples and the
+ * gate's ring of real divergence times stay consistent. */
+static void test_report_reclass(void **state)
+{
+    (void)state;
+    struct sy_shadow_report *rep = sy_shadow_report_new(0);
+    assert_non_null(rep);
+    struct sy_shadow_example ex_real = example("row_data", "'1'");
+    struct sy_shadow_example ex_nd = example("row_data", "'2'");
+    for (uint64_t t = 100; t <= 300; t += 100)
+        sy_shadow_report_add(rep, "a", 1, SY_SHADOW_REAL, 1, 1, t == 100 ? &ex_real : NULL, t);
+    sy_shadow_report_add(rep, "a", 1, SY_SHADOW_MATCH, 1, 1, NULL, 350);
+    const struct sy_shadow_fp *a = sy_shadow_report_entry(rep, 0);
+
+    /* The newest one: the latest real time falls back to the one before. */
+    assert_int_equal(sy_shadow_report_reclass(rep, 1, SY_SHADOW_REAL, SY_SHADOW_NONDETERMINISTIC,
+                                              300, &ex_nd), 0);
+    assert_int_equal(a->count, 4);
+    assert_int_equal(a->by_class[SY_SHADOW_REAL], 2);
+    assert_int_equal(a->by_class[SY_SHADOW_NONDETERMINISTIC], 1);
+    assert_int_equal(a->by_class[SY_SHADOW_MATCH], 1);
+    assert_int_equal(a->last_real_us, 200);
+    assert_non_null(a->examples[SY_SHADOW_NONDETERMINISTIC]);
+    assert_string_equal(a->examples[SY_SHADOW_NONDETERMINISTIC]->blue, "'2'");
+    assert_non_null(a->examples[SY_SHADOW_REAL]); /* real ones are left */
+    const struct sy_shadow_totals *t = sy_shadow_report_totals(rep);
+    assert_int_equal(t->by_class[SY_SHADOW_REAL], 2);
+    assert_int_equal(t->by_class[SY_SHADOW_NONDETERMINISTIC], 1);
+    assert_int_equal(t->compared, 4);
+    struct sy_shadow_real out[2];
+    assert_int_equal(sy_shadow_report_real_since(rep, 150, out, 2), 1);
+    assert_int_equal(out[0].count, 1);
+    assert_int_equal(out[0].last_us, 200);
+    assert_false(out[0].at_least);
+
+    /* The oldest, then the last: the real example goes with the last real one. */
+    assert_int_equal(sy_shadow_report_reclass(rep, 1, SY_SHADOW_REAL, SY_SHADOW_NONDETERMINISTIC,
+                                              100, NULL), 0);
+    assert_int_equal(sy_shadow_report_real_since(rep, 0, out, 2), 1);
+    assert_int_equal(out[0].count, 1);
+    assert_int_equal(out[0].last_us, 200);
+    assert_int_equal(sy_shadow_report_reclass(rep, 1, SY_SHADOW_REAL, SY_SHADOW_NONDETERMINISTIC,
+                                              200, NULL), 0);
+    assert_int_equal(a->by_class[SY_SHADOW_REAL], 0);
+    assert_int_equal(a->by_class[SY_SHADOW_NONDETERMINISTIC], 3);
+    assert_null(a->examples[SY_SHADOW_REAL]);
+    assert_string_equal(a->examples[SY_SHADOW_NONDETERMINISTIC]->blue, "'2'"); /* the first kept */
+    assert_int_equal(a->last_real_us, 0);
+    assert_int_equal(sy_shadow_report_real_since(rep, 0, out, 2), 0);
+
+    /* Nothing left to move, unknown fingerprints and bad classes move nothing. */
+    assert_int_equal(sy_shadow_report_reclass(rep, 1, SY_SHADOW_REAL, SY_SHADOW_NONDETERMINISTIC,
+                                              200, NULL), -1);
+    assert_int_equal(sy_shadow_report_reclass(rep, 99, SY_SHADOW_NONDETERMINISTIC,
+                                              SY_SHADOW_REAL, 0, NULL), -1);
+    assert_int_equal(sy_shadow_report_reclass(rep, 1, SY_SHADOW_NONDETERMINISTIC,
+                                              SY_SHADOW_NONDETERMINISTIC, 0, NULL), -1);
+    assert_int_equal(sy_shadow_report_reclass(rep, 1, SY_SHADOW_MATCH, SY_SHADOW_REAL, 0, NULL),
+                     -1);
+    assert_int_equal(sy_shadow_report_reclass(rep, 1, SY_SHADOW_NONDETERMINISTIC,
+                                              (enum sy_shadow_class)SY_SHADOW_NCLASSES, 0, NULL),
+                     -1);
+    assert_int_equal(t->by_class[SY_SHADOW_NONDETERMINISTIC], 3);
+
+    /* Order-only moves too; moving back to real enters the ring. */
+    sy_shadow_report_add(rep, "b", 2, SY_SHADOW_ORDER_ONLY, 1, 1, NULL, 400);
+    assert_int_equal(sy_shadow_report_reclass(rep, 2, SY_SHADOW_ORDER_ONLY,
+                                              SY_SHADOW_NONDETERMINISTIC, 400, NULL), 0);
+    assert_int_equal(sy_shadow_report_entry(rep, 1)->by_class[SY_SHADOW_ORDER_ONLY], 0);
+    assert_int_equal(sy_shadow_report_reclass(rep, 2, SY_SHADOW_NONDETERMINISTIC, SY_SHADOW_REAL,
+                                              450, NULL), 0);
+    assert_int_equal(sy_shadow_report_real_since(rep, 0, out, 2), 1);
+    assert_int_equal(out[0].fp_hash, 2);
+    assert_int_equal(out[0].last_us, 450);
+
+    /* A full ring that has wrapped: 12 real divergences at 1000 .. 1011, the ring holds the last
+     * eight. Taking one out of the middle leaves seven, in order, all within a window from 1004:
+     * at least seven (there are eleven). A time the ring no longer holds moves the count only. */
+    for (uint64_t k = 0; k < 12; k++)
+        sy_shadow_report_add(rep, "c", 3, SY_SHADOW_REAL, 1, 1, NULL, 1000 + k);
+    assert_int_equal(sy_shadow_report_reclass(rep, 3, SY_SHADOW_REAL, SY_SHADOW_NONDETERMINISTIC,
+                                              1007, NULL), 0);
+    struct sy_shadow_real c[3];
+    assert_int_equal(sy_shadow_report_real_since(rep, 1004, c, 3), 1);
+    assert_int_equal(c[0].fp_hash, 3);
+    assert_int_equal(c[0].count, 7);
+    assert_true(c[0].at_least);
+    assert_int_equal(c[0].last_us, 1011);
+    assert_int_equal(sy_shadow_report_real_since(rep, 1009, c, 3), 1);
+    assert_int_equal(c[0].count, 3); /* 1009, 1010, 1011 */
+    assert_false(c[0].at_least);
+    assert_int_equal(sy_shadow_report_reclass(rep, 3, SY_SHADOW_REAL, SY_SHADOW_NONDETERMINISTIC,
+                                              1001, NULL), 0);
+    assert_int_equal(sy_shadow_report_entry(rep, 2)->by_class[SY_SHADOW_REAL], 10);
+    assert_int_equal(sy_shadow_report_real_since(rep, 0, c, 3), 2);
+    assert_int_equal(c[1].count, 7);
+    assert_true(c[1].at_least);
+    /* New real divergences refill the ring. */
+    sy_shadow_report_add(rep, "c", 3, SY_SHADOW_REAL, 1, 1, NULL, 2000);
+    assert_int_equal(sy_shadow_report_real_since(rep, 1004, c, 3), 1);
+    assert_int_equal(c[0].count, SY_SHADOW_REAL_RING);
+    assert_int_equal(c[0].last_us, 2000);
+    assert_int_equal(sy_shadow_report_real_since(rep, 1011, c, 3), 1);
+    assert_int_equal(c[0].count, 2);
+
+    /* A reset forgets the entries: nothing to move. */
+    sy_shadow_report_reset(rep);
+    assert_int_equal(sy_shadow_report_reclass(rep, 1, SY_SHADOW_NONDETERMINISTIC, SY_SHADOW_REAL,
+                                              0, NULL), -1);
+    sy_shadow_report_destroy(rep);
+}
+
 static json_object *get(json_object *o, const char *key)
 {
     json_object *v = NULL;
@@ -1207,6 +1319,10 @@ static void test_report_json_and_table(void **state)
     sy_shadow_report_add(rep, "select real \xc3\xa9\xff", 2, SY_SHADOW_MATCH, 10, 20, NULL, 6);
     sy_shadow_report_add(rep, "select order", 3, SY_SHADOW_ORDER_ONLY, 10, -1, NULL, 7);
     sy_shadow_report_bump(rep, SY_SHADOW_CTR_MIRRORED, 13);
+    sy_shadow_report_bump(rep, SY_SHADOW_CTR_RECHECKS, 3);
+    sy_shadow_report_bump(rep, SY_SHADOW_CTR_RECHECK_NONDET, 2);
+    sy_shadow_report_bump(rep, SY_SHADOW_CTR_RECHECK_INCONCLUSIVE, 1);
+    sy_shadow_report_bump(rep, SY_SHADOW_CTR_RECHECK_DROPPED, 4);
 
     json_object *j = sy_shadow_report_json(rep);
     assert_non_null(j);
@@ -1253,6 +1369,11 @@ static void test_report_json_and_table(void **state)
     get(totals, "skipped");
     get(totals, "fingerprints");
     get(totals, "fingerprint_overflow");
+    json_object *rechecks = get(totals, "rechecks");
+    assert_int_equal(json_object_get_int64(get(rechecks, "run")), 3);
+    assert_int_equal(json_object_get_int64(get(rechecks, "nondeterministic")), 2);
+    assert_int_equal(json_object_get_int64(get(rechecks, "inconclusive")), 1);
+    assert_int_equal(json_object_get_int64(get(rechecks, "dropped")), 4);
     json_object_put(back);
     json_object_put(j);
 
@@ -1263,6 +1384,8 @@ static void test_report_json_and_table(void **state)
     assert_non_null(strstr(table, "real: row_data column \"col\" row 7: blue 'b"));
     assert_true(strstr(table, "select real") < strstr(table, "select busy"));
     assert_non_null(strstr(table, "mirrored 13"));
+    assert_non_null(strstr(table, "rechecks on blue: run 3, nondeterministic 2, inconclusive 1, "
+                                  "dropped 4"));
     free(table);
 
     /* An empty report renders too. */
@@ -1385,6 +1508,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_report_percentiles),
         cmocka_unit_test(test_report_overflow),
         cmocka_unit_test(test_report_real_since),
+        cmocka_unit_test(test_report_reclass),
         cmocka_unit_test(test_report_json_and_table),
     };
     return cmocka_run_group_tests(tests, guard_setup, guard_teardown);
