@@ -937,6 +937,25 @@ static int cfg_set_shadow_gate_max(struct cfg_parser *p, const char *v)
     return 0;
 }
 
+static int cfg_set_shadow_recheck(struct cfg_parser *p, const char *v)
+{
+    return cfg_on_off(p, v, &p->cfg->shadow_recheck);
+}
+
+/* A recheck holds a snapshot open on blue for this long at most: up to a minute. */
+#define CFG_RECHECK_TIMEOUT_MAX_MS 60000u
+
+static int cfg_set_shadow_recheck_timeout(struct cfg_parser *p, const char *v)
+{
+    if (cfg_value_duration(p, v, 0, &p->cfg->shadow_recheck_timeout_ms) != 0)
+        return -1;
+    char show[CFG_SHOW_MAX];
+    if (p->cfg->shadow_recheck_timeout_ms > CFG_RECHECK_TIMEOUT_MAX_MS)
+        return cfg_fail(p, "shadow_recheck_timeout = %s is too long; use at most 60s",
+                        cfg_show(v, strlen(v), show));
+    return 0;
+}
+
 /* A [users] line: NAME = AUTH_TYPE. */
 static int cfg_set_user_auth(struct cfg_parser *p, const char *name, size_t nn, const char *v)
 {
@@ -1007,6 +1026,8 @@ static const struct cfg_key cfg_switchyard_keys[] = {
     {"cutover_requires_clean_shadow", cfg_set_shadow_gate, 0},
     {"shadow_gate_window", cfg_set_shadow_gate_window, 0},
     {"shadow_gate_max", cfg_set_shadow_gate_max, 0},
+    {"shadow_recheck", cfg_set_shadow_recheck, 0},
+    {"shadow_recheck_timeout", cfg_set_shadow_recheck_timeout, 0},
 };
 
 static const struct cfg_key cfg_side_keys[CFG_SIDE_KEYS] = {
@@ -1313,6 +1334,8 @@ void sy_config_defaults(struct sy_config *cfg)
     cfg->shadow_resume_ms = 10000;
     cfg->shadow_lag_window_ms = 1000;
     cfg->shadow_gate_window_ms = 600000;
+    cfg->shadow_recheck = 1;
+    cfg->shadow_recheck_timeout_ms = 2000;
     cfg->server_idle_timeout_ms = 60000;
     cfg->auth_type = SY_AUTH_SCRAM;
     snprintf(cfg->auth_query, sizeof cfg->auth_query, "%s",

@@ -162,6 +162,8 @@ struct sy_config {
     int cutover_requires_clean_shadow;  /* cutover_requires_clean_shadow = off */
     uint64_t shadow_gate_window_ms;     /* shadow_gate_window = 10m */
     uint32_t shadow_gate_max;           /* shadow_gate_max = 0 real divergences */
+    int shadow_recheck;                 /* shadow_recheck = on: re-run divergent reads on blue */
+    uint64_t shadow_recheck_timeout_ms; /* shadow_recheck_timeout = 2s: its statement_timeout */
 };
 
 /* Parses a fraction from 0 to 1 ("0.25") into parts per million. Returns 0 or -1. */

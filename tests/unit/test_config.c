@@ -63,6 +63,8 @@ static void test_full_valid(void **state)
         "client_login_timeout = 10s\n"
         "server_connect_timeout = 2500ms\n"
         "shutdown_grace = 2m\n"
+        "shadow_recheck = off\n"
+        "shadow_recheck_timeout = 750ms\n"
         "\n"
         "[blue]\n"
         "host = 10.0.0.1\n"
@@ -92,6 +94,8 @@ static void test_full_valid(void **state)
     assert_int_equal(cfg.client_login_timeout_ms, 10000);
     assert_int_equal(cfg.server_connect_timeout_ms, 2500);
     assert_int_equal(cfg.shutdown_grace_ms, 120000);
+    assert_int_equal(cfg.shadow_recheck, 0);
+    assert_int_equal(cfg.shadow_recheck_timeout_ms, 750);
     assert_string_equal(cfg.server[SY_BLUE].host, "10.0.0.1");
     assert_int_equal(cfg.server[SY_BLUE].port, 5432);
     assert_string_equal(cfg.server[SY_GREEN].host, "green.example.com");
@@ -112,6 +116,8 @@ static void check_defaults(const struct sy_config *cfg)
     assert_int_equal(cfg->client_login_timeout_ms, 15000);
     assert_int_equal(cfg->server_connect_timeout_ms, 5000);
     assert_int_equal(cfg->shutdown_grace_ms, 30000);
+    assert_int_equal(cfg->shadow_recheck, 1);
+    assert_int_equal(cfg->shadow_recheck_timeout_ms, 2000);
 }
 
 static void test_defaults(void **state)
@@ -342,6 +348,12 @@ static void test_errors_values(void **state)
     parse_err(SW("client_login_timeout = 1.5s"), "t.ini:3: ",
               "bad duration '1.5s' for client_login_timeout");
     parse_err(SW("shutdown_grace = forever"), "t.ini:3: ", "bad duration 'forever'");
+    parse_err(SW("shadow_recheck = maybe"), "t.ini:3: ",
+              "shadow_recheck must be on or off, not 'maybe'");
+    parse_err(SW("shadow_recheck_timeout = 0"), "t.ini:3: ",
+              "shadow_recheck_timeout must be more than 0");
+    parse_err(SW("shadow_recheck_timeout = 61s"), "t.ini:3: ",
+              "shadow_recheck_timeout = 61s is too long; use at most 60s");
     parse_err("[switchyard]\nlisten = 127.0.0.1:1\n[blue]\nhost = b\nport = 0\n", "t.ini:5: ",
               "bad port '0' in [blue]; use a number from 1 to 65535");
     parse_err("[switchyard]\nlisten = 127.0.0.1:1\n[green]\nport = 70000\n", "t.ini:4: ",
