@@ -3,7 +3,8 @@
 # through Switchyard, one cutover in the middle of each run, on a throwaway replicated pair.
 # Prints each cutover's duration, how long the proxy was paused, and the max and p99 pause the
 # held sessions saw (from the cutover's own report), with and without the rollback window's
-# reverse replication (prepared before the pause; only enabled at the switch point).
+# reverse replication (prepared before the pause; only enabled at the switch point). With the
+# rollback window, a rollback follows three seconds after the cutover, in the same run.
 #
 #   bench/cutover.sh [BUILD_DIR]      (default build/; run scripts/test.sh or build first)
 #
@@ -28,6 +29,17 @@ bash "$root/tests/support/pg_replicate.sh" logical "$T/pg" shop >/dev/null 2>&1
 printf '"%s" "%s"\n' "$APP_USER" "$APP_PASSWORD" >"$T/users.txt"
 chmod 600 "$T/users.txt"
 export PGPASSWORD=$APP_PASSWORD
+
+summary() { # summary LABEL FILE: one switch's report (its last line)
+    tail -n1 "$2" | python3 -c "
+import json,sys
+o=json.loads(sys.stdin.read())
+print('%-36s result=%-7s total=%5d ms  paused=%4d ms  max_pause=%4d ms  p99_pause=%4d ms  held=%d' % (
+  '$1', o.get('result'), o.get('total_ms',0), o.get('paused_ms',0), o.get('max_pause_ms',0),
+  o.get('p99_pause_ms',0), o.get('sessions_held',0)))
+print('   steps: ' + ' '.join('%s=%d' % (s['step'], s['ms']) for s in o.get('steps',[])) +
+      '   (fence: roles %s ms, terminate %s ms)' % (o.get('fence_roles_ms','?'), o.get('fence_terminate_ms','?')))" || cat "$2"
+}
 
 run() { # run LABEL PGBENCH_ARGS REVERSE
     local label=$1 args=$2 reverse=$3 port
@@ -62,17 +74,15 @@ INI
     "$PG_BIN/pgbench" -n $args -c 16 -j 2 -T 12 "host=127.0.0.1 port=$port user=$APP_USER dbname=shop" \
         >"$T/pgbench.out" 2>&1 &
     local pb=$!
-    sleep 5
+    sleep 4
     "$bin/switchyardctl" -s "$T/admin.sock" cutover >"$T/cut.out" 2>&1 || true
+    if [ "$reverse" != off ]; then
+        sleep 3
+        "$bin/switchyardctl" -s "$T/admin.sock" rollback >"$T/back.out" 2>&1 || true
+    fi
     wait "$pb" || true
-    tail -n1 "$T/cut.out" | python3 -c "
-import json,sys
-o=json.loads(sys.stdin.read())
-print('%-34s result=%-7s total=%5d ms  paused=%4d ms  max_pause=%4d ms  p99_pause=%4d ms  held=%d' % (
-  '$label', o.get('result'), o.get('total_ms',0), o.get('paused_ms',0), o.get('max_pause_ms',0),
-  o.get('p99_pause_ms',0), o.get('sessions_held',0)))
-print('   steps: ' + ' '.join('%s=%d' % (s['step'], s['ms']) for s in o.get('steps',[])) +
-      '   (fence: roles %s ms, terminate %s ms)' % (o.get('fence_roles_ms','?'), o.get('fence_terminate_ms','?')))" || cat "$T/cut.out"
+    summary "$label" "$T/cut.out"
+    [ "$reverse" = off ] || summary "  then rollback" "$T/back.out"
     grep -E "^number of failed|^tps" "$T/pgbench.out" | sed 's/^/   pgbench: /'
     kill "$sy_pid"
     wait "$sy_pid" 2>/dev/null || true
@@ -84,6 +94,7 @@ print('   steps: ' + ' '.join('%s=%d' % (s['step'], s['ms']) for s in o.get('ste
         -c "drop subscription if exists switchyard_reverse" -c "checkpoint" \
         -c "select pg_replication_slot_advance('sy_sub', pg_current_wal_flush_lsn())" >/dev/null 2>&1 || true
     "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$GREEN_PORT" -U postgres -d shop \
+        -c "alter role $APP_USER login" \
         -c "drop publication if exists switchyard_reverse" -c "alter subscription sy_sub enable" >/dev/null 2>&1 || true
     sleep 2
 }
