@@ -17,6 +17,7 @@
 #include "pg_crypto.h"
 #include "pg_session.h"
 #include "proxy.h"
+#include "shadow_recheck.h"
 #include "sy_version.h"
 #include "tls.h"
 
@@ -250,6 +251,7 @@ static void finish(void)
     struct runtime none = {0};
     runtime_install(&none);
     sy_auth_query_stop();
+    sy_recheck_stop();
     sy_switch_stop(&proxy);
     sy_pool_stop(&proxy);
     sy_info("stopped");

@@ -31,6 +31,7 @@
 #include "log.h"
 #include "pg_session.h"
 #include "protocol/pg/pg_fingerprint.h"
+#include "shadow_recheck.h"
 #include "switch.h"
 #include "switchover/shadow.h"
 
@@ -52,6 +53,8 @@ struct sh_stmt {
     char fp[FP_MAX];
     uint64_t fp_hash;
     uint64_t text_hash; /* of the exact text (simple queries; 0 otherwise) */
+    uint32_t text_len;  /* its length (simple queries) */
+    char *text;         /* a copy of it, kept only for a fingerprint that wants a recheck */
     uint8_t volatile_stmt;
     uint8_t uncomparable; /* a message too large to summarize whole passed */
     uint8_t blue_done, green_done;
@@ -95,12 +98,31 @@ static uint64_t now_us(void) { return uv_hrtime() / 1000u; }
  * an answer once, not on every repeat. Nothing extra is sent to blue.
  */
 #define SELF_SLOTS 4096
+#define PENDING_MAX 4
 struct self_seen {
     uint64_t fp_hash, text_hash, answer, at_us;
     uint32_t repeats, flips;
     uint8_t nondeterministic;
+    /* Rechecks (below). */
+    uint8_t wants_text;   /* push() keeps the exact text of this fingerprint's statements */
+    uint8_t recheck_busy; /* a recheck of it is pending */
+    uint8_t npending;
+    uint8_t agreed;       /* rechecks in a row whose runs agreed (each doubles the interval) */
+    uint64_t recheck_ms;  /* when the last one was submitted (loop ms; 0 never) */
+    struct {
+        uint64_t at_us;   /* the time the report was given for it */
+        uint8_t cls;      /* REAL or ORDER_ONLY */
+    } pending[PENDING_MAX]; /* divergences counted since the last verdict, awaiting one */
 };
 static struct self_seen self_table[SELF_SLOTS];
+/* Bumped when the report and the table are reset: a recheck submitted before changes nothing. */
+static uint64_t self_epoch;
+
+static void self_forget(void)
+{
+    memset(self_table, 0, sizeof(self_table));
+    self_epoch++;
+}
 
 static uint64_t answer_digest(const struct sy_shadow_result *r)
 {
@@ -137,12 +159,17 @@ static uint64_t loop_ms(struct sy_session *s) { return uv_now(s->proxy->loop); }
 
 /* ---- the proxy-wide part: mode, sample, report ---- */
 
+static void recheck_done(struct sy_proxy *p, void *data, enum sy_recheck_verdict v,
+                         const char *detail);
+
 int sy_shadow_init(struct sy_proxy *p)
 {
     p->shadow_mode = p->cfg.shadow;
     p->shadow_sample_ppm = p->cfg.shadow_sample_ppm;
     p->shadow_report = sy_shadow_report_new(0);
-    return p->shadow_report ? 0 : -1;
+    if (!p->shadow_report)
+        return -1;
+    return sy_recheck_start(p, recheck_done);
 }
 
 void sy_shadow_free_all(struct sy_proxy *p)
@@ -162,6 +189,7 @@ static void stmt_free(struct sh_stmt *st)
 {
     if (!st)
         return;
+    free(st->text);
     sy_shadow_result_free(&st->blue);
     sy_shadow_result_free(&st->green);
     free(st);
@@ -200,6 +228,163 @@ static void suspend(struct sy_session *sess, struct pg_shadow *sh, const char *w
     pg_move_drop(sess); /* closes the shadow connection, reports nothing */
 }
 
+/* ---- rechecks on blue (shadow_recheck.h) ----
+ *
+ * A data divergence (real or order_only) of a simple-Query read may be blue differing from
+ * itself. The first one of a fingerprint only asks for its text: from then on push() keeps a copy
+ * of the exact text of that fingerprint's statements (the others pay a table lookup), and the
+ * next divergence is rechecked: run twice more on blue in one snapshot. Sampled: one recheck
+ * pending per fingerprint, one per fingerprint per RECHECK_EVERY_MS (doubled after each recheck
+ * that agreed, up to 64 times: a real divergence on a busy statement does not cost blue two
+ * extra runs every 10 s for ever), SY_RECHECK_MAX_PENDING in all (beyond that, dropped and
+ * counted). When the two runs differ, the fingerprint is marked
+ * non-deterministic (as the passive rule does) and its divergences counted since the last
+ * verdict (PENDING_MAX at most, the rechecked one among them) move to nondeterministic.
+ */
+#define RECHECK_TEXT_MAX 8192
+#define RECHECK_EVERY_MS 10000
+#define RECHECK_BACKOFF_MAX 6 /* the interval doubles at most this many times */
+
+/* What comes back with a recheck's verdict. */
+struct recheck_note {
+    uint64_t fp_hash;
+    uint64_t epoch;
+    uint64_t at_us;   /* the rechecked divergence: its time and class in the report */
+    uint8_t cls;
+    char fp[FP_MAX];  /* for the log */
+    struct sy_shadow_example ex;
+};
+
+static void keep_text(struct sy_proxy *p, struct sh_stmt *st, const char *text, size_t len)
+{
+    if (!p->cfg.shadow_recheck || len > RECHECK_TEXT_MAX)
+        return;
+    const struct self_seen *e = &self_table[st->fp_hash % SELF_SLOTS];
+    if (e->fp_hash != st->fp_hash || !e->wants_text || e->nondeterministic)
+        return;
+    st->text = malloc(len + 1);
+    if (st->text) {
+        memcpy(st->text, text, len);
+        st->text[len] = 0;
+    }
+}
+
+/* A read whose answer can be asked for again: a simple Query (its exact text known, small
+ * enough) whose fingerprint starts with SELECT, WITH, VALUES or TABLE, and whose live answer on
+ * blue was rows (tag SELECT) or an error. */
+static int recheckable(const struct sh_stmt *st)
+{
+    static const char *const verbs[] = {"select ", "with ", "values ", "table "};
+    if (!st->text_hash || st->text_len > RECHECK_TEXT_MAX)
+        return 0;
+    int read = 0;
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]) && !read; i++)
+        read = strncmp(st->fp, verbs[i], strlen(verbs[i])) == 0;
+    return read && (st->blue.status == SY_SHADOW_ST_ERROR ||
+                    (st->blue.status == SY_SHADOW_ST_OK && strcmp(st->blue.tag, "SELECT") == 0));
+}
+
+/* After a divergence of class cls was counted at at_us: note it, and recheck when due. */
+static void recheck_consider(struct sy_session *sess, const struct sh_stmt *st,
+                             enum sy_shadow_class cls, const struct sy_shadow_example *ex,
+                             uint64_t at_us)
+{
+    struct sy_proxy *p = sess->proxy;
+    if (!p->cfg.shadow_recheck || (cls != SY_SHADOW_REAL && cls != SY_SHADOW_ORDER_ONLY) ||
+        !recheckable(st))
+        return;
+    struct self_seen *e = &self_table[st->fp_hash % SELF_SLOTS];
+    if (e->fp_hash != st->fp_hash || e->nondeterministic)
+        return; /* self_check() keeps the entry of every simple query */
+    if (e->npending < PENDING_MAX) {
+        e->pending[e->npending].at_us = at_us;
+        e->pending[e->npending++].cls = (uint8_t)cls;
+    }
+    e->wants_text = 1;
+    uint64_t now = loop_ms(sess);
+    uint64_t every = (uint64_t)RECHECK_EVERY_MS
+                     << (e->agreed < RECHECK_BACKOFF_MAX ? e->agreed : RECHECK_BACKOFF_MAX);
+    if (!st->text || e->recheck_busy || (e->recheck_ms && now - e->recheck_ms < every))
+        return;
+    struct recheck_note *n = malloc(sizeof(*n));
+    if (!n)
+        return;
+    n->fp_hash = st->fp_hash;
+    n->epoch = self_epoch;
+    n->at_us = at_us;
+    n->cls = (uint8_t)cls;
+    snprintf(n->fp, sizeof(n->fp), "%s", st->fp);
+    n->ex = *ex;
+    struct sy_recheck_req req = {
+        .side = sess->side, .database = sess->database, .role = sess->user, .sql = st->text,
+        .sql_len = strlen(st->text), .live_error = st->blue.status == SY_SHADOW_ST_ERROR,
+        .data = n,
+    };
+    if (sy_recheck_submit(p, &req) != 0) {
+        free(n);
+        sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_RECHECK_DROPPED, 1);
+        return;
+    }
+    e->recheck_busy = 1;
+    e->recheck_ms = now ? now : 1;
+}
+
+/* Moves the divergences a verdict covers to nondeterministic. */
+static void recheck_reclass(struct sy_proxy *p, struct self_seen *e, const struct recheck_note *n)
+{
+    const struct sy_shadow_example *ex = &n->ex;
+    uint32_t moved = 0;
+    if (e->fp_hash != n->fp_hash) { /* the entry went to another fingerprint meanwhile */
+        memset(e, 0, sizeof(*e));
+        e->fp_hash = n->fp_hash;
+        e->npending = 1;
+        e->pending[0].at_us = n->at_us;
+        e->pending[0].cls = n->cls;
+    }
+    for (uint8_t i = 0; i < e->npending; i++) {
+        /* The rechecked divergence's example goes with it (the one that differs): the first
+         * reclassed keeps it when the report has no nondeterministic example yet. */
+        if (sy_shadow_report_reclass(p->shadow_report, n->fp_hash,
+                                     (enum sy_shadow_class)e->pending[i].cls,
+                                     SY_SHADOW_NONDETERMINISTIC, e->pending[i].at_us, ex) == 0) {
+            moved++;
+            ex = NULL;
+        }
+    }
+    e->nondeterministic = 1;
+    e->npending = 0;
+    sy_info("shadow recheck: blue answered '%s' differently twice within one snapshot: "
+            "non-deterministic (%u divergences moved to nondeterministic)", n->fp, moved);
+}
+
+static void recheck_done(struct sy_proxy *p, void *data, enum sy_recheck_verdict v,
+                         const char *detail)
+{
+    struct recheck_note *n = data;
+    if (n->epoch != self_epoch) { /* the report was reset since */
+        free(n);
+        return;
+    }
+    struct self_seen *e = &self_table[n->fp_hash % SELF_SLOTS];
+    if (e->fp_hash == n->fp_hash)
+        e->recheck_busy = 0;
+    sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_RECHECKS, 1);
+    if (v == SY_RECHECK_DIFFERS) {
+        sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_RECHECK_NONDET, 1);
+        recheck_reclass(p, e, n);
+    } else {
+        if (v == SY_RECHECK_INCONCLUSIVE)
+            sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_RECHECK_INCONCLUSIVE, 1);
+        if (e->fp_hash == n->fp_hash) {
+            e->npending = 0;
+            if (v == SY_RECHECK_SAME && e->agreed < UINT8_MAX)
+                e->agreed++;
+        }
+        sy_debug("shadow recheck of '%s': %s: %s", n->fp, sy_recheck_verdict_name(v), detail);
+    }
+    free(n);
+}
+
 static int push(struct sy_session *sess, struct pg_shadow *sh, const char *text, size_t len,
                 int uncomparable, int exact)
 {
@@ -217,8 +402,11 @@ static int push(struct sy_session *sess, struct pg_shadow *sh, const char *text,
     if (text) {
         pg_fingerprint_full(text, len, st->fp, sizeof(st->fp), &st->fp_hash);
         st->volatile_stmt = (uint8_t)pg_sql_is_volatile(text, len);
-        if (exact)
+        if (exact) {
             st->text_hash = pg_fingerprint_hash(text, len) | 1;
+            st->text_len = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
+            keep_text(sess->proxy, st, text, len);
+        }
     } else {
         snprintf(st->fp, sizeof(st->fp), "(function call)");
         st->fp_hash = pg_fingerprint_hash(st->fp, strlen(st->fp));
@@ -301,10 +489,12 @@ static void compare_one(struct sy_session *sess, struct pg_shadow *sh, struct sh
         else if (st->green_status == 'I')
             sh->tx_skipped = 0;
     }
+    uint64_t at_us = now_us();
     sy_shadow_report_add(p->shadow_report, st->fp, st->fp_hash, cls,
                          (int64_t)(st->blue_us - st->sent_us),
                          (int64_t)(st->green_us - st->sent_us),
-                         cls == SY_SHADOW_MATCH ? NULL : &ex, now_us());
+                         cls == SY_SHADOW_MATCH ? NULL : &ex, at_us);
+    recheck_consider(sess, st, cls, &ex, at_us);
     if (cls != SY_SHADOW_MATCH && cls != SY_SHADOW_SKIPPED_WRITE && log_allowed(sess))
         /* No values in the log: they are in the report (unless redacted). */
         sy_session_log(sess, SY_LOG_INFO, "shadow divergence (%s): %s; differs in %s%s%s",
@@ -765,7 +955,7 @@ struct json_object *sy_shadow_cmd(struct sy_proxy *p, int argc, char **argv)
         sy_info("shadow: sample %.3f (for sessions not yet decided)", ppm / 1e6);
     } else if (strcmp(sub, "reset") == 0) {
         sy_shadow_report_reset(p->shadow_report);
-        memset(self_table, 0, sizeof(self_table)); /* what was learnt about blue, too */
+        self_forget(); /* what was learnt about blue, too */
         sy_info("shadow: report counters reset");
     } else if (strcmp(sub, "report") == 0) {
         struct json_object *o = sy_shadow_report_json(p->shadow_report);
@@ -779,7 +969,7 @@ struct json_object *sy_shadow_cmd(struct sy_proxy *p, int argc, char **argv)
         }
         if (argc > 2 && strcmp(argv[2], "--reset") == 0) {
             sy_shadow_report_reset(p->shadow_report);
-            memset(self_table, 0, sizeof(self_table));
+            self_forget();
         }
         return o;
     } else if (strcmp(sub, "status") != 0) {
