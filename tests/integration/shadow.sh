@@ -18,6 +18,10 @@
 #     sessions are shadowed in reads mode (shadow on reads).
 #  e. shadow off stops mirroring at once, sample 0 leaves new sessions alone, reset zeroes the
 #     report, bad arguments are refused.
+#  g. rechecks on blue: a view whose rows come from random() (nothing in its name or text says
+#     so), read twice by one client, too few repeats for the passive rule: a recheck runs it twice
+#     in one snapshot on blue, the answers differ, both divergences move to nondeterministic;
+#     the numeric rounding break is rechecked too and stays real (blue agrees with itself).
 #  d. green frozen (SIGSTOP on its postmaster and backends) under pgbench -S: zero client errors,
 #     throughput holds, memory stays bounded, sessions are suspended and shadowed again after
 #     SIGCONT; green stopped (pg_ctl stop -m fast) and started again: the same.
@@ -82,7 +86,8 @@ CREATE TABLE items (id int PRIMARY KEY, active bool);
 INSERT INTO items SELECT g, g % 2 = 0 FROM generate_series(1, 10) g;
 CREATE TABLE events (id int, what text);
 CREATE TABLE orders (id int, customer_id int, total int);
-INSERT INTO orders SELECT g, g % 1000, g % 97 FROM generate_series(1, 60000) g;"
+INSERT INTO orders SELECT g, g % 1000, g % 97 FROM generate_series(1, 60000) g;
+CREATE VIEW lucky AS SELECT (random() * 1000000000)::bigint AS n;"
 side_sql "$BLUE_PORT" <<SQL
 $common
 INSERT INTO prices VALUES (1, 1.234), (2, 2.5), (3, 3.456);
@@ -125,6 +130,8 @@ shadow_redact = off
 cutover_requires_clean_shadow = on
 shadow_gate_window = 10m
 shadow_gate_max = 0
+shadow_recheck = on
+shadow_recheck_timeout = 2s
 $(sy_sides "$BLUE_PORT" "$GREEN_PORT" shop)
 INI
 
@@ -465,8 +472,80 @@ check "shadow reset zeroes the report ($before -> $(tot compared), $(tot fingerp
 import json, sys
 r = json.load(open('$W/report.json'))
 t = r['totals']
-zero = all(v == 0 for k, v in t.items() if k != 'divergences') and not any(t['divergences'].values())
+zero = all(v == 0 for k, v in t.items() if k not in ('divergences', 'rechecks'))
+zero = zero and not any(t['divergences'].values()) and not any(t['rechecks'].values())
 sys.exit(0 if zero and r['fingerprints'] == [] else 1)"
+
+# ---- g. rechecks on blue ----
+phase "g. rechecks on blue"
+# One psql session on the fifo (the helper q), shadowed before the report is reset.
+"$PSQL" -X -At "$APP" <"$W/sess.in" >"$W/sess.out" 2>&1 &
+bg_pids+=($!)
+exec 7>"$W/sess.in"
+for i in 1 2 3 4 5 6 7 8 9 10; do
+    q "select $i;" >/dev/null
+    [ "$(status sessions_shadowed_now)" -ge 1 ] && break
+    sleep 0.3
+done
+check "a psql session is shadowed" [ "$(status sessions_shadowed_now)" -ge 1 ]
+ctl shadow reset >/dev/null
+# wait_report FINGERPRINT PATH VALUE: until the report has that value there (5 s at most).
+wait_report() {
+    for _ in $(seq 50); do
+        report
+        [ "$(fp "$1" "$2")" = "$3" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# wait_total PATH MIN: until the report's total at PATH is at least MIN (10 s at most).
+wait_total() {
+    for _ in $(seq 100); do
+        report
+        [ "$(tot "$1")" -ge "$2" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+L='select n from lucky'
+q "$L;" >/dev/null
+wait_report "$L" count 1 || true # compared before the next one is sent: it asks for the text
+q "$L;" >/dev/null
+wait_total rechecks.run 1 || true
+wait_report "$L" divergences.nondeterministic 2 || true
+check "'$L' read twice: both comparisons nondeterministic ($(fp "$L" divergences.nondeterministic) of $(fp "$L" count)), none real ($(fp "$L" divergences.real))" \
+    [ "$(fp "$L" count)/$(fp "$L" divergences.nondeterministic)/$(fp "$L" divergences.real)" = 2/2/0 ]
+check "... a recheck ran on blue and found it non-deterministic (rechecks run $(tot rechecks.run), nondeterministic $(tot rechecks.nondeterministic), inconclusive $(tot rechecks.inconclusive), dropped $(tot rechecks.dropped))" \
+    [ "$(tot rechecks.run)/$(tot rechecks.nondeterministic)/$(tot rechecks.inconclusive)" = 1/1/0 ]
+check "... its example is the nondeterministic one ($(fp "$L" examples.nondeterministic.what) column $(fp "$L" examples.nondeterministic.column)), no real example left ($(fp "$L" examples.real))" \
+    [ "$(fp "$L" examples.nondeterministic.what)/$(fp "$L" examples.nondeterministic.column)/$(fp "$L" examples.real)" = row_data/n/null ]
+check "... the log says so, without values" \
+    grep -q "shadow recheck: blue answered '$L' differently twice within one snapshot" "$W/sy.log"
+q "$L;" >/dev/null
+wait_report "$L" count 3 || true
+check "... from then on it is classed nondeterministic without a recheck ($(fp "$L" divergences.nondeterministic) of $(fp "$L" count), rechecks run $(tot rechecks.run))" \
+    [ "$(fp "$L" divergences.nondeterministic)/$(fp "$L" count)/$(tot rechecks.run)" = 3/3/1 ]
+q "$P;" >/dev/null
+wait_report "$P" count 1 || true
+q "$P;" >/dev/null
+wait_total rechecks.run 2 || true
+check "the rounding break is rechecked too (rechecks run $(tot rechecks.run), nondeterministic $(tot rechecks.nondeterministic), inconclusive $(tot rechecks.inconclusive)) and stays real ($(fp "$P" divergences.real) of $(fp "$P" count), nondeterministic $(fp "$P" divergences.nondeterministic))" \
+    [ "$(tot rechecks.run)/$(tot rechecks.nondeterministic)/$(tot rechecks.inconclusive)/$(fp "$P" divergences.real)/$(fp "$P" count)" = 2/1/0/2/2 ]
+ctl shadow report >"$W/report-g.txt"
+check "the table shows the recheck counters" \
+    grep -qF "rechecks on blue: run 2, nondeterministic 1, inconclusive 0, dropped 0" "$W/report-g.txt"
+reload shadow_recheck off
+ctl shadow reset >/dev/null
+q "$L;" >/dev/null
+wait_report "$L" count 1 || true
+q "$L;" >/dev/null
+wait_report "$L" count 2 || true
+sleep 0.5 # a recheck, if one ran, would report by now
+report
+check "shadow_recheck = off (a reload): '$L' stays real ($(fp "$L" divergences.real) of $(fp "$L" count)), no recheck ($(tot rechecks.run))" \
+    [ "$(fp "$L" divergences.real)/$(fp "$L" count)/$(tot rechecks.run)" = 2/2/0 ]
+reload shadow_recheck on
+exec 7>&-
 
 # ---- d. green frozen, then stopped, under load ----
 phase "d. green frozen, then stopped"
