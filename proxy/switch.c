@@ -39,6 +39,7 @@ enum job_kind {
     J_COMMIT = 8,    /* close the rollback window: drop the reverse replication */
     J_REVERSE_DROP = 9, /* an aborted cutover: drop the reverse replication it prepared */
     J_REVERSE_CLEANUP = 10, /* after a rollback's switch: drop the stopped reverse replication */
+    J_SLOT_MARK = 11, /* end of warm: the slot the switch point advances, advanced now */
 };
 
 /* Everything a control connection needs, copied from the config when a job is queued. */
@@ -71,6 +72,10 @@ struct job {
     struct sy_pgctl_repl reverse_repl; /* to -> from, when a window is open */
     struct sy_pgctl_repl forward;      /* the window's cutover's replication (for a rollback) */
     int have_reverse;
+    int skip_forward;                  /* J_PROBE: advance the window's forward slot (auto) */
+    char skip_err[256];                /* why that advance failed */
+    char slot[64];                     /* J_SLOT_MARK: the slot */
+    enum sy_side window_from;          /* the side the window's cutover came from */
     int reverse_prepared;              /* J_CHECK: the reverse subscription exists, disabled */
     sy_lsn target_lsn, applied_lsn;
     int nseq;
@@ -102,6 +107,7 @@ struct sy_switch {
     struct sy_pgctl_repl window_forward; /* the replication the window's cutover followed */
     int have_repl, have_reverse;
     uint64_t probed_ms;
+    char skip_err_logged[256];        /* the forward slot's advance: last failure logged */
     /* a switch under way */
     int running;
     struct sy_cutover co;
@@ -110,6 +116,7 @@ struct sy_switch {
     uint32_t warming, preparing, sessions_moved, sessions_closed, sessions_forced;
     uint32_t warm_reading;    /* warm-up state reads in flight */
     uint32_t warm_reads;      /* warm-up state reads done */
+    int slot_marked;          /* the end of warm's J_SLOT_MARK ran */
     uint64_t warm_since_ms;   /* every standby was ready (0: not yet) */
     char session_error[400];  /* the first session-level failure */
     uint64_t last_progress_ms;
@@ -231,6 +238,13 @@ static void job_probe(struct sy_switch *sw, struct job *j)
                                 sizeof(j->err)) != 0)
             j->have_reverse = 0;
     }
+    /* An open window: the old side's forward slot keeps up with what the reverse replication
+     * wrote there (a rollback skips all of it), so that neither its WAL nor a rollback's
+     * switch point grows with the window's length. */
+    if (j->skip_forward && j->reachable[j->window_from] && j->forward.mode == SY_REPL_LOGICAL &&
+        sy_pgctl_slot_skip(sw->conn[j->window_from], j->forward.slot, 0, j->skip_err,
+                           sizeof(j->skip_err)) != 0 && !j->skip_err[0])
+        snprintf(j->skip_err, sizeof(j->skip_err), "failed");
 }
 
 static void job_check(struct sy_switch *sw, struct job *j)
@@ -286,6 +300,19 @@ static void job_check(struct sy_switch *sw, struct job *j)
         }
         j->reverse_prepared = 1;
     }
+    j->ok = 1;
+}
+
+/* The end of warm: the slot the switch point will advance on the target (the reverse slot of a
+ * cutover, the forward slot of a rollback) gets a fresh restart point and is advanced now,
+ * outside the pause, so that the switch point decodes only the WAL of the pause. Best effort:
+ * without it that advance is only slower. */
+static void job_slot_mark(struct sy_switch *sw, struct job *j)
+{
+    PGconn *c = ctl_conn(sw, j, j->to, j->err, sizeof(j->err));
+    if (c && sy_pgctl_slot_skip(c, j->slot, 1, j->skip_err, sizeof(j->skip_err)) != 0 &&
+        !j->skip_err[0])
+        snprintf(j->skip_err, sizeof(j->skip_err), "failed");
     j->ok = 1;
 }
 
@@ -399,6 +426,7 @@ static void job_run(struct sy_switch *sw, struct job *j)
         break;
     }
     case J_SWITCH: job_switch(sw, j); break;
+    case J_SLOT_MARK: job_slot_mark(sw, j); break;
     case J_COMMIT:
     case J_REVERSE_DROP:
     case J_REVERSE_CLEANUP: {
@@ -906,6 +934,22 @@ static void warm_check(struct sy_switch *sw)
         waiting += s->move_state == MS_WARM && s->warm_read == 1;
     if (waiting && now - sw->warm_since_ms < WARM_READ_WAIT_MS)
         return;
+    if (!sw->slot_marked) {
+        /* The slot the switch point will advance on the target, advanced now. */
+        sw->slot_marked = 1;
+        struct sy_proxy *p = sw->p;
+        const char *slot = !sw->co.opt.rollback && sw->reverse_prepared ? REVERSE_NAME
+                           : sw->co.opt.rollback && p->cfg.reverse_replication == SY_REVERSE_AUTO &&
+                                   sw->window_forward.mode == SY_REPL_LOGICAL
+                               ? sw->window_forward.slot
+                               : NULL;
+        struct job *j = slot && slot[0] ? job_new(sw, J_SLOT_MARK) : NULL;
+        if (j) {
+            snprintf(j->slot, sizeof(j->slot), "%s", slot);
+            submit_step_job(sw, j);
+            return;
+        }
+    }
     for (struct sy_session *s = sw->p->sessions; s; s = s->next)
         s->warm_read = 0;
     step_done(sw, SY_CO_WARM, 1, NULL);
@@ -1409,6 +1453,11 @@ static void apply_probe(struct sy_switch *sw, const struct job *j)
     sw->have_reverse = j->have_reverse;
     if (j->have_reverse)
         sw->reverse_repl = j->reverse_repl;
+    /* Said once per new reason: the old side keeps WAL for the forward slot meanwhile. */
+    if (j->skip_err[0] && strcmp(j->skip_err, sw->skip_err_logged) != 0)
+        sy_warn("the forward slot %s on %s could not be advanced over the rollback window: %s",
+                j->forward.slot, sy_side_name(j->window_from), j->skip_err);
+    snprintf(sw->skip_err_logged, sizeof(sw->skip_err_logged), "%s", j->skip_err);
     sw->probed_ms = uv_now(p->loop);
 }
 
@@ -1471,6 +1520,13 @@ static void step_job_done(struct sy_switch *sw, struct job *j)
     case J_SEQUENCES:
         sw->nseq = j->nseq;
         step_done(sw, SY_CO_SEQUENCES, j->ok, j->err);
+        return;
+    case J_SLOT_MARK:
+        if (j->skip_err[0])
+            sy_warn("%s: the slot %s on %s could not be advanced before the pause (the switch "
+                    "point advances it, more slowly): %s", op_name(sw), j->slot,
+                    sy_side_name(j->to), j->skip_err);
+        warm_check(sw);
         return;
     case J_SWITCH:
         if (!j->ok) {
@@ -1719,6 +1775,7 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
     sw->to = (enum sy_side)!p->active;
     sw->warming = sw->preparing = sw->sessions_moved = sw->sessions_closed = 0;
     sw->warm_reading = sw->warm_reads = 0;
+    sw->slot_marked = 0;
     sw->warm_since_ms = 0;
     sw->sessions_forced = 0;
     sw->session_error[0] = sw->unmovable_report[0] = 0;
@@ -1887,6 +1944,8 @@ static void on_health(uv_timer_t *t)
     if (!j)
         return;
     j->have_reverse = sw->window_open;
+    j->skip_forward = sw->window_open && p->cfg.reverse_replication == SY_REVERSE_AUTO;
+    j->window_from = sw->window_from;
     sw->probe_queued = 1;
     job_submit(sw, j);
 }

@@ -1123,6 +1123,21 @@ static int forward_resume(PGconn *old_active, PGconn *new_active, const char *ol
                       "ALTER SUBSCRIPTION ", forward->subscription, " ENABLE", err, errlen);
 }
 
+int sy_pgctl_slot_skip(PGconn *c, const char *slot, int mark, char *err, size_t errlen)
+{
+    if (!slot || !slot[0])
+        return 0;
+    char side[128];
+    conn_side(c, "the server", side, sizeof(side));
+    if (mark) /* best effort: without it the advance is only slower */
+        PQclear(exec_timed(c, "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM "
+                              "pg_catalog.pg_create_logical_replication_slot('switchyard_mark_' "
+                              "|| pg_catalog.pg_backend_pid(), 'pgoutput', true)",
+                           0, NULL, 1));
+    return slot_to_wal_end(c, side, slot, "advance a slot ahead of the switch point", 0, err,
+                           errlen);
+}
+
 int sy_pgctl_reverse_stop(PGconn *old_active, PGconn *new_active, const char *name,
                           const struct sy_pgctl_repl *forward, char *err, size_t errlen)
 {

@@ -207,4 +207,16 @@ int sy_pgctl_reverse_teardown(PGconn *old_active, PGconn *new_active, const char
 int sy_pgctl_reverse_stop(PGconn *old_active, PGconn *new_active, const char *name,
                           const struct sy_pgctl_repl *forward, char *err, size_t errlen);
 
+/*
+ * Moves the inactive logical slot `slot` on c to c's flushed end of WAL ahead of a switch point
+ * that will do the same: everything c wrote until now is to be skipped by it anyway (the
+ * reverse slot before a cutover: green's WAL holds only what blue sent; the forward slot during
+ * a rollback window: blue's holds only what green sent). Keeps c's WAL from piling up, and keeps
+ * the switch point's advance short: an advance decodes from the slot's restart point. With mark,
+ * a running-transactions record is logged first (creating and dropping a temporary logical slot
+ * does that), so that the restart point moves here too, rather than to the last record the
+ * background writer logged (every 15 s). A missing slot is not an error. Returns 0 or -1.
+ */
+int sy_pgctl_slot_skip(PGconn *c, const char *slot, int mark, char *err, size_t errlen);
+
 #endif

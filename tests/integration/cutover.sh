@@ -243,7 +243,13 @@ exec 8>&-
 for _ in $(seq 100); do grep -q 'cannot move' "$W/tmp.out" && break; sleep 0.05; done
 check "... and its client was told why (SQLSTATE 57P01, 'cannot move')" grep -q 'cannot move' "$W/tmp.out"
 
+# The window's health probes keep blue's forward slot (inactive now) at blue's WAL end: what blue
+# receives meanwhile comes from green, and a rollback skips it anyway.
+slot_at_cut=$(blue "select confirmed_flush_lsn from pg_replication_slots where slot_name = 'sy_sub'")
 sleep 3
+slot_later=$(blue "select confirmed_flush_lsn from pg_replication_slots where slot_name = 'sy_sub'")
+check "... during the window blue's forward slot is advanced ($slot_at_cut -> $slot_later)" \
+    [ "$(blue "select '$slot_later'::pg_lsn > '$slot_at_cut'::pg_lsn")" = t ]
 # The rollback waits for the session holding an advisory lock to let go of it.
 set_unmovable wait
 ql "select pg_advisory_lock(78);" >/dev/null
@@ -336,6 +342,8 @@ check "... clients reach green through it" \
 ctl commit >"$W/commit.out" 2>&1 && rc=0 || rc=$?
 check "commit with no window open says so" [ "$rc" -ne 0 ] && grep -q 'no rollback window' "$W/commit.out"
 
+check "every slot advance ahead of a switch point (end of warm, window probes) worked" \
+    bash -c "! grep -q 'could not be advanced' '$W/sy.log'"
 # (The state file errors section 1 provoked on purpose are the expected ones.)
 if grep -E 'ERROR|out of memory' "$W/sy.log" | grep -v 'ERROR:  canceling' |
     grep -v "cannot write the state file $W/state/switchyard.state: No such file" >/dev/null; then

@@ -621,6 +621,28 @@ static void test_fence(void **state)
     sql_ok(blue, "DROP ROLE \"fence o'dd\"");
 }
 
+/* A slot advanced ahead of a switch point: to the flushed end of WAL, with its restart point
+ * moved to the running-transactions record the mark logged. A missing slot is no error. */
+static void test_slot_skip(void **state)
+{
+    char v[64], restart0[32], end[32];
+    sql_ok(blue, "SELECT pg_create_logical_replication_slot('skip_test', 'pgoutput')");
+    scalar(blue, "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'skip_test'",
+           restart0, sizeof(restart0));
+    sql_ok(blue, "INSERT INTO acks (id) SELECT g FROM generate_series(5000, 5100) g");
+    scalar(blue, "SELECT pg_current_wal_insert_lsn()", end, sizeof(end));
+    assert_ok(sy_pgctl_slot_skip(blue, "skip_test", 1, err, sizeof(err)));
+    char sql[200];
+    snprintf(sql, sizeof(sql),
+             "SELECT confirmed_flush_lsn >= '%s' AND restart_lsn > '%s' FROM "
+             "pg_replication_slots WHERE slot_name = 'skip_test'",
+             end, restart0);
+    assert_string_equal(scalar(blue, sql, v, sizeof(v)), "t");
+    assert_ok(sy_pgctl_slot_skip(blue, "no_such_slot", 0, err, sizeof(err)));
+    sql_ok(blue, "SELECT pg_drop_replication_slot('skip_test')");
+    sql_ok(blue, "DELETE FROM acks WHERE id BETWEEN 5000 AND 5100");
+}
+
 /* More roles than a fence can record: it refuses and changes none of them. */
 static void test_fence_too_many_roles(void **state)
 {
@@ -787,6 +809,7 @@ int main(void)
         cmocka_unit_test(test_long_transactions),
         cmocka_unit_test(test_fence),
         cmocka_unit_test(test_fence_too_many_roles),
+        cmocka_unit_test(test_slot_skip),
         cmocka_unit_test(test_fence_timeout_undoes),
         cmocka_unit_test(test_sync_sequences),
         cmocka_unit_test(test_reverse),
