@@ -237,9 +237,9 @@ static void suspend(struct sy_session *sess, struct pg_shadow *sh, const char *w
  * pending per fingerprint, one per fingerprint per RECHECK_EVERY_MS (doubled after each recheck
  * that agreed, up to 64 times: a real divergence on a busy statement does not cost blue two
  * extra runs every 10 s for ever), SY_RECHECK_MAX_PENDING in all (beyond that, dropped and
- * counted). When the two runs differ, the fingerprint is marked
- * non-deterministic (as the passive rule does) and its divergences counted since the last
- * verdict (PENDING_MAX at most, the rechecked one among them) move to nondeterministic.
+ * counted). When the two runs differ, the fingerprint is marked non-deterministic (as the
+ * passive rule does) and its divergences counted since the last verdict (PENDING_MAX at most,
+ * the rechecked one among them) move to nondeterministic.
  */
 #define RECHECK_TEXT_MAX 8192
 #define RECHECK_EVERY_MS 10000
