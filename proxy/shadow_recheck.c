@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "switch.h"
 #include "switchover/pgctl.h"
 
 #define CONNS_MAX 4            /* connections kept, one per (side, database) */
@@ -21,17 +22,11 @@
 #define SLACK_MS 2000          /* beyond statement_timeout, for the round trips around it */
 #define POLL_SLICE_MS 100      /* how often a wait looks at the stop flag */
 
-/* Where to log in: the side's section of the config, copied when the recheck is queued (a reload
- * may change the config while the thread runs). */
-struct rc_target {
-    char host[256], user[64], password[256], sslmode[16], ca[1024];
-    int port;
-};
 
 struct rc_job {
     struct rc_job *next;
     enum sy_side side;
-    struct rc_target t;
+    struct sy_ctl_target t;
     char dbname[64], role[64];
     uint64_t timeout_ms;
     int live_error;
@@ -47,7 +42,7 @@ struct rc_conn {
     PGconn *c;
     enum sy_side side;
     char dbname[64];
-    struct rc_target t;
+    struct sy_ctl_target t;
     uint64_t used_ms;
 };
 
@@ -120,11 +115,7 @@ static PGconn *conn_get(const struct rc_job *j, char *err, size_t errlen)
     }
     if (slot->c)
         conn_close(slot);
-    struct sy_pgctl_target t = {
-        .side = sy_side_name(j->side), .host = j->t.host, .port = j->t.port, .user = j->t.user,
-        .password = j->t.password, .dbname = j->dbname, .sslmode = j->t.sslmode,
-        .sslrootcert = j->t.ca, .connect_timeout_s = CONNECT_TIMEOUT_S,
-    };
+    struct sy_pgctl_target t = sy_ctl_target_of(&j->t, j->side, j->dbname, CONNECT_TIMEOUT_S);
     PGconn *c = sy_pgctl_connect(&t, err, errlen);
     if (!c)
         return NULL;
@@ -446,16 +437,8 @@ int sy_recheck_submit(struct sy_proxy *p, const struct sy_recheck_req *req)
     struct rc_job *j = calloc(1, sizeof(*j) + req->sql_len + 1);
     if (!j)
         return -1;
-    static const char *const modes[] = {"disable", "prefer", "require", "verify-ca",
-                                        "verify-full"};
-    const struct sy_server_config *sc = &p->cfg.server[req->side];
     j->side = req->side;
-    snprintf(j->t.host, sizeof(j->t.host), "%s", sc->host);
-    j->t.port = sc->port;
-    snprintf(j->t.user, sizeof(j->t.user), "%s", sc->control_user);
-    snprintf(j->t.password, sizeof(j->t.password), "%s", sc->control_password);
-    snprintf(j->t.sslmode, sizeof(j->t.sslmode), "%s", modes[sc->tls]);
-    snprintf(j->t.ca, sizeof(j->t.ca), "%s", sc->tls_ca);
+    sy_ctl_target_fill(&j->t, &p->cfg, req->side); /* its dbname is the session's, below */
     snprintf(j->dbname, sizeof(j->dbname), "%s", req->database);
     snprintf(j->role, sizeof(j->role), "%s", req->role);
     j->timeout_ms = p->cfg.shadow_recheck_timeout_ms;

@@ -42,11 +42,6 @@ enum job_kind {
     J_SLOT_MARK = 11, /* end of warm: the slot the switch point advances, advanced now */
 };
 
-/* Everything a control connection needs, copied from the config when a job is queued. */
-struct target_copy {
-    char host[256], user[64], password[256], dbname[64], sslmode[16], ca[1024];
-    int port;
-};
 
 struct job {
     struct job *next;
@@ -54,7 +49,7 @@ struct job {
     enum sy_side from, to, side;
     int rollback, dry_run;
     enum sy_reverse_repl reverse;
-    struct target_copy t[2];
+    struct sy_ctl_target t[2];
     int *keep_pids;
     int nkeep;
     uint64_t deadline_hr_ms; /* uv_hrtime-based, for polling jobs */
@@ -96,7 +91,7 @@ struct sy_switch {
     struct job *queue, *queue_tail, *done;
     int stop, thread_started;
     PGconn *conn[2];
-    struct target_copy conn_target[2];
+    struct sy_ctl_target conn_target[2];
     /* health, as last probed */
     uv_timer_t health_timer, tick;
     int probe_queued;
@@ -168,7 +163,7 @@ static uint64_t unix_ms(void)
 
 /* ---- the control thread ---- */
 
-static void target_fill(struct target_copy *t, const struct sy_config *cfg, enum sy_side s)
+void sy_ctl_target_fill(struct sy_ctl_target *t, const struct sy_config *cfg, enum sy_side s)
 {
     const struct sy_server_config *sc = &cfg->server[s];
     static const char *const modes[] = {"disable", "prefer", "require", "verify-ca", "verify-full"};
@@ -182,12 +177,13 @@ static void target_fill(struct target_copy *t, const struct sy_config *cfg, enum
     snprintf(t->ca, sizeof(t->ca), "%s", sc->tls_ca);
 }
 
-static struct sy_pgctl_target target_of(const struct target_copy *t, enum sy_side s)
+struct sy_pgctl_target sy_ctl_target_of(const struct sy_ctl_target *t, enum sy_side s,
+                                        const char *dbname, int connect_timeout_s)
 {
     struct sy_pgctl_target x = {
         .side = sy_side_name(s), .host = t->host, .port = t->port, .user = t->user,
-        .password = t->password, .dbname = t->dbname, .sslmode = t->sslmode,
-        .sslrootcert = t->ca, .connect_timeout_s = 5,
+        .password = t->password, .dbname = dbname ? dbname : t->dbname, .sslmode = t->sslmode,
+        .sslrootcert = t->ca, .connect_timeout_s = connect_timeout_s,
     };
     return x;
 }
@@ -202,7 +198,7 @@ static PGconn *ctl_conn(struct sy_switch *sw, const struct job *j, enum sy_side 
         sw->conn[s] = NULL;
     }
     if (!sw->conn[s]) {
-        struct sy_pgctl_target t = target_of(&j->t[s], s);
+        struct sy_pgctl_target t = sy_ctl_target_of(&j->t[s], s, NULL, 5);
         sw->conn[s] = sy_pgctl_connect(&t, err, errlen);
         if (sw->conn[s])
             sw->conn_target[s] = j->t[s];
@@ -290,7 +286,7 @@ static void job_check(struct sy_switch *sw, struct job *j)
         j->repl.mode == SY_REPL_LOGICAL) {
         /* The slow half of the rollback window's reverse replication (its slot on the target
          * waits for running transactions there), done now so that the pause only enables it. */
-        struct sy_pgctl_target t = target_of(&j->t[j->to], j->to);
+        struct sy_pgctl_target t = sy_ctl_target_of(&j->t[j->to], j->to, NULL, 5);
         char e[sizeof(j->err) - 100];
         if (sy_pgctl_reverse_prepare(sw->conn[j->from], sw->conn[j->to], &t, REVERSE_NAME, e,
                                      sizeof(e)) != 0) {
@@ -476,8 +472,8 @@ static struct job *job_new(struct sy_switch *sw, enum job_kind kind)
     j->kind = kind;
     j->from = sw->running ? sw->from : sw->p->active;
     j->to = sw->running ? sw->to : (enum sy_side)!sw->p->active;
-    target_fill(&j->t[0], &sw->p->cfg, SY_BLUE);
-    target_fill(&j->t[1], &sw->p->cfg, SY_GREEN);
+    sy_ctl_target_fill(&j->t[0], &sw->p->cfg, SY_BLUE);
+    sy_ctl_target_fill(&j->t[1], &sw->p->cfg, SY_GREEN);
     j->repl = sw->run_repl;
     j->reverse_repl = sw->reverse_repl;
     j->forward = sw->window_forward;

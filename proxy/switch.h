@@ -10,6 +10,7 @@
 #include <json-c/json.h>
 
 #include "proxy.h"
+#include "switchover/pgctl.h"
 
 struct sy_admin_conn; /* admin.c: a connection waiting for a long command's lines */
 
@@ -47,5 +48,16 @@ void sy_switch_session_closed(struct sy_session *sess);
 
 /* admin.c: sends one JSON line (takes o) to a waiting connection; finish ends its command. */
 void sy_admin_send(struct sy_admin_conn *a, struct json_object *o);
+
+/* A side's control connection settings, copied out of the config: a thread uses them while a
+ * reload may change the config. */
+struct sy_ctl_target {
+    char host[256], user[64], password[256], dbname[64], sslmode[16], ca[1024];
+    int port;
+};
+void sy_ctl_target_fill(struct sy_ctl_target *t, const struct sy_config *cfg, enum sy_side s);
+/* For sy_pgctl_connect; pointers into t. dbname NULL: t's (control_database). */
+struct sy_pgctl_target sy_ctl_target_of(const struct sy_ctl_target *t, enum sy_side s,
+                                        const char *dbname, int connect_timeout_s);
 
 #endif
