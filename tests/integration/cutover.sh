@@ -61,6 +61,13 @@ INI
 mkdir -p "$W/state"
 
 active() { ctl --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["active"])'; }
+# wait_step STEP PAUSE: until status shows the running switch at STEP (200 looks, PAUSE apart).
+wait_step() {
+    for _ in $(seq 200); do
+        ctl --json status | grep -q "\"state\":\"$1\"" && break
+        sleep "$2"
+    done
+}
 # jget FILE KEY: a key of the JSON object on the last line of FILE.
 jget() { tail -n 1 "$1" | python3 -c "import json,sys; print(json.load(sys.stdin).get('$2',''))"; }
 
@@ -123,10 +130,7 @@ apply_pid=$(green "select pid from pg_stat_subscription where subname = 'sy_sub'
 kill -STOP "$apply_pid"
 ctl cutover >"$W/abort3.out" 2>&1 &
 cut_pid=$!
-for _ in $(seq 200); do
-    ctl --json status | grep -q '"state":"catchup"' && break
-    sleep 0.02
-done
+wait_step catchup 0.02
 green_pm=$(head -n 1 "$GREEN_DATA/postmaster.pid")
 green_all="$green_pm $(pgrep -P "$green_pm" | tr '\n' ' ')"
 # shellcheck disable=SC2086
@@ -255,10 +259,7 @@ set_unmovable wait
 ql "select pg_advisory_lock(78);" >/dev/null
 ctl rollback >"$W/back.out" 2>&1 &
 back_pid=$!
-for _ in $(seq 200); do
-    ctl --json status | grep -q '"state":"drain"' && break
-    sleep 0.05
-done
+wait_step drain 0.05
 sleep 0.6
 ql "select pg_advisory_unlock_all();" >/dev/null
 wait "$back_pid" && rc=0 || rc=$?
