@@ -11,7 +11,8 @@
  *
  * The auth file is built from pg_authid on blue twice: once with every test role (NOLOGIN ones
  * too, so the server's own refusal is what such a client meets), once with the query
- * docs/auth.md gives operators, word for word; both must behave like the server.
+ * docs/auth.md gives operators, word for word; both must behave like the server. A third run
+ * knows only scram_user from its file and looks every other role up with auth_query.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -73,7 +74,8 @@ static struct h_proxy proxy;      /* auth_file from pg_authid, cleartext allowed
 static struct h_proxy docs_proxy; /* the same, with the auth file exactly as docs/auth.md builds it */
 static struct h_proxy tls_proxy;  /* client_tls = allow, cleartext only over TLS */
 static struct h_proxy trust_proxy; /* trusted users the auth file does not know */
-static int tls_proxy_started, trust_proxy_started, docs_proxy_started;
+static struct h_proxy aq_proxy;    /* a small auth file, everyone else through auth_query */
+static int tls_proxy_started, trust_proxy_started, docs_proxy_started, aq_proxy_started;
 static char auth_path[300];
 static char auth_path_docs[300];
 static char auth_path_small[300];
@@ -349,6 +351,8 @@ static int teardown(void **state)
         h_proxy_stop(&trust_proxy, 10000);
     if (docs_proxy_started && !docs_proxy.exited)
         h_proxy_stop(&docs_proxy, 10000);
+    if (aq_proxy_started && !aq_proxy.exited)
+        h_proxy_stop(&aq_proxy, 10000);
     unlink(auth_path);
     unlink(auth_path_small);
     unlink(auth_path_docs);
@@ -459,6 +463,35 @@ static void test_matrix_with_documented_auth_file(void **state)
         fprintf(stderr, "%s", report);
         fail_msg("%d mismatch(es) with the auth file built as docs/auth.md says, listed above",
                  bad);
+    }
+}
+
+/* auth_query: the auth file knows only scram_user; every other role's secret is looked up on
+ * the server by the default auth_query, run as auth_user on Switchyard's own connection. Every
+ * case of every method must still end as it does directly (NOLOGIN, expired, unknown and wrong
+ * password included). */
+static void check_log_clean(const struct h_proxy *p, const char *which);
+
+static void test_matrix_with_auth_query(void **state)
+{
+    char lines[1024];
+    snprintf(lines, sizeof(lines),
+             "auth_type = scram-sha-256\nauth_file = %s\nauth_allow_cleartext_without_tls = on\n"
+             "auth_user = %s\nauth_dbname = postgres\n",
+             auth_path_small, env.pguser);
+    struct h_proxy_opts o = {.switchyard_lines = lines, .trailing = USERS_SECTION};
+    assert_int_equal(h_proxy_start_opts(&aq_proxy, &env, env.blue_port, env.green_port, &o), 0);
+    aq_proxy_started = 1;
+    char report[16384] = "";
+    size_t rl = 0;
+    int bad = 0;
+    for (int m = M_SCRAM; m <= M_PW; m++)
+        bad += run_matrix((enum method)m, aq_proxy.port, report, sizeof(report), &rl);
+    check_log_clean(&aq_proxy, "auth_query");
+    assert_int_equal(h_proxy_stop(&aq_proxy, 10000), 0);
+    if (bad) {
+        fprintf(stderr, "%s", report);
+        fail_msg("%d mismatch(es) with secrets from auth_query, listed above", bad);
     }
 }
 
@@ -896,6 +929,7 @@ int main(void)
         cmocka_unit_test(test_md5_matrix),
         cmocka_unit_test(test_password_matrix),
         cmocka_unit_test(test_matrix_with_documented_auth_file),
+        cmocka_unit_test(test_matrix_with_auth_query),
         cmocka_unit_test(test_raw_sqlstates),
         cmocka_unit_test(test_scram_session_runs_queries),
         cmocka_unit_test(test_startup_parameters_pass_through),
