@@ -3,15 +3,15 @@
 
 #include <libpq-fe.h>
 #include <openssl/crypto.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "worker.h"
 
 struct aq_req {
-    struct aq_req *next;
+    struct sy_work work; /* first */
     uint64_t session_id;
     char conninfo[1400];
     char query[1024];
@@ -22,13 +22,7 @@ struct aq_req {
 };
 
 static struct {
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct aq_req *todo, *todo_tail; /* for the worker */
-    struct aq_req *done;             /* for the loop */
-    int stopping, started;
-    uv_async_t async;
+    struct sy_worker w;
     struct sy_proxy *proxy;
     sy_aq_done_fn done_fn;
 } aq;
@@ -56,8 +50,10 @@ static PGconn *worker_connect(struct aq_req *r)
     return worker_conn;
 }
 
-static void worker_run(struct aq_req *r)
+static void worker_run(struct sy_worker *w, struct sy_work *item)
 {
+    (void)w;
+    struct aq_req *r = (struct aq_req *)item;
     PGconn *c = worker_connect(r);
     r->result = SY_AQ_ERROR;
     if (!c)
@@ -78,29 +74,18 @@ static void worker_run(struct aq_req *r)
     PQclear(res);
 }
 
-static void *worker_main(void *arg)
+static void worker_exit(struct sy_worker *w)
 {
-    pthread_mutex_lock(&aq.lock);
-    for (;;) {
-        while (!aq.todo && !aq.stopping)
-            pthread_cond_wait(&aq.cond, &aq.lock);
-        if (aq.stopping)
-            break;
-        struct aq_req *r = aq.todo;
-        aq.todo = r->next;
-        if (!aq.todo)
-            aq.todo_tail = NULL;
-        pthread_mutex_unlock(&aq.lock);
-        worker_run(r);
-        pthread_mutex_lock(&aq.lock);
-        r->next = aq.done;
-        aq.done = r;
-        uv_async_send(&aq.async);
-    }
-    pthread_mutex_unlock(&aq.lock);
+    (void)w;
     if (worker_conn)
         PQfinish(worker_conn);
-    return NULL;
+    worker_conn = NULL;
+}
+
+static void req_free(struct sy_work *item)
+{
+    OPENSSL_cleanse(item, sizeof(struct aq_req));
+    free(item);
 }
 
 /* ---- loop thread ---- */
@@ -113,40 +98,27 @@ static struct sy_session *find_session(uint64_t id)
     return NULL;
 }
 
-static void on_async(uv_async_t *h)
+static void req_done(struct sy_worker *w, struct sy_work *item)
 {
-    pthread_mutex_lock(&aq.lock);
-    struct aq_req *list = aq.done;
-    aq.done = NULL;
-    pthread_mutex_unlock(&aq.lock);
-    while (list) {
-        struct aq_req *r = list;
-        list = r->next;
-        struct sy_session *s = find_session(r->session_id);
-        if (r->result == SY_AQ_ERROR)
-            sy_error("auth_query for user %s: %s", r->user, r->error);
-        if (s)
-            aq.done_fn(s, r->result, r->result == SY_AQ_FOUND ? r->secret : NULL);
-        OPENSSL_cleanse(r, sizeof(*r));
-        free(r);
-    }
+    (void)w;
+    struct aq_req *r = (struct aq_req *)item;
+    struct sy_session *s = find_session(r->session_id);
+    if (r->result == SY_AQ_ERROR)
+        sy_error("auth_query for user %s: %s", r->user, r->error);
+    if (s)
+        aq.done_fn(s, r->result, r->result == SY_AQ_FOUND ? r->secret : NULL);
+    req_free(item);
 }
 
 int sy_auth_query_start(struct sy_proxy *p, sy_aq_done_fn done)
 {
     aq.proxy = p;
     aq.done_fn = done;
-    pthread_mutex_init(&aq.lock, NULL);
-    pthread_cond_init(&aq.cond, NULL);
-    if (uv_async_init(p->loop, &aq.async, on_async) != 0)
-        return -1;
-    if (pthread_create(&aq.thread, NULL, worker_main, NULL) != 0) {
-        sy_error("cannot start the auth_query thread");
-        uv_close((uv_handle_t *)&aq.async, NULL);
-        return -1;
-    }
-    aq.started = 1;
-    return 0;
+    aq.w.run = worker_run;
+    aq.w.done = req_done;
+    aq.w.drop = req_free;
+    aq.w.exit = worker_exit;
+    return sy_worker_start(&aq.w, p->loop, "auth_query");
 }
 
 /* Appends key='value' to a conninfo string, quoting as libpq wants. */
@@ -172,7 +144,7 @@ int sy_auth_query_submit(struct sy_session *sess)
     const struct sy_config *cfg = &sess->proxy->cfg;
     const struct sy_server_config *sc = &cfg->server[sess->side];
     struct aq_req *r = calloc(1, sizeof(*r));
-    if (!r || !aq.started) {
+    if (!r || !aq.w.started) {
         free(r);
         return -1;
     }
@@ -194,37 +166,8 @@ int sy_auth_query_submit(struct sy_session *sess)
     snprintf(r->query, sizeof(r->query), "%s", cfg->auth_query);
     snprintf(r->user, sizeof(r->user), "%s", sess->user);
     r->session_id = sess->id;
-    pthread_mutex_lock(&aq.lock);
-    if (aq.todo_tail)
-        aq.todo_tail->next = r;
-    else
-        aq.todo = r;
-    aq.todo_tail = r;
-    pthread_cond_signal(&aq.cond);
-    pthread_mutex_unlock(&aq.lock);
+    sy_worker_submit(&aq.w, &r->work);
     return 0;
 }
 
-void sy_auth_query_stop(void)
-{
-    if (!aq.started)
-        return;
-    pthread_mutex_lock(&aq.lock);
-    aq.stopping = 1;
-    pthread_cond_signal(&aq.cond);
-    pthread_mutex_unlock(&aq.lock);
-    pthread_join(aq.thread, NULL);
-    aq.started = 0;
-    while (aq.todo) {
-        struct aq_req *r = aq.todo;
-        aq.todo = r->next;
-        free(r);
-    }
-    while (aq.done) {
-        struct aq_req *r = aq.done;
-        aq.done = r->next;
-        OPENSSL_cleanse(r, sizeof(*r));
-        free(r);
-    }
-    uv_close((uv_handle_t *)&aq.async, NULL);
-}
+void sy_auth_query_stop(void) { sy_worker_stop(&aq.w); }

@@ -4,7 +4,6 @@
 #include <libpq-fe.h>
 #include <openssl/crypto.h>
 #include <poll.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "worker.h"
 #include "switch.h"
 #include "switchover/pgctl.h"
 
@@ -24,7 +24,7 @@
 
 
 struct rc_job {
-    struct rc_job *next;
+    struct sy_work work; /* first */
     enum sy_side side;
     struct sy_ctl_target t;
     char dbname[64], role[64];
@@ -47,16 +47,10 @@ struct rc_conn {
 };
 
 static struct {
+    struct sy_worker w;
     struct sy_proxy *p;
     sy_recheck_done_fn done_fn;
-    uv_thread_t thread;
-    uv_mutex_t mu;
-    uv_cond_t cv;
-    uv_async_t async;
-    struct rc_job *todo, *todo_tail, *done; /* under mu */
     unsigned pending;                       /* submitted, not yet reported (loop only) */
-    int started;
-    atomic_int stop;
     struct rc_conn conns[CONNS_MAX];        /* the thread's */
 } rc;
 
@@ -188,7 +182,7 @@ static int wait_result(PGconn *c, uint64_t deadline)
 {
     while (PQisBusy(c)) {
         uint64_t now = mono_ms();
-        if (now >= deadline || atomic_load(&rc.stop))
+        if (now >= deadline || sy_worker_stopping(&rc.w))
             return -1;
         uint64_t left = deadline - now;
         struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};
@@ -347,8 +341,10 @@ static enum sy_recheck_verdict recheck(PGconn *c, struct rc_job *j)
     return v;
 }
 
-static void job_run(struct rc_job *j)
+static void job_run(struct sy_worker *w, struct sy_work *item)
 {
+    (void)w;
+    struct rc_job *j = (struct rc_job *)item;
     char err[300];
     PGconn *c = conn_get(j, err, sizeof(err));
     if (!c) {
@@ -361,78 +357,50 @@ static void job_run(struct rc_job *j)
         conn_forget(c);
 }
 
-static void recheck_thread(void *arg)
+/* Connections nobody used for a while are closed when the thread has nothing to do. */
+static void thread_idle(struct sy_worker *w)
 {
-    (void)arg;
-    uv_mutex_lock(&rc.mu);
-    for (;;) {
-        while (!rc.todo && !atomic_load(&rc.stop)) {
-            /* Wake now and then to close connections nobody used for a while. */
-            uv_cond_timedwait(&rc.cv, &rc.mu, (uint64_t)CONN_IDLE_MS / 4 * 1000000u);
-            uv_mutex_unlock(&rc.mu);
-            conns_close_idle(0);
-            uv_mutex_lock(&rc.mu);
-        }
-        if (atomic_load(&rc.stop))
-            break;
-        struct rc_job *j = rc.todo;
-        rc.todo = j->next;
-        if (!rc.todo)
-            rc.todo_tail = NULL;
-        uv_mutex_unlock(&rc.mu);
-        job_run(j);
-        uv_mutex_lock(&rc.mu);
-        j->next = rc.done;
-        rc.done = j;
-        uv_async_send(&rc.async);
-    }
-    uv_mutex_unlock(&rc.mu);
+    (void)w;
+    conns_close_idle(0);
+}
+
+static void thread_exit(struct sy_worker *w)
+{
+    (void)w;
     conns_close_idle(1);
 }
 
+static void job_drop(struct sy_work *item) { job_free((struct rc_job *)item); }
+
 /* ---- the loop's side ---- */
 
-static void on_async(uv_async_t *h)
+static void job_done(struct sy_worker *w, struct sy_work *item)
 {
-    (void)h;
-    uv_mutex_lock(&rc.mu);
-    struct rc_job *list = rc.done;
-    rc.done = NULL;
-    uv_mutex_unlock(&rc.mu);
-    while (list) {
-        struct rc_job *j = list;
-        list = j->next;
-        rc.pending--;
-        void *data = j->data;
-        j->data = NULL;
-        rc.done_fn(rc.p, data, j->verdict, j->detail);
-        job_free(j);
-    }
+    (void)w;
+    struct rc_job *j = (struct rc_job *)item;
+    rc.pending--;
+    void *data = j->data;
+    j->data = NULL;
+    rc.done_fn(rc.p, data, j->verdict, j->detail);
+    job_free(j);
 }
 
 int sy_recheck_start(struct sy_proxy *p, sy_recheck_done_fn done)
 {
     rc.p = p;
     rc.done_fn = done;
-    atomic_store(&rc.stop, 0);
-    if (uv_mutex_init(&rc.mu) != 0)
-        return -1;
-    if (uv_cond_init(&rc.cv) != 0 || uv_async_init(p->loop, &rc.async, on_async) != 0) {
-        sy_error("cannot start the shadow recheck thread");
-        return -1;
-    }
-    if (uv_thread_create(&rc.thread, recheck_thread, NULL) != 0) {
-        sy_error("cannot start the shadow recheck thread");
-        uv_close((uv_handle_t *)&rc.async, NULL);
-        return -1;
-    }
-    rc.started = 1;
-    return 0;
+    rc.w.run = job_run;
+    rc.w.done = job_done;
+    rc.w.drop = job_drop;
+    rc.w.idle = thread_idle;
+    rc.w.idle_ms = CONN_IDLE_MS / 4;
+    rc.w.exit = thread_exit;
+    return sy_worker_start(&rc.w, p->loop, "shadow recheck");
 }
 
 int sy_recheck_submit(struct sy_proxy *p, const struct sy_recheck_req *req)
 {
-    if (!rc.started || rc.pending >= SY_RECHECK_MAX_PENDING)
+    if (!rc.w.started || rc.pending >= SY_RECHECK_MAX_PENDING)
         return -1;
     struct rc_job *j = calloc(1, sizeof(*j) + req->sql_len + 1);
     if (!j)
@@ -447,37 +415,12 @@ int sy_recheck_submit(struct sy_proxy *p, const struct sy_recheck_req *req)
     j->sql_len = req->sql_len;
     j->data = req->data;
     rc.pending++;
-    uv_mutex_lock(&rc.mu);
-    if (rc.todo_tail)
-        rc.todo_tail->next = j;
-    else
-        rc.todo = j;
-    rc.todo_tail = j;
-    uv_cond_signal(&rc.cv);
-    uv_mutex_unlock(&rc.mu);
+    sy_worker_submit(&rc.w, &j->work);
     return 0;
 }
 
 void sy_recheck_stop(void)
 {
-    if (!rc.started)
-        return;
-    uv_mutex_lock(&rc.mu);
-    atomic_store(&rc.stop, 1);
-    uv_cond_signal(&rc.cv);
-    uv_mutex_unlock(&rc.mu);
-    uv_thread_join(&rc.thread);
-    rc.started = 0;
-    struct rc_job *lists[2] = {rc.todo, rc.done};
-    for (int i = 0; i < 2; i++)
-        while (lists[i]) {
-            struct rc_job *j = lists[i];
-            lists[i] = j->next;
-            job_free(j);
-        }
-    rc.todo = rc.todo_tail = rc.done = NULL;
+    sy_worker_stop(&rc.w);
     rc.pending = 0;
-    uv_close((uv_handle_t *)&rc.async, NULL);
-    uv_cond_destroy(&rc.cv);
-    uv_mutex_destroy(&rc.mu);
 }

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "switchover/cutover.h"
 #include "switchover/pgctl.h"
+#include "worker.h"
 
 #define TICK_MS 2
 #define PROGRESS_EVERY_MS 500
@@ -44,7 +45,7 @@ enum job_kind {
 
 
 struct job {
-    struct job *next;
+    struct sy_work work; /* first: queued on the control worker */
     enum job_kind kind;
     enum sy_side from, to, side;
     int rollback, dry_run;
@@ -83,13 +84,9 @@ struct watcher {
 
 struct sy_switch {
     struct sy_proxy *p;
-    /* control thread */
-    uv_thread_t thread;
-    uv_mutex_t mu;
-    uv_cond_t cv;
-    uv_async_t async;
-    struct job *queue, *queue_tail, *done;
-    int stop, thread_started;
+    /* control thread: the jobs, one at a time */
+    struct sy_worker ctl;
+    uv_async_t async; /* the state writer's progress */
     PGconn *conn[2];
     struct sy_ctl_target conn_target[2];
     /* health, as last probed */
@@ -438,30 +435,19 @@ static void job_run(struct sy_switch *sw, struct job *j)
     j->elapsed_ms = hr_ms() - t0;
 }
 
-static void control_thread(void *arg)
+static void ctl_run(struct sy_worker *w, struct sy_work *item)
 {
-    struct sy_switch *sw = arg;
-    uv_mutex_lock(&sw->mu);
-    for (;;) {
-        while (!sw->queue && !sw->stop)
-            uv_cond_wait(&sw->cv, &sw->mu);
-        if (sw->stop)
-            break;
-        struct job *j = sw->queue;
-        sw->queue = j->next;
-        if (!sw->queue)
-            sw->queue_tail = NULL;
-        uv_mutex_unlock(&sw->mu);
-        job_run(sw, j);
-        uv_mutex_lock(&sw->mu);
-        j->next = sw->done;
-        sw->done = j;
-        uv_async_send(&sw->async);
-    }
-    uv_mutex_unlock(&sw->mu);
+    job_run(w->data, (struct job *)item);
+}
+
+/* The control thread ends: its connections go with it. */
+static void ctl_exit(struct sy_worker *w)
+{
+    struct sy_switch *sw = w->data;
     for (int s = 0; s < 2; s++)
         if (sw->conn[s])
             PQfinish(sw->conn[s]);
+    sw->conn[0] = sw->conn[1] = NULL;
 }
 
 static struct job *job_new(struct sy_switch *sw, enum job_kind kind)
@@ -483,14 +469,7 @@ static struct job *job_new(struct sy_switch *sw, enum job_kind kind)
 
 static void job_submit(struct sy_switch *sw, struct job *j)
 {
-    uv_mutex_lock(&sw->mu);
-    if (sw->queue_tail)
-        sw->queue_tail->next = j;
-    else
-        sw->queue = j;
-    sw->queue_tail = j;
-    uv_cond_signal(&sw->cv);
-    uv_mutex_unlock(&sw->mu);
+    sy_worker_submit(&sw->ctl, &j->work);
 }
 
 static void job_free(struct job *j)
@@ -1554,40 +1533,38 @@ static void step_job_done(struct sy_switch *sw, struct job *j)
     }
 }
 
+static void job_drop(struct sy_work *item)
+{
+    struct job *j = (struct job *)item;
+    free(j->fence);
+    job_free(j);
+}
+
+/* A job is over (on the loop, in the order they ran). */
+static void ctl_done(struct sy_worker *w, struct sy_work *item)
+{
+    struct sy_switch *sw = w->data;
+    struct job *j = (struct job *)item;
+    if (j->kind == J_PROBE) {
+        sw->probe_queued = 0;
+        apply_probe(sw, j);
+    } else if (j->kind == J_COMMIT || j->kind == J_REVERSE_CLEANUP) {
+        /* after the fact: nothing streams it */
+        if (!j->ok)
+            sy_error("%s: the reverse replication %s could not be removed: %s; run DROP "
+                     "SUBSCRIPTION %s on %s and DROP PUBLICATION %s on %s",
+                     j->kind == J_COMMIT ? "commit" : "rollback", REVERSE_NAME, j->err,
+                     REVERSE_NAME, sy_side_name(j->from), REVERSE_NAME, sy_side_name(j->to));
+    } else if (sw->running) {
+        step_job_done(sw, j);
+    }
+    job_drop(item);
+}
+
+/* The state writer's progress. */
 static void on_async(uv_async_t *h)
 {
     struct sy_switch *sw = h->data;
-    uv_mutex_lock(&sw->mu);
-    struct job *list = sw->done;
-    sw->done = NULL;
-    uv_mutex_unlock(&sw->mu);
-    /* Oldest first. */
-    struct job *rev = NULL;
-    while (list) {
-        struct job *n = list->next;
-        list->next = rev;
-        rev = list;
-        list = n;
-    }
-    for (struct job *j = rev, *n; j; j = n) {
-        n = j->next;
-        if (j->kind == J_PROBE) {
-            sw->probe_queued = 0;
-            apply_probe(sw, j);
-        } else if (j->kind == J_COMMIT || j->kind == J_REVERSE_CLEANUP) {
-            /* after the fact: nothing streams it */
-            if (!j->ok)
-                sy_error("%s: the reverse replication %s could not be removed: %s; run DROP "
-                         "SUBSCRIPTION %s on %s and DROP PUBLICATION %s on %s",
-                         j->kind == J_COMMIT ? "commit" : "rollback", REVERSE_NAME, j->err,
-                         REVERSE_NAME, sy_side_name(j->from), REVERSE_NAME, sy_side_name(j->to));
-        } else if (sw->running) {
-            step_job_done(sw, j);
-        }
-        free(j->fence);
-        job_free(j);
-    }
-    /* The state writer's progress. */
     state_report_failure(sw);
     if (sw->fence_waiting) {
         sw->fence_waiting = 0;
@@ -1747,7 +1724,7 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
                                     : "usage: cutover [--timeout MS] [--dry-run] [--force]");
         }
     }
-    if (!sw || !sw->thread_started)
+    if (!sw || !sw->ctl.started)
         return err_obj("the control thread is not running");
     if (sw->running)
         return err_obj("a switch is already under way; watch it with 'status'");
@@ -1952,8 +1929,7 @@ int sy_switch_start(struct sy_proxy *p)
     if (!sw)
         return -1;
     state_path_init(sw, &p->cfg);
-    if (uv_mutex_init(&sw->mu) != 0 || uv_cond_init(&sw->cv) != 0 ||
-        uv_async_init(p->loop, &sw->async, on_async) != 0) {
+    if (uv_async_init(p->loop, &sw->async, on_async) != 0) {
         sy_error("cannot start the control thread");
         return -1;
     }
@@ -1961,11 +1937,13 @@ int sy_switch_start(struct sy_proxy *p)
     uv_timer_init(p->loop, &sw->health_timer);
     uv_timer_init(p->loop, &sw->tick);
     sw->health_timer.data = sw->tick.data = sw;
-    if (uv_thread_create(&sw->thread, control_thread, sw) != 0) {
-        sy_error("cannot start the control thread");
+    sw->ctl.run = ctl_run;
+    sw->ctl.done = ctl_done;
+    sw->ctl.drop = job_drop;
+    sw->ctl.exit = ctl_exit;
+    sw->ctl.data = sw;
+    if (sy_worker_start(&sw->ctl, p->loop, "control") != 0)
         return -1;
-    }
-    sw->thread_started = 1;
     if (uv_mutex_init(&sw->wmu) != 0 || uv_cond_init(&sw->wcv) != 0 ||
         uv_thread_create(&sw->writer, writer_thread, sw) != 0) {
         sy_error("cannot start the state file's writer thread");
@@ -1981,14 +1959,9 @@ int sy_switch_start(struct sy_proxy *p)
 void sy_switch_stop(struct sy_proxy *p)
 {
     struct sy_switch *sw = sw_of(p);
-    if (!sw || !sw->thread_started)
+    if (!sw || !sw->ctl.started)
         return;
-    uv_mutex_lock(&sw->mu);
-    sw->stop = 1;
-    uv_cond_signal(&sw->cv);
-    uv_mutex_unlock(&sw->mu);
-    uv_thread_join(&sw->thread);
-    sw->thread_started = 0;
+    sy_worker_stop(&sw->ctl); /* the job running finishes; the queued ones are dropped */
     if (sw->writer_started) {
         /* What is queued is written first. */
         uv_mutex_lock(&sw->wmu);
@@ -2002,11 +1975,4 @@ void sy_switch_stop(struct sy_proxy *p)
     uv_close((uv_handle_t *)&sw->async, NULL);
     uv_close((uv_handle_t *)&sw->health_timer, NULL);
     uv_close((uv_handle_t *)&sw->tick, NULL);
-    for (struct job *lists[2] = {sw->queue, sw->done}, **l = lists; l < lists + 2; l++)
-        for (struct job *j = *l, *n; j; j = n) {
-            n = j->next;
-            free(j->fence);
-            job_free(j);
-        }
-    sw->queue = sw->done = NULL;
 }
