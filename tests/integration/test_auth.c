@@ -443,6 +443,30 @@ static void test_scram_matrix(void **state) { matrix_on_main(M_SCRAM); }
 static void test_md5_matrix(void **state) { matrix_on_main(M_MD5); }
 static void test_password_matrix(void **state) { matrix_on_main(M_PW); }
 
+static void check_log_clean(const struct h_proxy *p, const char *which);
+
+/* Every method's cases against a second proxy started with lines (and the [users] section),
+ * which must end as they do directly; source names where its secrets come from. */
+static void matrix_on_proxy(struct h_proxy *px, int *started, const char *lines,
+                            const char *source, int check_log)
+{
+    struct h_proxy_opts o = {.switchyard_lines = lines, .trailing = USERS_SECTION};
+    assert_int_equal(h_proxy_start_opts(px, &env, env.blue_port, env.green_port, &o), 0);
+    *started = 1;
+    char report[16384] = "";
+    size_t rl = 0;
+    int bad = 0;
+    for (int m = M_SCRAM; m <= M_PW; m++)
+        bad += run_matrix((enum method)m, px->port, report, sizeof(report), &rl);
+    if (check_log)
+        check_log_clean(px, source);
+    assert_int_equal(h_proxy_stop(px, 10000), 0);
+    if (bad) {
+        fprintf(stderr, "%s", report);
+        fail_msg("%d mismatch(es) with %s, listed above", bad, source);
+    }
+}
+
 /* The same cases against an auth file built exactly as docs/auth.md tells operators to. */
 static void test_matrix_with_documented_auth_file(void **state)
 {
@@ -450,28 +474,14 @@ static void test_matrix_with_documented_auth_file(void **state)
     snprintf(lines, sizeof(lines),
              "auth_type = scram-sha-256\nauth_file = %s\nauth_allow_cleartext_without_tls = on\n",
              auth_path_docs);
-    struct h_proxy_opts o = {.switchyard_lines = lines, .trailing = USERS_SECTION};
-    assert_int_equal(h_proxy_start_opts(&docs_proxy, &env, env.blue_port, env.green_port, &o), 0);
-    docs_proxy_started = 1;
-    char report[16384] = "";
-    size_t rl = 0;
-    int bad = 0;
-    for (int m = M_SCRAM; m <= M_PW; m++)
-        bad += run_matrix((enum method)m, docs_proxy.port, report, sizeof(report), &rl);
-    assert_int_equal(h_proxy_stop(&docs_proxy, 10000), 0);
-    if (bad) {
-        fprintf(stderr, "%s", report);
-        fail_msg("%d mismatch(es) with the auth file built as docs/auth.md says, listed above",
-                 bad);
-    }
+    matrix_on_proxy(&docs_proxy, &docs_proxy_started, lines,
+                    "the auth file built as docs/auth.md says", 0);
 }
 
 /* auth_query: the auth file knows only scram_user; every other role's secret is looked up on
  * the server by the default auth_query, run as auth_user on Switchyard's own connection. Every
  * case of every method must still end as it does directly (NOLOGIN, expired, unknown and wrong
  * password included). */
-static void check_log_clean(const struct h_proxy *p, const char *which);
-
 static void test_matrix_with_auth_query(void **state)
 {
     char lines[1024];
@@ -479,20 +489,7 @@ static void test_matrix_with_auth_query(void **state)
              "auth_type = scram-sha-256\nauth_file = %s\nauth_allow_cleartext_without_tls = on\n"
              "auth_user = %s\nauth_dbname = postgres\n",
              auth_path_small, env.pguser);
-    struct h_proxy_opts o = {.switchyard_lines = lines, .trailing = USERS_SECTION};
-    assert_int_equal(h_proxy_start_opts(&aq_proxy, &env, env.blue_port, env.green_port, &o), 0);
-    aq_proxy_started = 1;
-    char report[16384] = "";
-    size_t rl = 0;
-    int bad = 0;
-    for (int m = M_SCRAM; m <= M_PW; m++)
-        bad += run_matrix((enum method)m, aq_proxy.port, report, sizeof(report), &rl);
-    check_log_clean(&aq_proxy, "auth_query");
-    assert_int_equal(h_proxy_stop(&aq_proxy, 10000), 0);
-    if (bad) {
-        fprintf(stderr, "%s", report);
-        fail_msg("%d mismatch(es) with secrets from auth_query, listed above", bad);
-    }
+    matrix_on_proxy(&aq_proxy, &aq_proxy_started, lines, "secrets from auth_query", 1);
 }
 
 /* ---- raw sockets: SQLSTATEs on the wire ---- */
