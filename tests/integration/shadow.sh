@@ -228,6 +228,15 @@ q() {
     done
     tail -n +"$((start + 1))" "$W/sess.out" | sed "/^$mark\$/,\$d"
 }
+# q_until_shadowed: runs small queries in that session (each ends at an idle point, where shadowing
+# starts) until status shows a shadowed session, 10 tries at most.
+q_until_shadowed() {
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        q "select $i;" >/dev/null
+        [ "$(status sessions_shadowed_now)" -ge 1 ] && break
+        sleep 0.3
+    done
+}
 
 phase "servers and switchyard ready"
 check "switchyard started with shadow = all, green the target" \
@@ -377,11 +386,7 @@ done
 check "a psql session is shadowed (all mode)" [ "$(status sessions_shadowed_now)" -ge 1 ]
 reload shadow reads
 check "the config reload turned reads mode on" [ "$(status shadow)" = reads ]
-for i in 1 2 3 4 5 6 7 8 9 10; do # shadowed again, in reads mode, from an idle point
-    q "select $i;" >/dev/null
-    [ "$(status sessions_shadowed_now)" -ge 1 ] && break
-    sleep 0.3
-done
+q_until_shadowed # shadowed again, in reads mode, from an idle point
 check "... the session is shadowed in reads mode" [ "$(status sessions_shadowed_now)" -ge 1 ]
 ctl shadow reset >/dev/null
 # A write inside a transaction: green refuses it (25006), and what follows it in that
@@ -482,11 +487,7 @@ phase "g. rechecks on blue"
 "$PSQL" -X -At "$APP" <"$W/sess.in" >"$W/sess.out" 2>&1 &
 bg_pids+=($!)
 exec 7>"$W/sess.in"
-for i in 1 2 3 4 5 6 7 8 9 10; do
-    q "select $i;" >/dev/null
-    [ "$(status sessions_shadowed_now)" -ge 1 ] && break
-    sleep 0.3
-done
+q_until_shadowed
 check "a psql session is shadowed" [ "$(status sessions_shadowed_now)" -ge 1 ]
 ctl shadow reset >/dev/null
 # wait_report FINGERPRINT PATH VALUE: until the report has that value there (5 s at most).
