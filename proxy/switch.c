@@ -41,6 +41,7 @@ enum job_kind {
     J_REVERSE_DROP = 9, /* an aborted cutover: drop the reverse replication it prepared */
     J_REVERSE_CLEANUP = 10, /* after a rollback's switch: drop the stopped reverse replication */
     J_SLOT_MARK = 11, /* end of warm: the slot the switch point advances, advanced now */
+    J_LEFTOVER = 12, /* retry removing reverse replication an earlier removal could not */
 };
 
 
@@ -100,6 +101,12 @@ struct sy_switch {
     int have_repl, have_reverse;
     uint64_t probed_ms;
     char skip_err_logged[256];        /* the forward slot's advance: last failure logged */
+    /* Reverse replication whose removal failed (a side did not answer): its subscription on
+     * leftover_sub, its publication and slot on the other side. Retried after each probe that
+     * reaches both sides, and recorded in the state file until it is gone. */
+    int leftover, leftover_queued;
+    enum sy_side leftover_sub;
+    char leftover_err[256];           /* the last failure logged */
     /* a switch under way */
     int running;
     struct sy_cutover co;
@@ -422,7 +429,8 @@ static void job_run(struct sy_switch *sw, struct job *j)
     case J_SLOT_MARK: job_slot_mark(sw, j); break;
     case J_COMMIT:
     case J_REVERSE_DROP:
-    case J_REVERSE_CLEANUP: {
+    case J_REVERSE_CLEANUP:
+    case J_LEFTOVER: {
         PGconn *a = ctl_conn(sw, j, j->from, j->err, sizeof(j->err));
         PGconn *b = a ? ctl_conn(sw, j, j->to, j->err, sizeof(j->err)) : NULL;
         j->ok = b && sy_pgctl_reverse_teardown(a, b, REVERSE_NAME, NULL, j->err,
@@ -573,6 +581,9 @@ static uint64_t state_write(struct sy_switch *sw, const char *phase, enum sy_sid
     json_object_object_add(o, "forward_subscription",
                            json_object_new_string(sw->window_forward.subscription));
     json_object_object_add(o, "forward_slot", json_object_new_string(sw->window_forward.slot));
+    if (sw->leftover)
+        json_object_object_add(o, "reverse_leftover_subscription_on",
+                               json_object_new_string(sy_side_name(sw->leftover_sub)));
     fence_json(o, "fence_blue", &sw->fence[SY_BLUE]);
     fence_json(o, "fence_green", &sw->fence[SY_GREEN]);
     json_object_object_add(o, "fenced_blue", json_object_new_boolean(sw->fenced[SY_BLUE]));
@@ -688,6 +699,13 @@ int sy_switch_load_state(struct sy_proxy *p)
                                    ? (uint64_t)json_object_get_int64(v) : 0;
     sw->window_from = json_object_object_get_ex(o, "window_from", &v) &&
                               strcmp(json_object_get_string(v), "green") == 0 ? SY_GREEN : SY_BLUE;
+    if (json_object_object_get_ex(o, "reverse_leftover_subscription_on", &v)) {
+        sw->leftover = 1;
+        sw->leftover_sub = strcmp(json_object_get_string(v), "green") == 0 ? SY_GREEN : SY_BLUE;
+        sy_warn("the state file says the reverse replication %s is still to be removed "
+                "(subscription on %s): retried once both sides answer", REVERSE_NAME,
+                sy_side_name(sw->leftover_sub));
+    }
     if (strcmp(phase, "idle") != 0) {
         /* A switch was interrupted before its switch point (the active side is written only
          * there): the sessions were on the recorded side, which stays active; its fence, if one
@@ -1349,6 +1367,8 @@ static void finish(struct sy_switch *sw)
                  "give it back with ALTER ROLE ... LOGIN", op_name(sw), sy_side_name(sw->from),
                  sw->co.unfence_error, sw->state_path);
     sw->running = 0;
+    if (sw->leftover)
+        state_write(sw, "idle", p->active); /* recorded while it ran: now in the file */
     watchers_send(sw, r);
     memset(sw->watchers, 0, sizeof(sw->watchers));
 }
@@ -1406,6 +1426,41 @@ static void on_tick(uv_timer_t *t)
 
 /* ---- job results on the loop ---- */
 
+/* Removing the reverse replication failed (its subscription on j->from, its publication and
+ * slot on j->to): the slot keeps WAL on j->to meanwhile, so it is retried (leftover_retry). Said
+ * once per new reason. */
+static void leftover_failed(struct sy_switch *sw, const struct job *j, const char *what)
+{
+    int was = sw->leftover;
+    sw->leftover = 1;
+    sw->leftover_sub = j->from;
+    if (!was || strncmp(sw->leftover_err, j->err, sizeof(sw->leftover_err) - 6) != 0)
+        sy_warn("%s: the reverse replication %s could not be removed now: %s. Its slot keeps "
+                "WAL on %s until it is; switchyard retries whenever both sides answer (by "
+                "hand: DROP SUBSCRIPTION %s on %s, DROP PUBLICATION %s on %s)", what,
+                REVERSE_NAME, j->err, sy_side_name(j->to), REVERSE_NAME, sy_side_name(j->from),
+                REVERSE_NAME, sy_side_name(j->to));
+    snprintf(sw->leftover_err, sizeof(sw->leftover_err), "%.250s", j->err);
+    if (!was && !sw->running)
+        state_write(sw, "idle", sw->p->active);
+}
+
+/* After a probe: a leftover's removal is tried again once both sides answer (never while a
+ * switch runs: its check step absorbs a leftover of the same name). */
+static void leftover_retry(struct sy_switch *sw)
+{
+    if (!sw->leftover || sw->leftover_queued || sw->running || !sw->reachable[0] ||
+        !sw->reachable[1])
+        return;
+    struct job *j = job_new(sw, J_LEFTOVER);
+    if (!j)
+        return;
+    j->from = sw->leftover_sub;
+    j->to = (enum sy_side)!sw->leftover_sub;
+    sw->leftover_queued = 1;
+    job_submit(sw, j);
+}
+
 static void apply_probe(struct sy_switch *sw, const struct job *j)
 {
     struct sy_proxy *p = sw->p;
@@ -1451,6 +1506,12 @@ static void step_job_done(struct sy_switch *sw, struct job *j)
         else if (j->ok)
             sw->pending_forward = j->repl;
         sw->reverse_prepared = j->reverse_prepared;
+        if (j->reverse_prepared && sw->leftover && sw->leftover_sub == sw->from) {
+            /* The prepare dropped the leftover subscription of that name and reuses its
+             * publication: nothing is left over, and a retry would remove the new one. */
+            sw->leftover = 0;
+            sw->leftover_err[0] = 0;
+        }
         step_done(sw, SY_CO_CHECK, j->ok, j->err);
         return;
     case J_UNFENCE:
@@ -1522,10 +1583,7 @@ static void step_job_done(struct sy_switch *sw, struct job *j)
         return;
     case J_REVERSE_DROP:
         if (!j->ok)
-            sy_error("%s: the reverse subscription %s prepared on %s could not be dropped: %s. "
-                     "Its slot on %s keeps WAL there: run DROP SUBSCRIPTION %s on %s", op_name(sw),
-                     REVERSE_NAME, sy_side_name(sw->from), j->err, sy_side_name(sw->to),
-                     REVERSE_NAME, sy_side_name(sw->from));
+            leftover_failed(sw, j, "the abort");
         restore_control(sw);
         return;
     default:
@@ -1548,13 +1606,29 @@ static void ctl_done(struct sy_worker *w, struct sy_work *item)
     if (j->kind == J_PROBE) {
         sw->probe_queued = 0;
         apply_probe(sw, j);
+        leftover_retry(sw);
     } else if (j->kind == J_COMMIT || j->kind == J_REVERSE_CLEANUP) {
         /* after the fact: nothing streams it */
         if (!j->ok)
-            sy_error("%s: the reverse replication %s could not be removed: %s; run DROP "
-                     "SUBSCRIPTION %s on %s and DROP PUBLICATION %s on %s",
-                     j->kind == J_COMMIT ? "commit" : "rollback", REVERSE_NAME, j->err,
-                     REVERSE_NAME, sy_side_name(j->from), REVERSE_NAME, sy_side_name(j->to));
+            leftover_failed(sw, j, j->kind == J_COMMIT ? "commit" : "rollback");
+    } else if (j->kind == J_REVERSE_DROP && !sw->running) {
+        /* The abort's restore step ran out of time before this drop ended (a connection to a
+         * frozen server waits for connect_timeout): its outcome still counts. */
+        if (!j->ok)
+            leftover_failed(sw, j, "the abort");
+    } else if (j->kind == J_LEFTOVER) {
+        sw->leftover_queued = 0;
+        if (j->ok && sw->leftover) {
+            sy_info("the reverse replication %s left behind earlier (subscription on %s, "
+                    "publication and slot on %s) is removed now", REVERSE_NAME,
+                    sy_side_name(j->from), sy_side_name(j->to));
+            sw->leftover = 0;
+            sw->leftover_err[0] = 0;
+            if (!sw->running)
+                state_write(sw, "idle", sw->p->active);
+        } else if (!j->ok) {
+            leftover_failed(sw, j, "retry");
+        }
     } else if (sw->running) {
         step_job_done(sw, j);
     }
@@ -1880,6 +1954,16 @@ void sy_switch_status(struct sy_proxy *p, struct json_object *status)
         uint64_t now = unix_ms();
         json_object_object_add(o, "rollback_window_left_s", json_object_new_int64(
             sw->window_until_unix_ms > now ? (int64_t)((sw->window_until_unix_ms - now) / 1000) : 0));
+    }
+    if (sw->leftover) {
+        char what[200];
+        snprintf(what, sizeof(what), "%s (subscription on %s, publication and slot on %s)",
+                 REVERSE_NAME, sy_side_name(sw->leftover_sub),
+                 sy_side_name((enum sy_side)!sw->leftover_sub));
+        json_object_object_add(o, "reverse_leftover", json_object_new_string(what));
+        if (sw->leftover_err[0])
+            json_object_object_add(o, "reverse_leftover_error",
+                                   json_object_new_string(sw->leftover_err));
     }
     json_object_object_add(o, "state_file", json_object_new_string(sw->state_path));
     json_object_object_add(status, "switch", o);

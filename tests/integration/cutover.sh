@@ -145,6 +145,26 @@ echo "   $(tail -n1 "$W/abort3.out" | python3 -c 'import json,sys; o=json.load(s
 check "... still on blue, blue's fence lifted: $APP_USER logs into blue directly" \
     bash -c "[ \"\$('$SY_BIN_DIR/switchyardctl' -s '$W/admin.sock' --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"active\"])')\" = blue ] && '$PSQL' -X -Atq 'host=127.0.0.1 port=$BLUE_PORT user=$APP_USER dbname=shop' -c 'select 1' >/dev/null"
 check "... a client through switchyard still works" "$PSQL" -X -Atq "$APP" -c "select 1"
+# The abort could not drop the reverse subscription it had prepared on blue while green was
+# frozen (dropping it removes its slot on green): retried once green answers, never left behind.
+for _ in $(seq 100); do
+    [ "$(blue "select count(*) from pg_subscription where subname = 'switchyard_reverse'")" = 0 ] &&
+        [ "$(green "select count(*) from pg_replication_slots where slot_name = 'switchyard_reverse'")" = 0 ] &&
+        break
+    sleep 0.1
+done
+check "... the reverse replication it prepared is gone from both sides once green answers" \
+    [ "$(blue "select count(*) from pg_subscription where subname = 'switchyard_reverse'")" = 0 \
+      -a "$(green "select count(*) from pg_replication_slots where slot_name = 'switchyard_reverse'")" = 0 ]
+if [ "$(blue "select count(*) from pg_subscription where subname = 'switchyard_reverse'")" != 0 ]; then
+    echo "   blue: $(blue "select subname, subenabled, subslotname from pg_subscription")"
+    echo "   green: $(green "select slot_name, active from pg_replication_slots")"
+fi
+if grep -q 'switchyard_reverse could not be removed now' "$W/sy.log"; then
+    echo "   (its removal failed during the abort and was retried)"
+    check "... the retry is logged, and status no longer lists a leftover" \
+        bash -c "grep -q 'switchyard_reverse left behind earlier .* is removed now' '$W/sy.log' && ! '$SY_BIN_DIR/switchyardctl' -s '$W/admin.sock' --json status | grep -q reverse_leftover"
+fi
 for _ in $(seq 100); do
     [ "$(green "select count(*) from pg_stat_subscription where subname = 'sy_sub' and pid is not null")" = 1 ] && break
     sleep 0.1
