@@ -202,7 +202,11 @@ static PGconn *ctl_conn(struct sy_switch *sw, const struct job *j, enum sy_side 
         sw->conn[s] = NULL;
     }
     if (!sw->conn[s]) {
-        struct sy_pgctl_target t = sy_ctl_target_of(&j->t[s], s, NULL, 5);
+        /* Within the job's time (libpq's connect_timeout: whole seconds, at least 2). */
+        int connect_s = j->timeout_ms >= 6000   ? 5
+                        : j->timeout_ms >= 3000 ? (int)(j->timeout_ms / 1000)
+                                                : 2;
+        struct sy_pgctl_target t = sy_ctl_target_of(&j->t[s], s, NULL, connect_s);
         sw->conn[s] = sy_pgctl_connect(&t, err, errlen);
         if (sw->conn[s])
             sw->conn_target[s] = j->t[s];
