@@ -48,6 +48,7 @@ enum job_kind {
 struct job {
     struct sy_work work; /* first: queued on the control worker */
     enum job_kind kind;
+    int step_job; /* submitted for the running switch's step (submit_step_job) */
     enum sy_side from, to, side;
     int rollback, dry_run;
     enum sy_reverse_repl reverse;
@@ -107,6 +108,7 @@ struct sy_switch {
     int leftover, leftover_queued;
     enum sy_side leftover_sub;
     char leftover_err[256];           /* the last failure logged */
+    char unfence_err_logged[256];     /* lifting an interrupted switch's fence: last failure */
     /* a switch under way */
     int running;
     struct sy_cutover co;
@@ -125,7 +127,6 @@ struct sy_switch {
     int nseq;
     uint64_t check_lag;
     double check_lag_s;
-    struct sy_pgctl_fence *pending_fence; /* the fence being applied (job output) */
     int to_unfenced;          /* the target side's old fence was lifted for this switch */
     struct sy_pgctl_repl pending_forward; /* becomes window_forward at the switch point */
     int reverse_prepared;     /* the check step created the reverse subscription (disabled) */
@@ -897,6 +898,7 @@ static void submit_step_job(struct sy_switch *sw, struct job *j)
     if (rem)
         j->timeout_ms = rem > 600 ? rem - 300 : rem / 2 + 1;
     sw->job_out = 1;
+    j->step_job = 1;
     job_submit(sw, j);
 }
 
@@ -1214,7 +1216,6 @@ static void restore_control(struct sy_switch *sw)
         if (j) {
             j->side = sw->to;
             j->fence = calloc(1, sizeof(*j->fence));
-            sw->pending_fence = j->fence;
             submit_step_job(sw, j);
             return;
         }
@@ -1344,7 +1345,6 @@ static void fence_submit(struct sy_switch *sw)
         j->side = sw->from;
         j->keep_pids = our_pids(sw, &j->nkeep);
         j->fence = calloc(1, sizeof(*j->fence));
-        sw->pending_fence = j->fence;
     }
     submit_step_job(sw, j);
 }
@@ -1495,6 +1495,23 @@ static void apply_probe(struct sy_switch *sw, const struct job *j)
     sw->probed_ms = uv_now(p->loop);
 }
 
+/* The abort put back the fence the target side had before this switch (its warm step lifted
+ * it), or could not: then that side stays open to direct logins, which nothing routes to it. */
+static void restore_fence_done(struct sy_switch *sw, const struct job *j)
+{
+    if (j->fence && j->ok) {
+        sw->fence[j->side] = *j->fence;
+        sw->fenced[j->side] = 1;
+    } else {
+        sy_warn("%s: the fence %s had before this switch (lifted by its warm step) could not be "
+                "put back: %s. Its login roles can log in to it directly; nothing routes there, "
+                "but what is written to it directly is not on %s", op_name(sw),
+                sy_side_name(j->side), j->ok ? "out of memory" : j->err, sy_side_name(j->from));
+    }
+    if (!sw->running || sw->co.step == SY_CO_RESTORE)
+        state_write(sw, "idle", sw->p->active);
+}
+
 static void step_job_done(struct sy_switch *sw, struct job *j)
 {
     enum sy_co_step step = sw->co.step;
@@ -1535,11 +1552,7 @@ static void step_job_done(struct sy_switch *sw, struct job *j)
         return;
     case J_FENCE:
         if (step == SY_CO_RESTORE) {
-            if (j->fence && j->ok) {
-                sw->fence[sw->to] = *j->fence;
-                sw->fenced[sw->to] = 1;
-            }
-            state_write(sw, "idle", sw->p->active);
+            restore_fence_done(sw, j);
             step_done(sw, SY_CO_RESTORE, 1, NULL);
             return;
         }
@@ -1602,6 +1615,81 @@ static void job_drop(struct sy_work *item)
     job_free(j);
 }
 
+/* A step's job that outlived its switch (the step timed out and the switch ended; a new
+ * switch waits for it, see job_out): what it changed still counts. */
+static void late_job_done(struct sy_switch *sw, const struct job *j)
+{
+    if (j->kind == J_FENCE) {
+        /* On the active side it was the fence step's own job, after the abort lifted nothing:
+         * recorded, the next health tick lifts it. On the other, it was the abort putting the
+         * target's fence back. */
+        if (j->side == sw->p->active && j->fence && j->fence->nroles > 0) {
+            sw->fence[j->side] = *j->fence;
+            sw->fenced[j->side] = 1;
+            state_write(sw, "idle", sw->p->active);
+            sy_warn("%s: the fence on %s ended after its step's deadline; lifting it",
+                    op_name(sw), sy_side_name(j->side));
+        } else if (j->side != sw->p->active) {
+            restore_fence_done(sw, j);
+        }
+    } else if (j->kind == J_REVERSE_DROP && !j->ok) {
+        /* the abort's drop (a connection to a frozen server waits for connect_timeout) */
+        leftover_failed(sw, j, "the abort");
+    } else if (j->kind == J_SWITCH && j->ok && j->repl.mode == SY_REPL_LOGICAL &&
+               j->reverse == SY_REVERSE_AUTO) {
+        /* Cannot happen while every statement is cut short before the step's deadline; said
+         * loudly should it ever. */
+        sy_error("%s: the switch point's replication changes ended after the switch aborted: "
+                 "%s stays active, but %s. Check pg_subscription on both sides", op_name(sw),
+                 sy_side_name(sw->p->active),
+                 j->rollback ? "the reverse subscription " REVERSE_NAME " may be disabled"
+                             : "the forward subscription may be disabled and " REVERSE_NAME
+                               " enabled");
+    } else if (j->kind == J_CHECK && j->reverse_prepared) {
+        /* the abort had nothing to drop yet: removed like a leftover, after the next probe */
+        sy_warn("%s: the check step prepared the reverse replication %s after its deadline; "
+                "removing it", op_name(sw), REVERSE_NAME);
+        sw->leftover = 1;
+        sw->leftover_sub = j->from;
+        state_write(sw, "idle", sw->p->active);
+    }
+}
+
+/* The health tick lifting a fence an interrupted switch left: on failure it is recorded again
+ * and retried at the next tick. */
+static void health_unfence_done(struct sy_switch *sw, const struct job *j)
+{
+    if (!j->ok && j->fence) {
+        sw->fence[j->side] = *j->fence;
+        sw->fenced[j->side] = 1;
+        if (!sw->running)
+            state_write(sw, "idle", sw->p->active);
+        if (strcmp(sw->unfence_err_logged, j->err) != 0)
+            sy_error("the fence on %s could not be lifted (retried every health_interval): %s",
+                     sy_side_name(j->side), j->err);
+        snprintf(sw->unfence_err_logged, sizeof(sw->unfence_err_logged), "%.250s", j->err);
+    } else if (j->ok) {
+        sw->unfence_err_logged[0] = 0;
+        sy_info("the fence on %s is lifted", sy_side_name(j->side));
+    }
+}
+
+static void leftover_done(struct sy_switch *sw, const struct job *j)
+{
+    sw->leftover_queued = 0;
+    if (j->ok && sw->leftover) {
+        sy_info("the reverse replication %s left behind earlier (subscription on %s, publication "
+                "and slot on %s) is removed now", REVERSE_NAME, sy_side_name(j->from),
+                sy_side_name(j->to));
+        sw->leftover = 0;
+        sw->leftover_err[0] = 0;
+        if (!sw->running)
+            state_write(sw, "idle", sw->p->active);
+    } else if (!j->ok) {
+        leftover_failed(sw, j, "retry");
+    }
+}
+
 /* A job is over (on the loop, in the order they ran). */
 static void ctl_done(struct sy_worker *w, struct sy_work *item)
 {
@@ -1615,25 +1703,15 @@ static void ctl_done(struct sy_worker *w, struct sy_work *item)
         /* after the fact: nothing streams it */
         if (!j->ok)
             leftover_failed(sw, j, j->kind == J_COMMIT ? "commit" : "rollback");
-    } else if (j->kind == J_REVERSE_DROP && !sw->running) {
-        /* The abort's restore step ran out of time before this drop ended (a connection to a
-         * frozen server waits for connect_timeout): its outcome still counts. */
-        if (!j->ok)
-            leftover_failed(sw, j, "the abort");
     } else if (j->kind == J_LEFTOVER) {
-        sw->leftover_queued = 0;
-        if (j->ok && sw->leftover) {
-            sy_info("the reverse replication %s left behind earlier (subscription on %s, "
-                    "publication and slot on %s) is removed now", REVERSE_NAME,
-                    sy_side_name(j->from), sy_side_name(j->to));
-            sw->leftover = 0;
-            sw->leftover_err[0] = 0;
-            if (!sw->running)
-                state_write(sw, "idle", sw->p->active);
-        } else if (!j->ok) {
-            leftover_failed(sw, j, "retry");
-        }
-    } else if (sw->running) {
+        leftover_done(sw, j);
+    } else if (!j->step_job) {
+        if (j->kind == J_UNFENCE)
+            health_unfence_done(sw, j);
+    } else if (!sw->running) {
+        sw->job_out = 0;
+        late_job_done(sw, j);
+    } else {
         step_job_done(sw, j);
     }
     job_drop(item);
@@ -1806,6 +1884,9 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
         return err_obj("the control thread is not running");
     if (sw->running)
         return err_obj("a switch is already under way; watch it with 'status'");
+    if (sw->job_out)
+        return err_obj("the last switch's final control statement has not ended yet (a server "
+                       "is slow to answer); retry in a few seconds");
     if (p->shutting_down)
         return err_obj("switchyard is shutting down");
     if (p->paused)
