@@ -300,8 +300,10 @@ typedef int (*relay_msg_fn)(struct sy_session *sess, struct pg_sess *ps,
 static int relay_scan(struct sy_session *sess, struct sy_conn *c, struct pg_scan *scan,
                       relay_msg_fn fn)
 {
-    size_t pos = c->ready, start = c->ready;
+    size_t pos = c->ready;
     struct pg_scan_item item;
+    if (!c->is_server)
+        pg(sess)->shadow_from = c->ready; /* the shadow's guard may mirror part earlier */
     while (pos < c->len) {
         int rc = pg_scan_next(scan, c->buf + pos, c->len - pos, &item, NULL);
         if (rc == PG_NEED_MORE)
@@ -321,8 +323,8 @@ static int relay_scan(struct sy_session *sess, struct sy_conn *c, struct pg_scan
         pos += (size_t)rc;
     }
     c->ready = pos;
-    if (!c->is_server && pg(sess)->shadow && pos > start)
-        pg_shadow_mirror(sess, c->buf + start, pos - start);
+    if (!c->is_server && pg(sess)->shadow && pos > pg(sess)->shadow_from)
+        pg_shadow_mirror(sess, c->buf + pg(sess)->shadow_from, pos - pg(sess)->shadow_from);
     return sy_conn_forward(c);
 }
 

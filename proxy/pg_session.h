@@ -113,6 +113,7 @@ struct pg_sess {
     struct pg_move *move;   /* NULL unless a switch is preparing this session's move */
     struct pg_shadow *shadow; /* NULL until shadowing was considered for the session */
     uint8_t shadow_idle;      /* the server said idle: consider shadowing once it is forwarded */
+    size_t shadow_from;       /* the client relay: offset in the client buffer mirrored up to */
     uint8_t switch_idle;      /* the same for a switch's warm-up read (sess->warm_read) */
 
     /* A kept server connection being taken over (pg_pool.c): the greeting to replay. */

@@ -15,6 +15,17 @@
  * literals replaced) and both servers' answers are summarized (switchover/shadow.c) as they pass,
  * blue's from the relay, green's from the shadow connection, and compared once both are whole.
  *
+ * In `reads` mode default_transaction_read_only = on alone is no guard: a client may ask for a
+ * read-write transaction (BEGIN READ WRITE, SET TRANSACTION READ WRITE, SET SESSION
+ * CHARACTERISTICS ...), and green, replicating from blue, must never take a mirrored write. So
+ * every request goes to green inside a READ ONLY transaction that already took a snapshot,
+ * which PostgreSQL cannot turn read-write any more (25001): before each request the "guard"
+ * (BEGIN READ ONLY; SELECT 1, a no-op inside a transaction) and, at each point where the session
+ * is idle on blue, a COMMIT. Both are sent as extended-protocol messages on statements and
+ * portals of their own, so the client's unnamed statement and portal are left alone, and their
+ * answers are skipped by green's reader (inj_before, inj_tail). Requests the client pipelines
+ * without an idle point between them share one transaction on green.
+ *
  * The live path never waits for green: green's answers are read when they come, and when green
  * falls behind (more than shadow_queue bytes queued to it, SHADOW_MAX_STMTS statements without
  * an answer, or no answer within shadow_timeout) or its connection fails, shadowing for that
@@ -59,6 +70,8 @@ struct sh_stmt {
     uint8_t uncomparable; /* a message too large to summarize whole passed */
     uint8_t blue_done, green_done;
     uint8_t green_status; /* green's ReadyForQuery: 'I', 'T' or 'E' */
+    uint8_t fresh_tx;     /* an injected COMMIT ended green's transaction just before it */
+    uint16_t inj_before;  /* injected requests sent just before it whose answers are due */
     uint64_t sent_us, blue_us, green_us;
     struct sy_shadow_result blue, green;
 };
@@ -84,6 +97,12 @@ struct pg_shadow {
     uint32_t skip_left; /* bytes of an oversized message still to skip */
     uint8_t counted;    /* counted in the report's sessions */
     uint8_t tx_skipped; /* reads mode: green's transaction failed on a refused write */
+    /* reads mode: the read-only guard (above). */
+    uint8_t guard;      /* on for this shadow connection */
+    uint8_t req_open;   /* a client request has started and not ended */
+    uint8_t tx_dirty;   /* a guard was sent since the last COMMIT */
+    uint8_t fresh_next; /* an injected COMMIT answered 'I' before any statement was pushed */
+    uint16_t inj_tail;  /* injected requests sent after the last pushed statement */
 };
 
 static uint64_t now_us(void) { return uv_hrtime() / 1000u; }
@@ -223,6 +242,8 @@ static void suspend(struct sy_session *sess, struct pg_shadow *sh, const char *w
     sh->skip_left = 0;
     sh->nnamed = sh->named_next = 0; /* green's statements go with the connection */
     sh->unnamed[0] = 0;
+    sh->req_open = sh->tx_dirty = sh->fresh_next = 0;
+    sh->inj_tail = 0;
     sh->state = SH_SUSPENDED;
     sh->resume_at_ms = loop_ms(sess) + p->cfg.shadow_resume_ms;
     pg_move_drop(sess); /* closes the shadow connection, reports nothing */
@@ -412,6 +433,10 @@ static int push(struct sy_session *sess, struct pg_shadow *sh, const char *text,
         st->fp_hash = pg_fingerprint_hash(st->fp, strlen(st->fp));
     }
     st->uncomparable = (uint8_t)uncomparable;
+    st->inj_before = sh->inj_tail;
+    st->fresh_tx = sh->fresh_next;
+    sh->inj_tail = 0;
+    sh->fresh_next = 0;
     st->sent_us = now_us();
     sh->q[(sh->head + sh->n) % SHADOW_MAX_STMTS] = st;
     sh->n++;
@@ -457,7 +482,7 @@ static int log_allowed(struct sy_session *sess)
  * write, not from the migration. */
 static int after_skipped_write(const struct pg_shadow *sh, const struct sh_stmt *st)
 {
-    if (!sh->tx_skipped)
+    if (!sh->tx_skipped || st->fresh_tx)
         return 0;
     if (st->green.status == SY_SHADOW_ST_ERROR && strcmp(st->green.sqlstate, "25P02") == 0)
         return 1;
@@ -484,6 +509,8 @@ static void compare_one(struct sy_session *sess, struct pg_shadow *sh, struct sh
     if (cls != SY_SHADOW_MATCH && h.read_only_shadow && after_skipped_write(sh, st))
         cls = SY_SHADOW_SKIPPED_WRITE;
     if (h.read_only_shadow) {
+        if (st->fresh_tx)
+            sh->tx_skipped = 0;
         if (cls == SY_SHADOW_SKIPPED_WRITE && st->green_status == 'E')
             sh->tx_skipped = 1;
         else if (st->green_status == 'I')
@@ -598,12 +625,98 @@ static void on_bind(struct pg_shadow *sh, const uint8_t *m, size_t len)
         snprintf(sh->bound, sizeof(sh->bound), "%s", stmt);
 }
 
+/* ---- the read-only guard (reads mode) ---- */
+
+#define GUARD_NAME "__switchyard_shadow_guard"
+
+static size_t put_msg(uint8_t *b, uint8_t type, const char *a, const char *bstr, size_t tail)
+{
+    /* type, length, then a and b as C strings (b may be NULL), then tail zero bytes */
+    size_t al = strlen(a) + 1, bl = bstr ? strlen(bstr) + 1 : 0;
+    size_t len = 4 + al + bl + tail;
+    b[0] = type;
+    pg_put_u32(b + 1, (uint32_t)len);
+    memcpy(b + 5, a, al);
+    if (bstr)
+        memcpy(b + 5 + al, bstr, bl);
+    memset(b + 5 + al + bl, 0, tail);
+    return 1 + len;
+}
+
+static size_t put_sync(uint8_t *b)
+{
+    b[0] = PG_FE_SYNC;
+    pg_put_u32(b + 1, 4);
+    return 5;
+}
+
+/* Runs sql on a statement and portal of the guard's own, closed again: Close, Parse, Bind,
+ * Execute, Close. The statement is parsed again each time, so that the client's DEALLOCATE ALL
+ * cannot leave the guard without it. */
+static size_t put_run(uint8_t *b, const char *sql)
+{
+    size_t n = 0;
+    n += put_msg(b + n, PG_FE_CLOSE, "S" GUARD_NAME, NULL, 0);
+    n += put_msg(b + n, PG_FE_PARSE, GUARD_NAME, sql, 2);           /* no parameter types */
+    n += put_msg(b + n, PG_FE_BIND, GUARD_NAME, GUARD_NAME, 6);      /* no formats or values */
+    n += put_msg(b + n, PG_FE_EXECUTE, GUARD_NAME, NULL, 4);        /* every row */
+    n += put_msg(b + n, PG_FE_CLOSE, "P" GUARD_NAME, NULL, 0);
+    return n;
+}
+
+static void inject(struct sy_session *sess, struct pg_shadow *sh, int commit)
+{
+    static uint8_t guard[512], end[256];
+    static size_t guard_len, end_len;
+    if (!guard_len) {
+        guard_len = put_run(guard, "BEGIN READ ONLY");
+        guard_len += put_run(guard + guard_len, "SELECT 1"); /* the snapshot: read-only for good */
+        guard_len += put_sync(guard + guard_len);
+        end_len = put_run(end, "COMMIT");
+        end_len += put_sync(end + end_len);
+    }
+    struct sy_conn *g = sess->standby;
+    if (!g || !g->open)
+        return;
+    sh->inj_tail++;
+    sh->tx_dirty = !commit;
+    sy_conn_send(g, commit ? end : guard, commit ? end_len : guard_len);
+}
+
+/* A client message starts: in reads mode, the guard goes before each request. Bytes of the
+ * client's scanned so far are mirrored first (ps->shadow_from, see the relay). */
+static void guard_before(struct sy_session *sess, struct pg_shadow *sh, uint8_t type,
+                         const uint8_t *m)
+{
+    struct pg_sess *ps = pg_sess_of(sess);
+    if (type == PG_FE_COPY_DATA || type == PG_FE_COPY_DONE || type == PG_FE_COPY_FAIL ||
+        type == PG_FE_TERMINATE)
+        return;
+    if (!sh->req_open) {
+        const uint8_t *from = sess->client.buf + ps->shadow_from;
+        if (m > from)
+            pg_shadow_mirror(sess, from, (size_t)(m - from));
+        ps->shadow_from = (size_t)(m - sess->client.buf);
+        if (sh->state != SH_ON)
+            return; /* the mirror suspended it */
+        inject(sess, sh, 0);
+        sh->req_open = 1;
+    }
+    if (type == PG_FE_QUERY || type == PG_FE_SYNC || type == PG_FE_FUNCTION_CALL)
+        sh->req_open = 0;
+}
+
 void pg_shadow_client_message(struct sy_session *sess, uint8_t type, const uint8_t *m, size_t len,
                               int whole)
 {
     struct pg_shadow *sh = pg_sess_of(sess)->shadow;
     if (!sh || sh->state != SH_ON)
         return;
+    if (sh->guard) {
+        guard_before(sess, sh, type, m);
+        if (sh->state != SH_ON)
+            return;
+    }
     switch (type) {
     case PG_FE_QUERY:
         push(sess, sh, whole ? (const char *)m + 5 : "(a query too large to compare)",
@@ -703,6 +816,10 @@ void pg_shadow_blue_ready(struct sy_session *sess, int idle)
         if (check_late(sess, sh) != 0)
             return;
     }
+    /* Idle on blue with nothing of the client's half-sent: green's transaction ends too. */
+    if (sh && sh->state == SH_ON && sh->guard && idle && sh->tx_dirty && !sh->req_open &&
+        ps->fe.body_left == 0)
+        inject(sess, sh, 1);
     /* Starting needs the server connection quiet: after the relay forwarded this answer. */
     if (idle && sess->proxy->shadow_mode != SY_SHADOW_OFF)
         ps->shadow_idle = 1;
@@ -718,6 +835,24 @@ void pg_shadow_idle(struct sy_session *sess)
 }
 
 /* ---- green's answers (the shadow connection) ---- */
+
+/* An error answering a guard: only "current transaction is aborted" is expected (the guard met
+ * a failed transaction of the client's, which nothing can write in until it ends). Anything
+ * else may have left the next request outside a read-only transaction. */
+static int guard_failed(const uint8_t *body, size_t len)
+{
+    char code[6] = "";
+    for (size_t i = 0; i < len && body[i];) {
+        uint8_t f = body[i++];
+        const uint8_t *z = memchr(body + i, 0, len - i);
+        if (!z)
+            break;
+        if (f == 'C')
+            snprintf(code, sizeof(code), "%.5s", (const char *)body + i);
+        i = (size_t)(z - body) + 1;
+    }
+    return strcmp(code, "25P02") != 0;
+}
 
 /* One whole message at the front of g, or 0 (need more), or -1 (oversized: being skipped). */
 static int green_message(struct pg_shadow *sh, struct sy_conn *g)
@@ -763,6 +898,25 @@ int pg_shadow_green_data(struct sy_session *sess)
         if (total < 0) {
             if (st)
                 st->uncomparable = 1;
+            continue;
+        }
+        uint16_t *inj = st ? &st->inj_before : &sh->inj_tail;
+        if (*inj > 0) {
+            /* The answer to a guard or a COMMIT of ours. */
+            if (type == PG_BE_READY_FOR_QUERY) {
+                if (total >= 6 && g->buf[5] == 'I') {
+                    if (st)
+                        st->fresh_tx = 1;
+                    else
+                        sh->fresh_next = 1;
+                }
+                (*inj)--;
+            } else if (type == PG_BE_ERROR && guard_failed(g->buf + 5, (size_t)total - 5)) {
+                sy_conn_consume(g, (size_t)total);
+                suspend(sess, sh, "green refused the read-only transaction shadowing runs in");
+                return 0;
+            }
+            sy_conn_consume(g, (size_t)total);
             continue;
         }
         if (type == PG_BE_READY_FOR_QUERY) {
@@ -860,6 +1014,9 @@ void pg_shadow_mirroring(struct sy_session *sess)
         return;
     sh->state = SH_ON;
     sh->skip_left = 0;
+    sh->guard = sess->proxy->shadow_mode == SY_SHADOW_READS;
+    sh->req_open = sh->tx_dirty = sh->fresh_next = 0;
+    sh->inj_tail = 0;
     batch_reset(sh);
     if (!sh->counted)
         sy_shadow_report_bump(sess->proxy->shadow_report, SY_SHADOW_CTR_SESSIONS, 1);

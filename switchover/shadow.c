@@ -11,6 +11,10 @@
 /* PostgreSQL's FirstNormalObjectId: OIDs below it are built in and equal on every cluster. */
 #define PG_FIRST_NORMAL_OID 16384u
 #define SQLSTATE_READ_ONLY "25006"
+/* reads mode runs each request in a READ ONLY transaction that took its snapshot: asking for
+ * read-write (BEGIN READ WRITE, SET TRANSACTION READ WRITE) or running what cannot run in a
+ * transaction block (VACUUM, CREATE INDEX CONCURRENTLY) is refused with this one */
+#define SQLSTATE_IN_TRANSACTION "25001"
 
 /* ---- Hashing ---- */
 
@@ -454,7 +458,8 @@ static enum sy_shadow_class classify(const struct sy_shadow_result *b,
     if (d == D_NONE)
         return SY_SHADOW_MATCH;
     if (h->read_only_shadow && b->status == SY_SHADOW_ST_OK && g->status == SY_SHADOW_ST_ERROR &&
-        strcmp(g->sqlstate, SQLSTATE_READ_ONLY) == 0)
+        (strcmp(g->sqlstate, SQLSTATE_READ_ONLY) == 0 ||
+         strcmp(g->sqlstate, SQLSTATE_IN_TRANSACTION) == 0))
         return SY_SHADOW_SKIPPED_WRITE;
     if (b->malformed || g->malformed)
         return SY_SHADOW_SHADOW_ERROR;

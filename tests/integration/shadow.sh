@@ -416,9 +416,33 @@ check "... reading the row at once: replication_lag ($(fp "$SEL" divergences.rep
 TS='select tbalance from pgbench_tellers where tid = ?'
 check "... a write transaction brings no real divergence (select after the write: $(fp "$TS" divergences.real) $(fp "$TS" examples.real.green), commit: $(fp commit divergences.real) $(fp commit examples.real.green))" \
     [ "$(fp "$TS" divergences.real)" = 0 -a "$(fp commit divergences.real)" = 0 -a -n "$(fp commit count)" ]
+# A client asking for a read-write transaction gets one on blue only: on green every request
+# runs inside a READ ONLY transaction that already took its snapshot, which nothing turns
+# read-write (25001), and whatever the request says, green is never written.
+ctl shadow reset >/dev/null
+T5='update pgbench_tellers set tbalance = tbalance + 1 where tid = 5;'
+q "begin read write; $T5 commit;" >/dev/null
+q "begin; set transaction read write; $T5 commit;" >/dev/null
+q "begin; set transaction_read_only = off; $T5 commit;" >/dev/null
+q "set session characteristics as transaction read write;" >/dev/null
+q "$T5" >/dev/null
+q "set default_transaction_read_only = off;" >/dev/null
+q "$T5" >/dev/null
+q "begin; $T5 commit;" >/dev/null
+check "a client asking for read-write (BEGIN READ WRITE, SET TRANSACTION READ WRITE, transaction_read_only, SESSION CHARACTERISTICS, default_transaction_read_only) wrote blue only: tbalance blue $(blue "select tbalance from pgbench_tellers where tid = 5"), green $(green "select tbalance from pgbench_tellers where tid = 5")" \
+    [ "$(blue "select tbalance from pgbench_tellers where tid = 5")/$(green "select tbalance from pgbench_tellers where tid = 5")" = 6/0 ]
+report
+check "... each refused write is a skipped_write, none real ($(classes))" \
+    [ "$(fp "$UT" divergences.skipped_write)" = 6 -a "$(fp "$UT" divergences.real)" = 0 -a "$(tot divergences.real)" = 0 ]
+check "... the session is still shadowed ($(status sessions_shadowed_now)), nothing suspended ($(tot suspended))" \
+    [ "$(status sessions_shadowed_now)" -ge 1 -a "$(tot suspended)" = 0 ]
+sleep 0.3
+check "... idle on blue, its shadow on green is idle too, not idle in a transaction ($(green "select string_agg(state, ',') from pg_stat_activity where usename = '$APP_USER'"))" \
+    [ "$(green "select count(*) from pg_stat_activity where usename = '$APP_USER' and state <> 'idle'")" = 0 ]
+q "select 1 from pgbench_tellers where tid = 5;" >/dev/null
 exec 7>&-
 # Back to what green has, for the scenarios that compare pgbench_accounts again.
-blue "update pgbench_accounts set abalance = 0 where aid = 7; update pgbench_tellers set tbalance = 0 where tid = 3" >/dev/null
+blue "update pgbench_accounts set abalance = 0 where aid = 7; update pgbench_tellers set tbalance = 0 where tid in (3, 5)" >/dev/null
 green "update pgbench_accounts set abalance = 0 where aid = 7; update pgbench_tellers set tbalance = 0 where tid = 3" >/dev/null
 
 # New sessions in reads mode (turned on at run time): shadowed and compared.
