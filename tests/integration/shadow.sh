@@ -450,9 +450,15 @@ ctl shadow on reads >/dev/null
 ctl shadow reset >/dev/null
 pb c-reads -S -c 2 -T 3 && rc=0 || rc=$?
 check_pb c-reads "$rc" "shadow on reads, pgbench -S"
+# The unnamed statement prepared in one request and executed in the next ones: the guard
+# before each request leaves it alone on green (a simple Query would drop it there).
+"$SY_BIN_DIR/tests/unnamed" "$APP" 10 20 2>"$W/unnamed.err" && rc=0 || rc=$?
 report
 check "... its sessions were shadowed ($(tot sessions_shadowed)) and compared ($(tot compared), matches $(tot matches))" \
     [ "$(tot sessions_shadowed)" -ge 2 -a "$(tot compared)" -gt 0 -a "$(tot compared)" = "$(tot matches)" ]
+UN='select $1::int + ?'
+check "... an unnamed statement executed in 20 requests after the one that prepared it: the client saw every answer right (rc $rc), green answered each the same ($(fp "$UN" matches) matches of $(fp "$UN" count))" \
+    [ "$rc" = 0 -a "$(fp "$UN" count)" = 20 -a "$(fp "$UN" matches)" = 20 ]
 
 # ---- e. shadow off, sample, reset ----
 phase "e. shadow off, sample, reset"
