@@ -102,6 +102,7 @@ struct pg_shadow {
     uint8_t req_open;   /* a client request has started and not ended */
     uint8_t tx_dirty;   /* a guard was sent since the last COMMIT */
     uint8_t fresh_next; /* an injected COMMIT answered 'I' before any statement was pushed */
+    uint8_t guard_pending; /* the guard goes out with the next bytes mirrored */
     uint16_t inj_tail;  /* injected requests sent after the last pushed statement */
 };
 
@@ -242,7 +243,7 @@ static void suspend(struct sy_session *sess, struct pg_shadow *sh, const char *w
     sh->skip_left = 0;
     sh->nnamed = sh->named_next = 0; /* green's statements go with the connection */
     sh->unnamed[0] = 0;
-    sh->req_open = sh->tx_dirty = sh->fresh_next = 0;
+    sh->req_open = sh->tx_dirty = sh->fresh_next = sh->guard_pending = 0;
     sh->inj_tail = 0;
     sh->state = SH_SUSPENDED;
     sh->resume_at_ms = loop_ms(sess) + p->cfg.shadow_resume_ms;
@@ -664,10 +665,13 @@ static size_t put_run(uint8_t *b, const char *sql)
     return n;
 }
 
+static uint8_t guard[512], end[256];
+static size_t guard_len, end_len;
+
+/* The guard is not sent on its own: it goes out with the request's first bytes, in one write
+ * (guard_pending, pg_shadow_mirror). A COMMIT is sent at once. */
 static void inject(struct sy_session *sess, struct pg_shadow *sh, int commit)
 {
-    static uint8_t guard[512], end[256];
-    static size_t guard_len, end_len;
     if (!guard_len) {
         guard_len = put_run(guard, "BEGIN READ ONLY");
         guard_len += put_run(guard + guard_len, "SELECT 1"); /* the snapshot: read-only for good */
@@ -680,7 +684,10 @@ static void inject(struct sy_session *sess, struct pg_shadow *sh, int commit)
         return;
     sh->inj_tail++;
     sh->tx_dirty = !commit;
-    sy_conn_send(g, commit ? end : guard, commit ? end_len : guard_len);
+    if (commit)
+        sy_conn_send(g, end, end_len);
+    else
+        sh->guard_pending = 1;
 }
 
 /* A client message starts: in reads mode, the guard goes before each request. Bytes of the
@@ -766,6 +773,18 @@ void pg_shadow_mirror(struct sy_session *sess, const uint8_t *bytes, size_t n)
         return;
     }
     /* A failure closes the shadow connection and reports through pg_shadow_failed. */
+    if (sh->guard_pending) {
+        sh->guard_pending = 0;
+        uint8_t both[2048];
+        if (guard_len + n <= sizeof(both)) {
+            memcpy(both, guard, guard_len);
+            memcpy(both + guard_len, bytes, n);
+            sy_conn_send(g, both, guard_len + n);
+            return;
+        }
+        if (sy_conn_send(g, guard, guard_len) != 0)
+            return;
+    }
     sy_conn_send(g, bytes, n);
 }
 
@@ -1015,7 +1034,7 @@ void pg_shadow_mirroring(struct sy_session *sess)
     sh->state = SH_ON;
     sh->skip_left = 0;
     sh->guard = sess->proxy->shadow_mode == SY_SHADOW_READS;
-    sh->req_open = sh->tx_dirty = sh->fresh_next = 0;
+    sh->req_open = sh->tx_dirty = sh->fresh_next = sh->guard_pending = 0;
     sh->inj_tail = 0;
     batch_reset(sh);
     if (!sh->counted)
