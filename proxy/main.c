@@ -254,6 +254,7 @@ static void finish(void)
     sy_recheck_stop();
     sy_switch_stop(&proxy);
     sy_pool_stop(&proxy);
+    sy_shadow_close(&proxy);
     sy_info("stopped");
 }
 

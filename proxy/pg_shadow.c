@@ -102,11 +102,41 @@ struct pg_shadow {
     uint8_t req_open;   /* a client request has started and not ended */
     uint8_t tx_dirty;   /* a guard was sent since the last COMMIT */
     uint8_t fresh_next; /* an injected COMMIT answered 'I' before any statement was pushed */
-    uint8_t guard_pending; /* the guard goes out with the next bytes mirrored */
+    const uint8_t *pre; /* injected bytes to go out with the next bytes mirrored */
+    size_t pre_len;
+    /* A COMMIT due (idle on blue): it goes with the next request's guard, or alone once the
+     * session stayed idle COMMIT_DELAY_MS (the due list, the timer). */
+    uint8_t commit_due;
+    uint64_t due_at_ms;
+    struct pg_shadow *due_prev, *due_next;
+    struct sy_session *sess;
     uint16_t inj_tail;  /* injected requests sent after the last pushed statement */
 };
 
 static uint64_t now_us(void) { return uv_hrtime() / 1000u; }
+
+/* The COMMITs due (the sessions idle on blue whose green transaction is open), oldest first. */
+#define COMMIT_DELAY_MS 20
+static struct pg_shadow *due_head, *due_tail;
+static uv_timer_t due_timer;
+static int due_timer_open;
+
+static void due_unlink(struct pg_shadow *sh)
+{
+    if (!sh->commit_due)
+        return;
+    sh->commit_due = 0;
+    if (sh->due_prev)
+        sh->due_prev->due_next = sh->due_next;
+    else
+        due_head = sh->due_next;
+    if (sh->due_next)
+        sh->due_next->due_prev = sh->due_prev;
+    else
+        due_tail = sh->due_prev;
+    sh->due_prev = sh->due_next = NULL;
+}
+
 
 /*
  * Blue differing from itself. For each fingerprint (a bounded table, keyed by its hash), the
@@ -189,7 +219,22 @@ int sy_shadow_init(struct sy_proxy *p)
     p->shadow_report = sy_shadow_report_new(0);
     if (!p->shadow_report)
         return -1;
+    if (uv_timer_init(p->loop, &due_timer) != 0)
+        return -1;
+    uv_unref((uv_handle_t *)&due_timer);
+    due_timer_open = 1;
     return sy_recheck_start(p, recheck_done);
+}
+
+void sy_shadow_close(struct sy_proxy *p)
+{
+    (void)p;
+    while (due_head)
+        due_unlink(due_head);
+    if (due_timer_open) {
+        due_timer_open = 0;
+        uv_close((uv_handle_t *)&due_timer, NULL);
+    }
 }
 
 void sy_shadow_free_all(struct sy_proxy *p)
@@ -243,7 +288,10 @@ static void suspend(struct sy_session *sess, struct pg_shadow *sh, const char *w
     sh->skip_left = 0;
     sh->nnamed = sh->named_next = 0; /* green's statements go with the connection */
     sh->unnamed[0] = 0;
-    sh->req_open = sh->tx_dirty = sh->fresh_next = sh->guard_pending = 0;
+    due_unlink(sh);
+    sh->req_open = sh->tx_dirty = sh->fresh_next = 0;
+    sh->pre = NULL;
+    sh->pre_len = 0;
     sh->inj_tail = 0;
     sh->state = SH_SUSPENDED;
     sh->resume_at_ms = loop_ms(sess) + p->cfg.shadow_resume_ms;
@@ -665,29 +713,74 @@ static size_t put_run(uint8_t *b, const char *sql)
     return n;
 }
 
-static uint8_t guard[512], end[256];
-static size_t guard_len, end_len;
+static uint8_t guard[512], end_guard[768];
+static size_t guard_len, end_len, end_guard_len; /* end_guard: COMMIT, then the guard */
 
-/* The guard is not sent on its own: it goes out with the request's first bytes, in one write
- * (guard_pending, pg_shadow_mirror). A COMMIT is sent at once. */
-static void inject(struct sy_session *sess, struct pg_shadow *sh, int commit)
+static void guard_bytes(void)
 {
-    if (!guard_len) {
-        guard_len = put_run(guard, "BEGIN READ ONLY");
-        guard_len += put_run(guard + guard_len, "SELECT 1"); /* the snapshot: read-only for good */
-        guard_len += put_sync(guard + guard_len);
-        end_len = put_run(end, "COMMIT");
-        end_len += put_sync(end + end_len);
-    }
-    struct sy_conn *g = sess->standby;
-    if (!g || !g->open)
+    if (guard_len)
         return;
-    sh->inj_tail++;
-    sh->tx_dirty = !commit;
-    if (commit)
-        sy_conn_send(g, end, end_len);
+    guard_len = put_run(guard, "BEGIN READ ONLY");
+    guard_len += put_run(guard + guard_len, "SELECT 1"); /* the snapshot: read-only for good */
+    guard_len += put_sync(guard + guard_len);
+    end_len = put_run(end_guard, "COMMIT");
+    end_len += put_sync(end_guard + end_len);
+    memcpy(end_guard + end_len, guard, guard_len);
+    end_guard_len = end_len + guard_len;
+}
+
+/* A session stayed idle: its COMMIT goes alone. */
+static void on_due(uv_timer_t *t)
+{
+    uint64_t now = uv_now(t->loop);
+    while (due_head && due_head->due_at_ms <= now) {
+        struct pg_shadow *sh = due_head;
+        due_unlink(sh);
+        struct sy_conn *g = sh->sess->standby;
+        if (sh->state == SH_ON && g && g->open) {
+            sh->inj_tail++;
+            sh->tx_dirty = 0;
+            sy_conn_send(g, end_guard, end_len); /* a failure suspends through pg_shadow_failed */
+        }
+    }
+    if (due_head)
+        uv_timer_start(&due_timer, on_due, due_head->due_at_ms - now, 0);
+}
+
+/* Blue said idle: green's transaction is to end too. */
+static void commit_later(struct sy_session *sess, struct pg_shadow *sh)
+{
+    if (sh->commit_due || !due_timer_open)
+        return;
+    sh->sess = sess;
+    sh->commit_due = 1;
+    sh->due_at_ms = uv_now(sess->proxy->loop) + COMMIT_DELAY_MS;
+    sh->due_prev = due_tail;
+    sh->due_next = NULL;
+    if (due_tail)
+        due_tail->due_next = sh;
     else
-        sh->guard_pending = 1;
+        due_head = sh;
+    due_tail = sh;
+    if (!uv_is_active((uv_handle_t *)&due_timer))
+        uv_timer_start(&due_timer, on_due, COMMIT_DELAY_MS, 0);
+}
+
+/* Before a request: the guard (after the COMMIT due, if any), to go out with its first bytes. */
+static void guard_next(struct pg_shadow *sh)
+{
+    guard_bytes();
+    if (sh->commit_due) {
+        due_unlink(sh);
+        sh->inj_tail++;
+        sh->pre = end_guard;
+        sh->pre_len = end_guard_len;
+    } else {
+        sh->pre = guard;
+        sh->pre_len = guard_len;
+    }
+    sh->inj_tail++;
+    sh->tx_dirty = 1;
 }
 
 /* A client message starts: in reads mode, the guard goes before each request. Bytes of the
@@ -706,7 +799,7 @@ static void guard_before(struct sy_session *sess, struct pg_shadow *sh, uint8_t 
         ps->shadow_from = (size_t)(m - sess->client.buf);
         if (sh->state != SH_ON)
             return; /* the mirror suspended it */
-        inject(sess, sh, 0);
+        guard_next(sh);
         sh->req_open = 1;
     }
     if (type == PG_FE_QUERY || type == PG_FE_SYNC || type == PG_FE_FUNCTION_CALL)
@@ -773,16 +866,18 @@ void pg_shadow_mirror(struct sy_session *sess, const uint8_t *bytes, size_t n)
         return;
     }
     /* A failure closes the shadow connection and reports through pg_shadow_failed. */
-    if (sh->guard_pending) {
-        sh->guard_pending = 0;
+    if (sh->pre) {
+        const uint8_t *pre = sh->pre;
+        size_t pre_len = sh->pre_len;
+        sh->pre = NULL;
         uint8_t both[2048];
-        if (guard_len + n <= sizeof(both)) {
-            memcpy(both, guard, guard_len);
-            memcpy(both + guard_len, bytes, n);
-            sy_conn_send(g, both, guard_len + n);
+        if (pre_len + n <= sizeof(both)) {
+            memcpy(both, pre, pre_len);
+            memcpy(both + pre_len, bytes, n);
+            sy_conn_send(g, both, pre_len + n);
             return;
         }
-        if (sy_conn_send(g, guard, guard_len) != 0)
+        if (sy_conn_send(g, pre, pre_len) != 0)
             return;
     }
     sy_conn_send(g, bytes, n);
@@ -838,7 +933,7 @@ void pg_shadow_blue_ready(struct sy_session *sess, int idle)
     /* Idle on blue with nothing of the client's half-sent: green's transaction ends too. */
     if (sh && sh->state == SH_ON && sh->guard && idle && sh->tx_dirty && !sh->req_open &&
         ps->fe.body_left == 0)
-        inject(sess, sh, 1);
+        commit_later(sess, sh);
     /* Starting needs the server connection quiet: after the relay forwarded this answer. */
     if (idle && sess->proxy->shadow_mode != SY_SHADOW_OFF)
         ps->shadow_idle = 1;
@@ -1034,7 +1129,10 @@ void pg_shadow_mirroring(struct sy_session *sess)
     sh->state = SH_ON;
     sh->skip_left = 0;
     sh->guard = sess->proxy->shadow_mode == SY_SHADOW_READS;
-    sh->req_open = sh->tx_dirty = sh->fresh_next = sh->guard_pending = 0;
+    due_unlink(sh);
+    sh->req_open = sh->tx_dirty = sh->fresh_next = 0;
+    sh->pre = NULL;
+    sh->pre_len = 0;
     sh->inj_tail = 0;
     batch_reset(sh);
     if (!sh->counted)
@@ -1056,6 +1154,7 @@ void pg_shadow_free(struct pg_sess *ps)
     if (!ps->shadow)
         return;
     queue_clear(ps->shadow);
+    due_unlink(ps->shadow);
     free(ps->shadow->named);
     free(ps->shadow);
     ps->shadow = NULL;

@@ -326,6 +326,8 @@ int sy_session_server_reuse_failed(struct sy_session *sess, const char *why);
 struct json_object;
 int sy_shadow_init(struct sy_proxy *p);
 void sy_shadow_free_all(struct sy_proxy *p);
+/* At shutdown, on the loop: closes its timer. */
+void sy_shadow_close(struct sy_proxy *p);
 /* Stops shadowing every session (a switch starts, shadowing turned off). */
 void sy_shadow_stop_all(struct sy_proxy *p, const char *why);
 /* The admin command: shadow [status | on [reads|all] | off | sample X | report [--reset] |
