@@ -16,7 +16,8 @@
 #
 # Environment: DURATION (seconds per run, default 10), CLIENTS (default 16), ROUNDS (default 2),
 # MODES (default "off reads all": all mirrors the same select-only traffic without the read-only
-# login, a reference for reads).
+# login, a reference for reads), STRACE (set: count Switchyard's system calls per transaction
+# with strace -c; strace slows the proxy, so the CPU figures of such a run are not comparable).
 #
 # A script, not a timed test: blue, green, pgbench and Switchyard share this machine, so green's
 # work competes with blue's for the same CPUs and the figures move between runs.
@@ -115,6 +116,12 @@ run() {
     if [ "$mode" = off ]; then ctl shadow off >/dev/null; else ctl shadow on "$mode" >/dev/null; fi
     ctl shadow reset >/dev/null
     c0=$(pglib_cpu_ticks "$sy_pid")
+    local st_pid=
+    if [ -n "${STRACE:-}" ]; then
+        strace -c -f -p "$sy_pid" -o "$T/strace.$mode.$2" 2>/dev/null &
+        st_pid=$!
+        sleep 0.3
+    fi
     out=$("$PG_BIN/pgbench" -n -S -c "$CLIENTS" -j 2 -T "$DURATION" \
         "host=127.0.0.1 port=$port user=$APP_USER dbname=shop" 2>&1) || {
         echo "$out" | tail -n 5 >&2
@@ -133,6 +140,15 @@ print(t["statements_mirrored"], t["compared"], t["matches"], t["sessions_shadowe
     printf '  round %d  %-6s tps %9.1f  latency %6.3f ms  proxy CPU %6.2f us/tx  mirrored %s\n' \
         "$2" "$mode" "$tps" "$lat" "$(tail -n 1 "$T/results" | cut -d' ' -f4)" \
         "$(tail -n 1 "$T/results" | cut -d' ' -f6)"
+    if [ -n "$st_pid" ]; then
+        kill -INT "$st_pid" 2>/dev/null
+        wait "$st_pid" 2>/dev/null || true
+        # strace -c's table: calls in column 4; the summary line is "total".
+        awk -v n="$tx" '$NF == "total" { printf "           syscalls per transaction %.2f:", $4 / n }
+            $1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" { c[$NF] = $4 }
+            END { for (k in c) if (c[k] / n >= 0.05) printf " %s %.2f", k, c[k] / n; print "" }' \
+            "$T/strace.$mode.$2"
+    fi
 }
 
 echo "shadow traffic cost: pgbench -S -c $CLIENTS -j 2 -T $DURATION, scale 10, $ROUNDS round(s), $(nproc) CPU(s)"

@@ -955,17 +955,8 @@ void pg_shadow_idle(struct sy_session *sess)
  * else may have left the next request outside a read-only transaction. */
 static int guard_failed(const uint8_t *body, size_t len)
 {
-    char code[6] = "";
-    for (size_t i = 0; i < len && body[i];) {
-        uint8_t f = body[i++];
-        const uint8_t *z = memchr(body + i, 0, len - i);
-        if (!z)
-            break;
-        if (f == 'C')
-            snprintf(code, sizeof(code), "%.5s", (const char *)body + i);
-        i = (size_t)(z - body) + 1;
-    }
-    return strcmp(code, "25P02") != 0;
+    struct pg_error_fields f;
+    return pg_be_body_error(body, len, &f) < 0 || !f.sqlstate || strcmp(f.sqlstate, "25P02") != 0;
 }
 
 /* One whole message at the front of g, or 0 (need more), or -1 (oversized: being skipped). */
