@@ -269,6 +269,16 @@ static void queue_clear(struct pg_shadow *sh)
     sh->head = sh->n = sh->nblue = sh->ngreen = 0;
 }
 
+/* The read-only guard's state, for a shadow connection that starts or ends. */
+static void guard_reset(struct pg_shadow *sh)
+{
+    due_unlink(sh);
+    sh->req_open = sh->tx_dirty = sh->fresh_next = 0;
+    sh->pre = NULL;
+    sh->pre_len = 0;
+    sh->inj_tail = 0;
+}
+
 static void batch_reset(struct pg_shadow *sh)
 {
     sh->batch_has_text = sh->batch_uncomparable = 0;
@@ -288,11 +298,7 @@ static void suspend(struct sy_session *sess, struct pg_shadow *sh, const char *w
     sh->skip_left = 0;
     sh->nnamed = sh->named_next = 0; /* green's statements go with the connection */
     sh->unnamed[0] = 0;
-    due_unlink(sh);
-    sh->req_open = sh->tx_dirty = sh->fresh_next = 0;
-    sh->pre = NULL;
-    sh->pre_len = 0;
-    sh->inj_tail = 0;
+    guard_reset(sh);
     sh->state = SH_SUSPENDED;
     sh->resume_at_ms = loop_ms(sess) + p->cfg.shadow_resume_ms;
     pg_move_drop(sess); /* closes the shadow connection, reports nothing */
@@ -1120,11 +1126,7 @@ void pg_shadow_mirroring(struct sy_session *sess)
     sh->state = SH_ON;
     sh->skip_left = 0;
     sh->guard = sess->proxy->shadow_mode == SY_SHADOW_READS;
-    due_unlink(sh);
-    sh->req_open = sh->tx_dirty = sh->fresh_next = 0;
-    sh->pre = NULL;
-    sh->pre_len = 0;
-    sh->inj_tail = 0;
+    guard_reset(sh);
     batch_reset(sh);
     if (!sh->counted)
         sy_shadow_report_bump(sess->proxy->shadow_report, SY_SHADOW_CTR_SESSIONS, 1);
