@@ -23,6 +23,7 @@
 #define CFG_NAME_MAX 32             /* names longer than this get no "did you mean" */
 #define CFG_SHOW_MAX 48             /* bytes of user text quoted in a message */
 #define CFG_CLIENT_CONN_MAX 1000000 /* far above any file descriptor limit; catches typos */
+#define CFG_SCRAM_ITER_MAX 100000000 /* 10^8: PBKDF2 at that count takes a core for a minute or more */
 #define CFG_KB 1024ull
 #define CFG_MB (1024ull * 1024)
 #define CFG_GB (1024ull * 1024 * 1024)
@@ -569,6 +570,22 @@ static int cfg_set_server_pool_size(struct cfg_parser *p, const char *v)
     return 0;
 }
 
+static int cfg_set_server_scram_max_iterations(struct cfg_parser *p, const char *v)
+{
+    char show[CFG_SHOW_MAX];
+    size_t n = strlen(v);
+    uint64_t iters;
+    cfg_show(v, n, show);
+    if (strspn(v, "0123456789") != n || n == 0)
+        return cfg_fail(p, "server_scram_max_iterations '%s' is not a whole number; write it "
+                        "like 1000000", show);
+    if (cfg_parse_uint(v, n, CFG_SCRAM_ITER_MAX, &iters) != 0 || iters < 4096)
+        return cfg_fail(p, "server_scram_max_iterations %s is out of range; use 4096 to %d",
+                        show, CFG_SCRAM_ITER_MAX);
+    p->cfg->server_scram_max_iterations = (uint32_t)iters;
+    return 0;
+}
+
 static int cfg_set_server_idle_timeout(struct cfg_parser *p, const char *v)
 {
     return cfg_value_duration(p, v, 0, &p->cfg->server_idle_timeout_ms);
@@ -994,6 +1011,7 @@ static const struct cfg_key cfg_switchyard_keys[] = {
     {"shutdown_grace", cfg_set_shutdown_grace, 0},
     {"server_pool_size", cfg_set_server_pool_size, 0},
     {"server_idle_timeout", cfg_set_server_idle_timeout, 0},
+    {"server_scram_max_iterations", cfg_set_server_scram_max_iterations, 0},
     {"auth_type", cfg_set_auth_type, 0},
     {"auth_file", cfg_set_auth_file, 0},
     {"auth_query", cfg_set_auth_query, 0},
@@ -1328,6 +1346,7 @@ void sy_config_defaults(struct sy_config *cfg)
     cfg->server_connect_timeout_ms = 5000;
     cfg->shutdown_grace_ms = 30000;
     cfg->server_pool_size = 32;
+    cfg->server_scram_max_iterations = 1000000;
     cfg->shadow_sample_ppm = 1000000;
     cfg->shadow_queue = (uint32_t)CFG_MB;
     cfg->shadow_timeout_ms = 5000;

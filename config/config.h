@@ -123,6 +123,8 @@ struct sy_config {
     uint64_t shutdown_grace_ms;         /* shutdown_grace = 30s */
     uint32_t server_pool_size;          /* server_pool_size = 32: idle server connections kept */
     uint64_t server_idle_timeout_ms;    /* server_idle_timeout = 60s: how long one is kept */
+    uint32_t server_scram_max_iterations; /* server_scram_max_iterations = 1000000: the most
+                                             SCRAM iterations a server may ask for */
     struct sy_server_config server[2];  /* [blue] and [green], indexed by enum sy_side */
     /* Client authentication (docs/auth.md). */
     enum sy_auth_type auth_type;        /* auth_type = scram-sha-256 */
