@@ -31,13 +31,17 @@ struct sy_conn {
     size_t len;     /* bytes held: [0, ready) may be forwarded, [ready, len) are not yet scanned */
     size_t ready;
     uint32_t inflight; /* this connection's bytes queued on the peer: reading is stopped meanwhile */
-    uv_write_t wreq;   /* the queued write of those bytes */
+    uv_write_t wreq;   /* the queued write of those bytes, on the peer's stream */
+    uint8_t wreq_queued; /* wreq is queued and its callback has not run: this connection (its
+                            buffer, and it as the request's data) must outlive it */
+    uint8_t handle_closed; /* the handle's close callback ran; freed once wreq_queued is 0 */
     uint32_t pending_writes; /* uv_write requests on this connection whose callbacks are due */
     uint8_t open;      /* the handle is initialised and not yet closing */
     uint8_t reading;   /* uv_read_start is in force */
     uint8_t is_server; /* 1: a server connection (the session's, or its standby) */
     uint8_t tls_handshaking; /* TLS started, handshake not yet done */
     uint8_t drain_resume;    /* the peer stopped reading until this connection's queue drains */
+    uint8_t eof;             /* the peer ended its sending side: never read again */
     uint64_t bytes_in; /* bytes read from this connection (plaintext) */
     struct sy_tls_conn *tls; /* NULL while plaintext */
 };
@@ -214,6 +218,9 @@ struct sy_proxy {
     uint64_t bytes_server_to_client;
     uint64_t protocol_errors;
     uint64_t refused_sessions;
+    uint64_t refused_unlogged;   /* refusals since the last log line about them */
+    uint64_t refused_logged_ms;  /* uv_now of that line (0: none yet) */
+    uint64_t nofile_limit;       /* RLIMIT_NOFILE's soft limit at start (0: unlimited) */
     uint64_t auth_failures;
     /* TLS contexts, rebuilt on reload (connections keep their own reference). */
     struct sy_tls_ctx *client_tls_ctx;       /* NULL when client_tls = disable */

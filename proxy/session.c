@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "log.h"
 #include "proxy.h"
@@ -72,11 +73,19 @@ static void on_handle_closed(uv_handle_t *h)
     session_maybe_free(sess);
 }
 
-/* A connection's handle is closed: a server connection (its own allocation) is freed here; the
- * session it served, if any, may now be complete. */
-static void on_conn_closed(uv_handle_t *h)
+/*
+ * The ownership rule (docs/architecture.md): a connection's memory is released only when its
+ * handle has closed AND no write of its bytes is still queued on its peer's stream. A forward
+ * queues the source connection's own buffer on the other connection's stream, with the source as
+ * the request's data, so that request refers to the source until its callback has run, which can
+ * be long after the source's own handle closed (a client that does not read a large result). Each
+ * connection holds one count of its session's handles_open until it is released, so the session
+ * (and an embedded client connection) outlives every request that refers to any of its parts.
+ */
+static void conn_release(struct sy_conn *c)
 {
-    struct sy_conn *c = (struct sy_conn *)h; /* tcp is the first member */
+    if (!c->handle_closed || c->wreq_queued)
+        return;
     struct sy_session *sess = c->sess;
     if (c->is_server) {
         if (sess && sess->server == c)
@@ -91,6 +100,14 @@ static void on_conn_closed(uv_handle_t *h)
         sess->handles_open--;
         session_maybe_free(sess);
     }
+}
+
+/* A connection's handle is closed: its memory goes once nothing else refers to it. */
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct sy_conn *c = (struct sy_conn *)h; /* tcp is the first member */
+    c->handle_closed = 1;
+    conn_release(c);
 }
 
 static void session_maybe_free(struct sy_session *sess)
@@ -373,6 +390,46 @@ void sy_conn_pump(struct sy_conn *c)
         dispatch(c);
 }
 
+static void on_server_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+/* The client ended its sending side (a half-close). With nothing in flight the session ends as
+ * at any clean exit. With a query in flight the server must still answer it, as it does when
+ * the client is connected directly: the end of file is passed on to the server once the
+ * client's bytes are written (uv_shutdown waits for them), and the server's answer keeps flowing
+ * to the client until the server, having seen the end of file, closes. Returns 0 when the
+ * session goes on half-closed, -1 when it should end now. */
+static int client_half_close(struct sy_session *sess)
+{
+    struct sy_conn *c = &sess->client, *s = sess->server;
+    c->eof = 1;
+    if (sess->phase != SY_PHASE_READY || !s || !s->open || s->tls_handshaking ||
+        sess->server_reused || sess->connecting)
+        return -1;
+    if (sess->tx == SY_TX_IDLE && c->len == 0 && !c->wreq_queued)
+        return -1;
+    sy_conn_pause(c);
+    /* Bytes of an unfinished message go to the server as they are: it sees what it would
+     * have seen from the client directly, then the end of file. */
+    if (c->len > c->ready)
+        c->ready = c->len;
+    if (!c->wreq_queued && sy_conn_forward(c) != 0)
+        return 0; /* the session closed */
+    if (s->tls && sy_tls_shutdown(s->tls) == 0 && conn_tls_flush(s) != 0)
+        return 0;
+    uv_shutdown_t *req = malloc(sizeof(*req));
+    if (!req || uv_shutdown(req, (uv_stream_t *)&s->tcp, on_server_shutdown) != 0) {
+        free(req);
+        return -1;
+    }
+    sy_session_log(sess, SY_LOG_DEBUG, "the client half-closed with a query in flight; the "
+                   "server gets the end of file and its answer still reaches the client");
+    return 0;
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *unused)
 {
     struct sy_conn *c = (struct sy_conn *)stream;
@@ -401,8 +458,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *unused)
                                                     : "client message does not fit the buffer");
         return;
     }
-    if (nread == UV_EOF && !c->is_server)
+    if (nread == UV_EOF && !c->is_server) {
+        if (client_half_close(sess) == 0)
+            return;
         sy_session_client_gone(sess, "client closed the connection");
+    }
     else if (nread == UV_EOF)
         sy_session_close(sess, "server closed the connection");
     else {
@@ -425,7 +485,8 @@ void sy_conn_pause(struct sy_conn *c)
 
 void sy_conn_resume(struct sy_conn *c)
 {
-    if (c->open && !c->reading && c->inflight == 0 && c->sess->phase != SY_PHASE_CLOSING) {
+    if (c->open && !c->reading && c->inflight == 0 && !c->eof &&
+        c->sess->phase != SY_PHASE_CLOSING) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
             c->reading = 1;
     }
@@ -452,11 +513,16 @@ static struct sy_conn *conn_peer(struct sy_conn *c)
 static void on_forward_written(uv_write_t *req, int status)
 {
     struct sy_conn *c = req->data;
-    struct sy_session *sess = c->sess;
     struct sy_conn *target = (struct sy_conn *)req->handle; /* tcp is the first member */
     size_t n = c->inflight;
     c->inflight = 0;
+    c->wreq_queued = 0;
     target->pending_writes--;
+    if (c->handle_closed) {
+        conn_release(c); /* its handle closed while this write was queued: nothing to resume */
+        return;
+    }
+    struct sy_session *sess = c->sess;
     if (status < 0) {
         if (status != UV_ECANCELED)
             sy_session_close(sess, c->is_server ? "write to client failed" : "write to server failed");
@@ -518,6 +584,7 @@ int sy_conn_forward(struct sy_conn *c)
     }
     peer->pending_writes++;
     c->inflight = (uint32_t)(n - done);
+    c->wreq_queued = 1;
     sy_conn_pause(c);
     return 0;
 }
@@ -538,8 +605,10 @@ static void on_send_written(uv_write_t *req, int status)
         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= QUEUE_HIGH_WATER(c) / 2) {
         struct sy_conn *src = conn_peer(c);
         c->drain_resume = 0;
-        sy_conn_resume(src);
-        sy_conn_pump(src);
+        if (src) { /* a closing session's server may be gone */
+            sy_conn_resume(src);
+            sy_conn_pump(src);
+        }
     }
 }
 
@@ -851,11 +920,52 @@ static void format_peer(uv_tcp_t *tcp, char *out, size_t cap)
     snprintf(out, cap, "%s:%d", host, port);
 }
 
+/* Descriptors kept free for what is not a client session: server connections of the sessions
+ * already open, the admin socket, control connections, health probes, the state file. */
+static uint64_t fd_reserve(uint64_t limit)
+{
+    uint64_t r = limit / 100;
+    return r < 16 ? 16 : r;
+}
+
+/* Counts a refused client and logs it, at most one line a second (a flood of refusals must not
+ * flood the log), with how many were refused since the last line. */
+static void note_refused(struct sy_proxy *p, const char *why)
+{
+    p->refused_sessions++;
+    p->refused_unlogged++;
+    uint64_t now = uv_now(p->loop);
+    if (p->refused_logged_ms && now - p->refused_logged_ms < 1000)
+        return;
+    sy_warn("refused %llu client connection%s: %s", (unsigned long long)p->refused_unlogged,
+            p->refused_unlogged == 1 ? "" : "s", why);
+    p->refused_unlogged = 0;
+    p->refused_logged_ms = now;
+}
+
+/* Whether an accepted client would leave too few descriptors for its server connection and for
+ * the proxy's own work. Descriptors are handed out lowest first, so a client on descriptor k
+ * means 0..k-1 are all in use. */
+static int near_fd_limit(struct sy_proxy *p, struct sy_session *sess)
+{
+    uv_os_fd_t fd;
+    if (p->nofile_limit == 0 || uv_fileno((uv_handle_t *)&sess->client.tcp, &fd) != 0)
+        return 0;
+    return (uint64_t)fd + fd_reserve(p->nofile_limit) >= p->nofile_limit;
+}
+
 static void on_connection(uv_stream_t *listener, int status)
 {
     struct sy_proxy *p = listener->data;
     if (status < 0) {
-        sy_warn("accept failed: %s", uv_strerror(status));
+        /* At the descriptor limit libuv accepts and closes the waiting connections itself (it
+         * keeps one descriptor for that), so they cannot be answered; this counts one. */
+        if (status == UV_EMFILE || status == UV_ENFILE)
+            note_refused(p, "at the open file limit, the waiting connections were closed "
+                            "unanswered; raise the file descriptor limit (ulimit -n, systemd "
+                            "LimitNOFILE) or lower max_client_conn");
+        else
+            sy_warn("accept failed: %s", uv_strerror(status));
         return;
     }
     struct sy_session *sess = calloc(1, sizeof(*sess));
@@ -898,14 +1008,21 @@ static void on_connection(uv_stream_t *listener, int status)
     uv_tcp_nodelay(&sess->client.tcp, 1);
     uv_tcp_keepalive(&sess->client.tcp, 1, 60);
     if (p->shutting_down) {
-        p->refused_sessions++;
+        note_refused(p, "switchyard is shutting down");
         sy_session_fail(sess, "57P01", "switchyard is shutting down");
         return;
     }
     if (p->nsessions > p->cfg.max_client_conn) {
-        p->refused_sessions++;
+        note_refused(p, "too many client connections (max_client_conn)");
         sy_session_fail(sess, "53300",
                         "too many client connections to switchyard (max_client_conn)");
+        return;
+    }
+    if (near_fd_limit(p, sess)) {
+        note_refused(p, "switchyard is near its file descriptor limit; raise it (ulimit -n, "
+                        "systemd LimitNOFILE) or lower max_client_conn");
+        sy_session_fail(sess, "53300", "too many connections: switchyard is at its open file "
+                                       "limit");
         return;
     }
     sy_session_log(sess, SY_LOG_DEBUG, "accepted");
@@ -1020,8 +1137,41 @@ static int parse_listen(const struct sy_listen_addr *l, struct sockaddr_storage 
     return uv_ip4_addr(host, l->port, (struct sockaddr_in *)ss);
 }
 
+/* Reads the descriptor limit the clients are refused at, and warns when max_client_conn cannot
+ * be reached under it (each client may also hold a server connection). */
+static void read_fd_limit(struct sy_proxy *p)
+{
+    struct rlimit rl;
+    p->nofile_limit = 0;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return;
+    uint64_t need = 2 * (uint64_t)p->cfg.max_client_conn + fd_reserve(rl.rlim_cur);
+    /* Raise the soft limit towards the hard one, as far as max_client_conn needs: the soft
+     * limit of 1024 that many systems start services with holds about 500 clients. */
+    if (rl.rlim_cur < need && rl.rlim_cur < rl.rlim_max) {
+        struct rlimit up = rl;
+        up.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need ? rl.rlim_max : need;
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0) {
+            sy_info("raised the open file limit from %llu to %llu for max_client_conn = %u",
+                    (unsigned long long)rl.rlim_cur, (unsigned long long)up.rlim_cur,
+                    p->cfg.max_client_conn);
+            rl = up;
+        }
+    }
+    p->nofile_limit = (uint64_t)rl.rlim_cur;
+    need = 2 * (uint64_t)p->cfg.max_client_conn + fd_reserve(p->nofile_limit);
+    if (need > p->nofile_limit)
+        sy_warn("the open file limit (%llu) is too low for max_client_conn = %u: each client "
+                "needs two descriptors; clients will be refused from about %llu on. Raise the "
+                "limit (ulimit -Hn, systemd LimitNOFILE=%llu) or lower max_client_conn",
+                (unsigned long long)p->nofile_limit, p->cfg.max_client_conn,
+                (unsigned long long)((p->nofile_limit - fd_reserve(p->nofile_limit)) / 2),
+                (unsigned long long)need);
+}
+
 int sy_proxy_listen(struct sy_proxy *p)
 {
+    read_fd_limit(p);
     for (size_t i = 0; i < p->cfg.nlisten; i++) {
         const struct sy_listen_addr *l = &p->cfg.listen[i];
         struct sockaddr_storage ss;
