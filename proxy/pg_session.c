@@ -421,7 +421,7 @@ static int ready_for_query(struct sy_session *sess, struct pg_sess *ps, uint8_t 
     else
         sess->tx = ps->pending_ready > 0 || ps->ext_open ? SY_TX_ACTIVE : SY_TX_IDLE;
     if (sess->phase == SY_PHASE_LOGIN) {
-        sess->phase = SY_PHASE_READY;
+        sy_session_logged_in(sess);
         sy_session_clear_timeout(sess);
         sy_session_log(sess, SY_LOG_INFO, "logged in to %s, database %s", sy_side_name(sess->side),
                        sess->database);

@@ -154,6 +154,7 @@ struct sy_session {
                                (1), or had it (2) */
     uint8_t unmovable;      /* holds state that cannot move (temporary tables, ...) */
     uint8_t server_reused;  /* the server connection came from the pool; its reset is unchecked */
+    uint8_t no_linger;      /* closes without waiting for the client to read its last bytes */
     uint8_t pause_exempt;   /* runs on through a pause (a switch waits for it to let go of
                                state that cannot move) */
     uint64_t unmovable_at_queries; /* its query count when that state was last seen (0: never) */
@@ -188,6 +189,8 @@ struct sy_proxy {
     struct sy_side_stats side[2];
     struct sy_session *sessions;   /* doubly linked list of every session */
     uint32_t nsessions;
+    uint32_t nlogin;               /* sessions in SY_PHASE_LOGIN (each may still open a server
+                                      connection) */
     uint64_t next_session_id;
     uint64_t started_ms;
     int shutting_down;
@@ -220,6 +223,9 @@ struct sy_proxy {
     uint64_t refused_sessions;
     uint64_t refused_unlogged;   /* refusals since the last log line about them */
     uint64_t refused_logged_ms;  /* uv_now of that line (0: none yet) */
+    const char *refused_why;     /* the last refusal's reason */
+    uv_timer_t refused_timer;    /* logs the refusals of the rest of a second */
+    uint8_t refused_timer_open;
     uint64_t nofile_limit;       /* RLIMIT_NOFILE's soft limit at start (0: unlimited) */
     uint64_t auth_failures;
     /* TLS contexts, rebuilt on reload (connections keep their own reference). */
@@ -291,6 +297,8 @@ void sy_session_clear_timeout(struct sy_session *sess);
 /* Sends the client an error in the protocol's form (when its stream is at a message boundary),
  * logs the reason and closes the session. */
 void sy_session_fail(struct sy_session *sess, const char *code, const char *message);
+/* The session's login is done: SY_PHASE_LOGIN becomes SY_PHASE_READY. */
+void sy_session_logged_in(struct sy_session *sess);
 /* Closes both connections after the bytes already queued to the client are sent. */
 void sy_session_close(struct sy_session *sess, const char *reason);
 /* Logs a line that names the session. */

@@ -184,6 +184,8 @@ void sy_session_close(struct sy_session *sess, const char *reason)
     if (sess->phase == SY_PHASE_CLOSING)
         return;
     sy_session_log(sess, SY_LOG_INFO, "closing: %s", reason);
+    if (sess->phase == SY_PHASE_LOGIN)
+        sess->proxy->nlogin--;
     sess->phase = SY_PHASE_CLOSING;
     session_unlink(sess);
     sy_switch_session_closed(sess);
@@ -197,7 +199,7 @@ void sy_session_close(struct sy_session *sess, const char *reason)
         uv_timer_stop(&sess->timer);
     /* Let the client read what is queued to it (an error message, the server's last words),
      * but no longer than CLOSE_LINGER_MS. */
-    if (sess->client.open) {
+    if (sess->client.open && !sess->no_linger) {
         uv_read_stop((uv_stream_t *)&sess->client.tcp);
         sess->client.reading = 0;
         if (sess->client.tls && !sess->client.tls_handshaking &&
@@ -213,8 +215,8 @@ void sy_session_close(struct sy_session *sess, const char *reason)
             }
             free(req);
         }
-        conn_close(&sess->client);
     }
+    conn_close(&sess->client);
     if (sess->timer_open) {
         sess->timer_open = 0;
         uv_close((uv_handle_t *)&sess->timer, on_handle_closed);
@@ -231,6 +233,14 @@ void sy_session_fail(struct sy_session *sess, const char *code, const char *mess
         sess->proxy->ops->client_error(sess, code, message);
     if (sess->phase != SY_PHASE_CLOSING)
         sy_session_close(sess, message);
+}
+
+void sy_session_logged_in(struct sy_session *sess)
+{
+    if (sess->phase != SY_PHASE_LOGIN)
+        return;
+    sess->phase = SY_PHASE_READY;
+    sess->proxy->nlogin--;
 }
 
 /* ---- timers ---- */
@@ -928,30 +938,67 @@ static uint64_t fd_reserve(uint64_t limit)
     return r < 16 ? 16 : r;
 }
 
+static void log_refused(struct sy_proxy *p)
+{
+    sy_warn("refused %llu client connection%s: %s", (unsigned long long)p->refused_unlogged,
+            p->refused_unlogged == 1 ? "" : "s", p->refused_why);
+    p->refused_unlogged = 0;
+    p->refused_logged_ms = uv_now(p->loop);
+}
+
+static void on_refused_timer(uv_timer_t *t)
+{
+    struct sy_proxy *p = t->data;
+    if (p->refused_unlogged)
+        log_refused(p);
+}
+
 /* Counts a refused client and logs it, at most one line a second (a flood of refusals must not
- * flood the log), with how many were refused since the last line. */
+ * flood the log): refusals inside that second are summed into one line at its end, with the
+ * last reason. */
 static void note_refused(struct sy_proxy *p, const char *why)
 {
     p->refused_sessions++;
     p->refused_unlogged++;
+    p->refused_why = why;
     uint64_t now = uv_now(p->loop);
-    if (p->refused_logged_ms && now - p->refused_logged_ms < 1000)
+    if (!p->refused_logged_ms || now - p->refused_logged_ms >= 1000) {
+        log_refused(p);
         return;
-    sy_warn("refused %llu client connection%s: %s", (unsigned long long)p->refused_unlogged,
-            p->refused_unlogged == 1 ? "" : "s", why);
-    p->refused_unlogged = 0;
-    p->refused_logged_ms = now;
+    }
+    if (!p->refused_timer_open) {
+        if (uv_timer_init(p->loop, &p->refused_timer) != 0)
+            return;
+        p->refused_timer.data = p;
+        p->refused_timer_open = 1;
+        uv_unref((uv_handle_t *)&p->refused_timer); /* never keeps the loop alive */
+    }
+    if (!uv_is_active((uv_handle_t *)&p->refused_timer))
+        uv_timer_start(&p->refused_timer, on_refused_timer, 1000 - (now - p->refused_logged_ms),
+                       0);
 }
 
-/* Whether an accepted client would leave too few descriptors for its server connection and for
- * the proxy's own work. Descriptors are handed out lowest first, so a client on descriptor k
- * means 0..k-1 are all in use. */
+/* Refuses a client that was just accepted: the error goes into the socket's empty send buffer
+ * and the connection closes at once, without the usual linger, so that a flood of refused
+ * clients holds no descriptors. */
+static void refuse(struct sy_session *sess, const char *code, const char *message,
+                   const char *why)
+{
+    note_refused(sess->proxy, why);
+    sess->no_linger = 1;
+    sy_session_fail(sess, code, message);
+}
+
+/* Whether an accepted client would leave too few descriptors for the server connections of the
+ * clients still logging in (this one among them: nlogin counts it) and for the proxy's own work.
+ * Descriptors are handed out lowest first, so a client on descriptor k means 0..k-1 are all in
+ * use. */
 static int near_fd_limit(struct sy_proxy *p, struct sy_session *sess)
 {
     uv_os_fd_t fd;
     if (p->nofile_limit == 0 || uv_fileno((uv_handle_t *)&sess->client.tcp, &fd) != 0)
         return 0;
-    return (uint64_t)fd + fd_reserve(p->nofile_limit) >= p->nofile_limit;
+    return (uint64_t)fd + p->nlogin + fd_reserve(p->nofile_limit) >= p->nofile_limit;
 }
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -978,6 +1025,7 @@ static void on_connection(uv_stream_t *listener, int status)
     sess->proxy = p;
     sess->id = ++p->next_session_id;
     sess->phase = SY_PHASE_LOGIN;
+    p->nlogin++;
     sess->tx = SY_TX_IDLE;
     sess->side = p->active;
     sess->started_ms = uv_now(p->loop);
@@ -1008,21 +1056,18 @@ static void on_connection(uv_stream_t *listener, int status)
     uv_tcp_nodelay(&sess->client.tcp, 1);
     uv_tcp_keepalive(&sess->client.tcp, 1, 60);
     if (p->shutting_down) {
-        note_refused(p, "switchyard is shutting down");
-        sy_session_fail(sess, "57P01", "switchyard is shutting down");
+        refuse(sess, "57P01", "switchyard is shutting down", "switchyard is shutting down");
         return;
     }
     if (p->nsessions > p->cfg.max_client_conn) {
-        note_refused(p, "too many client connections (max_client_conn)");
-        sy_session_fail(sess, "53300",
-                        "too many client connections to switchyard (max_client_conn)");
+        refuse(sess, "53300", "too many client connections to switchyard (max_client_conn)",
+               "too many client connections (max_client_conn)");
         return;
     }
     if (near_fd_limit(p, sess)) {
-        note_refused(p, "switchyard is near its file descriptor limit; raise it (ulimit -n, "
-                        "systemd LimitNOFILE) or lower max_client_conn");
-        sy_session_fail(sess, "53300", "too many connections: switchyard is at its open file "
-                                       "limit");
+        refuse(sess, "53300", "too many connections: switchyard is at its open file limit",
+               "switchyard is near its file descriptor limit; raise it (ulimit -n, systemd "
+               "LimitNOFILE) or lower max_client_conn");
         return;
     }
     sy_session_log(sess, SY_LOG_DEBUG, "accepted");
