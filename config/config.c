@@ -59,6 +59,7 @@ struct cfg_parser {
     size_t line;              /* current line, counted from 1 */
     enum cfg_section section; /* section of the current line */
     const char *key;          /* name of the key being set, for messages */
+    int secret;               /* 1 while its value must never be quoted (cfg_show_value) */
     size_t section_line[CFG_SEC_COUNT];          /* header line of each section; 0 if absent */
     size_t key_line[CFG_SEC_COUNT][CFG_KEYS_MAX]; /* line a key was first set; 0 if never */
     char val[CFG_VALUE_MAX];  /* the current value: unquoted, trimmed, NUL-terminated */
@@ -134,6 +135,52 @@ static const char *cfg_show(const char *s, size_t n, char out[CFG_SHOW_MAX])
     }
     out[keep] = '\0';
     return out;
+}
+
+/*
+ * 1 when the span is a plain name (letters, digits, '_', '-', '.'; at most CFG_SHOW_MAX - 4
+ * bytes) that a message may quote. Anything else on a line that failed to parse may be part of
+ * a secret written wrongly, so it is described, never quoted.
+ */
+static int cfg_is_name(const char *s, size_t n)
+{
+    if (n == 0 || n > CFG_SHOW_MAX - 4)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = cfg_lower(s[i]);
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+              c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+/* 1 when the key's value may be a secret (a password or secret key): it is never quoted. */
+static int cfg_key_is_secret(const char *k, size_t kn)
+{
+    static const char *const words[] = {"password", "secret", "passwd", "token"};
+    for (size_t w = 0; w < sizeof words / sizeof words[0]; w++) {
+        size_t wn = strlen(words[w]);
+        for (size_t i = 0; i + wn <= kn; i++) {
+            size_t j = 0;
+            while (j < wn && cfg_lower(k[i + j]) == words[w][j])
+                j++;
+            if (j == wn)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* The value v of the key being set, for a message: cfg_show, or "(not shown)" for a secret. */
+static const char *cfg_show_value(const struct cfg_parser *p, const char *v,
+                                  char out[CFG_SHOW_MAX])
+{
+    if (p->secret) {
+        snprintf(out, CFG_SHOW_MAX, "%s", "(not shown)");
+        return out;
+    }
+    return cfg_show(v, strlen(v), out);
 }
 
 /* Writes "NAME:LINE: message" (or "NAME: message" when line is 0) into p->err. Returns -1. */
@@ -306,13 +353,13 @@ static int cfg_value_size(struct cfg_parser *p, const char *v, uint64_t min, uin
     uint64_t n;
     if (sy_parse_size(v, &n) != 0)
         return cfg_fail(p, "bad size '%s' for %s; use a number with B, KB, MB or GB, like 64KB",
-                        cfg_show(v, strlen(v), show), p->key);
+                        cfg_show_value(p, v, show), p->key);
     if (n < min)
         return cfg_fail(p, "%s = %s is too small; use at least %s", p->key,
-                        cfg_show(v, strlen(v), show), cfg_size_text(min, lim));
+                        cfg_show_value(p, v, show), cfg_size_text(min, lim));
     if (n > max)
         return cfg_fail(p, "%s = %s is too large; use at most %s", p->key,
-                        cfg_show(v, strlen(v), show), cfg_size_text(max, lim));
+                        cfg_show_value(p, v, show), cfg_size_text(max, lim));
     *out = (uint32_t)n;
     return 0;
 }
@@ -324,7 +371,7 @@ static int cfg_value_duration(struct cfg_parser *p, const char *v, int allow_zer
     uint64_t ms;
     if (sy_parse_duration_ms(v, &ms) != 0)
         return cfg_fail(p, "bad duration '%s' for %s; use a whole number with ms, s, m or h, "
-                        "like 15s", cfg_show(v, strlen(v), show), p->key);
+                        "like 15s", cfg_show_value(p, v, show), p->key);
     if (ms == 0 && !allow_zero)
         return cfg_fail(p, "%s must be more than 0; use a duration like 15s", p->key);
     *out = ms;
@@ -363,7 +410,7 @@ static int cfg_set_protocol(struct cfg_parser *p, const char *v)
     if (cfg_ascii_ieq(v, "mysql"))
         return cfg_fail(p, "protocol 'mysql' is not supported yet; use protocol = postgres");
     return cfg_fail(p, "unknown protocol '%s'; use protocol = postgres",
-                    cfg_show(v, strlen(v), show));
+                    cfg_show_value(p, v, show));
 }
 
 /* 1 if the span is a numeric address of family af, as inet_pton reads it. */
@@ -481,7 +528,7 @@ static int cfg_set_admin_socket_mode(struct cfg_parser *p, const char *v)
     char show[CFG_SHOW_MAX];
     unsigned mode = 0;
     size_t n = strlen(v);
-    cfg_show(v, n, show);
+    cfg_show_value(p, v, show);
     if (n == 0)
         return cfg_fail(p, "admin_socket_mode is empty; write it in octal, like 0600");
     for (size_t i = 0; i < n; i++) {
@@ -503,7 +550,7 @@ static int cfg_set_active(struct cfg_parser *p, const char *v)
     char show[CFG_SHOW_MAX];
     int i = 0;
     if (cfg_value_word(v, words, 2, &i) != 0)
-        return cfg_fail(p, "active must be blue or green, not '%s'", cfg_show(v, strlen(v), show));
+        return cfg_fail(p, "active must be blue or green, not '%s'", cfg_show_value(p, v, show));
     p->cfg->active = (enum sy_side)i;
     return 0;
 }
@@ -518,7 +565,7 @@ static int cfg_set_log_level(struct cfg_parser *p, const char *v)
     int i = 0;
     if (cfg_value_word(v, words, 4, &i) != 0)
         return cfg_fail(p, "log_level must be error, warn, info or debug, not '%s'",
-                        cfg_show(v, strlen(v), show));
+                        cfg_show_value(p, v, show));
     p->cfg->log_level = (enum sy_log_level)i;
     return 0;
 }
@@ -543,7 +590,7 @@ static int cfg_set_max_client_conn(struct cfg_parser *p, const char *v)
     char show[CFG_SHOW_MAX];
     size_t n = strlen(v);
     uint64_t conns;
-    cfg_show(v, n, show);
+    cfg_show_value(p, v, show);
     if (strspn(v, "0123456789") != n)
         return cfg_fail(p, "max_client_conn '%s' is not a whole number; write it like 10000",
                         show);
@@ -559,7 +606,7 @@ static int cfg_set_server_pool_size(struct cfg_parser *p, const char *v)
     char show[CFG_SHOW_MAX];
     size_t n = strlen(v);
     uint64_t conns;
-    cfg_show(v, n, show);
+    cfg_show_value(p, v, show);
     if (strspn(v, "0123456789") != n || n == 0)
         return cfg_fail(p, "server_pool_size '%s' is not a whole number; write it like 32 "
                         "(0 turns server connection reuse off)", show);
@@ -575,7 +622,7 @@ static int cfg_set_server_scram_max_iterations(struct cfg_parser *p, const char 
     char show[CFG_SHOW_MAX];
     size_t n = strlen(v);
     uint64_t iters;
-    cfg_show(v, n, show);
+    cfg_show_value(p, v, show);
     if (strspn(v, "0123456789") != n || n == 0)
         return cfg_fail(p, "server_scram_max_iterations '%s' is not a whole number; write it "
                         "like 1000000", show);
@@ -615,9 +662,13 @@ static int cfg_auth_word(struct cfg_parser *p, const char *v, enum sy_auth_type 
 {
     char show[CFG_SHOW_MAX];
     int i = 0;
+    if (cfg_value_word(v, cfg_auth_words + 1, 5, &i) != 0 && p->section == CFG_SEC_USERS)
+        return cfg_fail(p, "%s must be scram-sha-256, md5, password, trust or cert (the value "
+                        "is not shown: [users] maps a user to an auth_type; passwords go in "
+                        "auth_file)", p->key);
     if (cfg_value_word(v, cfg_auth_words + 1, 5, &i) != 0)
         return cfg_fail(p, "%s must be scram-sha-256, md5, password, trust or cert, not '%s'",
-                        p->key, cfg_show(v, strlen(v), show));
+                        p->key, cfg_show_value(p, v, show));
     *out = (enum sy_auth_type)(i + 1);
     return 0;
 }
@@ -671,7 +722,7 @@ static int cfg_set_auth_cleartext(struct cfg_parser *p, const char *v)
     int i = 0;
     if (cfg_value_word(v, words, 2, &i) != 0)
         return cfg_fail(p, "%s must be on or off, not '%s'", p->key,
-                        cfg_show(v, strlen(v), show));
+                        cfg_show_value(p, v, show));
     p->cfg->auth_cleartext_without_tls = i;
     return 0;
 }
@@ -685,7 +736,7 @@ static int cfg_set_client_tls(struct cfg_parser *p, const char *v)
     int i = 0;
     if (cfg_value_word(v, words, 3, &i) != 0)
         return cfg_fail(p, "client_tls must be disable, allow or require, not '%s'",
-                        cfg_show(v, strlen(v), show));
+                        cfg_show_value(p, v, show));
     p->cfg->client_tls = (enum sy_client_tls)i;
     return 0;
 }
@@ -734,7 +785,7 @@ static int cfg_set_port(struct cfg_parser *p, const char *v)
     char show[CFG_SHOW_MAX];
     if (cfg_parse_port(v, strlen(v), &cfg_side(p)->port) != 0)
         return cfg_fail(p, "bad port '%s' in [%s]; use a number from 1 to 65535",
-                        cfg_show(v, strlen(v), show), cfg_section_names[p->section]);
+                        cfg_show_value(p, v, show), cfg_section_names[p->section]);
     return 0;
 }
 
@@ -751,7 +802,7 @@ static int cfg_set_server_tls(struct cfg_parser *p, const char *v)
     if (cfg_value_word(v, cfg_server_tls_words, 5, &i) != 0)
         return cfg_fail(p, "server_tls in [%s] must be disable, prefer, require, verify-ca or "
                         "verify-full, not '%s'", cfg_section_names[p->section],
-                        cfg_show(v, strlen(v), show));
+                        cfg_show_value(p, v, show));
     cfg_side(p)->tls = (enum sy_server_tls)i;
     return 0;
 }
@@ -833,7 +884,7 @@ static int cfg_choice(struct cfg_parser *p, const char *v, const char *const *wo
     char show[CFG_SHOW_MAX];
     if (cfg_value_word(v, words, n, out) != 0)
         return cfg_fail(p, "%s must be %s, not '%s'", p->key, choices,
-                        cfg_show(v, strlen(v), show));
+                        cfg_show_value(p, v, show));
     return 0;
 }
 
@@ -877,14 +928,34 @@ static int cfg_set_shadow(struct cfg_parser *p, const char *v)
     return 0;
 }
 
+/*
+ * Only digits and one point, so that a sign, an exponent, hex, "nan" or "inf" (all of which
+ * strtod takes) are refused: a fraction is written like 0.25. Digits after the sixth decimal
+ * round to the nearest part per million.
+ */
 int sy_parse_fraction_ppm(const char *v, uint32_t *ppm)
 {
-    char *end;
-    errno = 0;
-    double d = strtod(v, &end);
-    if (errno || end == v || *end || !(d >= 0.0 && d <= 1.0))
+    uint64_t whole = 0, frac = 0;
+    size_t i = 0, digits = 0, decimals = 0;
+    int round_up = 0;
+    if (v == NULL || ppm == NULL)
         return -1;
-    *ppm = (uint32_t)(d * 1000000.0 + 0.5);
+    for (; v[i] >= '0' && v[i] <= '9'; i++, digits++)
+        whole = whole > 1 ? 2 : whole * 10 + (uint64_t)(v[i] - '0');
+    if (v[i] == '.')
+        for (i++; v[i] >= '0' && v[i] <= '9'; i++, digits++, decimals++) {
+            if (decimals < 6)
+                frac = frac * 10 + (uint64_t)(v[i] - '0');
+            else if (decimals == 6)
+                round_up = v[i] >= '5';
+            if (whole == 1 && v[i] != '0')
+                return -1; /* more than 1 */
+        }
+    if (v[i] != '\0' || digits == 0 || whole > 1)
+        return -1;
+    for (; decimals < 6; decimals++)
+        frac *= 10;
+    *ppm = (uint32_t)(whole * 1000000 + frac + (uint64_t)round_up);
     return 0;
 }
 
@@ -893,7 +964,7 @@ static int cfg_set_shadow_sample(struct cfg_parser *p, const char *v)
     char show[CFG_SHOW_MAX];
     if (sy_parse_fraction_ppm(v, &p->cfg->shadow_sample_ppm) != 0)
         return cfg_fail(p, "shadow_sample '%s' must be a fraction from 0 to 1, like 0.25",
-                        cfg_show(v, strlen(v), show));
+                        cfg_show_value(p, v, show));
     return 0;
 }
 
@@ -923,7 +994,7 @@ static int cfg_on_off(struct cfg_parser *p, const char *v, int *out)
     char show[CFG_SHOW_MAX];
     if (cfg_value_word(v, words, 2, out) != 0)
         return cfg_fail(p, "%s must be on or off, not '%s'", p->key,
-                        cfg_show(v, strlen(v), show));
+                        cfg_show_value(p, v, show));
     return 0;
 }
 
@@ -949,7 +1020,7 @@ static int cfg_set_shadow_gate_max(struct cfg_parser *p, const char *v)
     uint64_t x;
     if (n == 0 || strspn(v, "0123456789") != n || cfg_parse_uint(v, n, 1000000000, &x) != 0)
         return cfg_fail(p, "shadow_gate_max '%s' must be a whole number, like 0",
-                        cfg_show(v, n, show));
+                        cfg_show_value(p, v, show));
     p->cfg->shadow_gate_max = (uint32_t)x;
     return 0;
 }
@@ -969,7 +1040,7 @@ static int cfg_set_shadow_recheck_timeout(struct cfg_parser *p, const char *v)
     char show[CFG_SHOW_MAX];
     if (p->cfg->shadow_recheck_timeout_ms > CFG_RECHECK_TIMEOUT_MAX_MS)
         return cfg_fail(p, "shadow_recheck_timeout = %s is too long; use at most 60s",
-                        cfg_show(v, strlen(v), show));
+                        cfg_show_value(p, v, show));
     return 0;
 }
 
@@ -1106,6 +1177,9 @@ static int cfg_fail_unknown_key(struct cfg_parser *p, const char *k, size_t kn)
     size_t nsw = CFG_NKEYS(cfg_switchyard_keys);
     int in_sw = cfg_key_find(cfg_switchyard_keys, nsw, k, kn) < nsw;
     int in_side = cfg_key_find(cfg_side_keys, CFG_SIDE_KEYS, k, kn) < CFG_SIDE_KEYS;
+    if (!cfg_is_name(k, kn))
+        return cfg_fail(p, "the text before '=' is not a key name (letters, digits and _; the "
+                        "line is not shown, it may hold a secret); write key = value");
     cfg_show(k, kn, show);
     if (p->section == CFG_SEC_NONE && (in_sw || in_side))
         return cfg_fail(p, "key '%s' is outside any section; put it under %s", show,
@@ -1160,20 +1234,43 @@ static int cfg_value_extract(struct cfg_parser *p, const char *v, size_t n)
     return 0;
 }
 
+/*
+ * Reports a line that is no "key = value" without quoting it: "auth_password: Secret" would
+ * print the secret. When the line starts with a key name this section knows, the message names
+ * it and shows the fix.
+ */
+static int cfg_fail_no_equals(struct cfg_parser *p, const char *s, size_t n)
+{
+    static const char expected[] = "expected 'key = value', a [section] header or a comment";
+    size_t kn = 0, nkeys;
+    while (kn < n && ((cfg_lower(s[kn]) >= 'a' && cfg_lower(s[kn]) <= 'z') || s[kn] == '_'))
+        kn++;
+    const struct cfg_key *keys = cfg_section_keys(p->section, &nkeys);
+    if (p->section == CFG_SEC_USERS)
+        nkeys = 0; /* [users] has user names, not keys */
+    size_t i = kn > 0 ? cfg_key_find(keys, nkeys, s, kn) : nkeys;
+    if (i < nkeys)
+        return cfg_fail(p, "%s; the line starts with the key '%s' but has no '=': write %s = "
+                        "VALUE (the rest of the line is not shown, it may hold a secret)",
+                        expected, keys[i].name, keys[i].name);
+    return cfg_fail(p, "%s (the line is not shown, it may hold a secret)", expected);
+}
+
 /* Handles a trimmed "key = value" line. Returns 0 or -1 with the error. */
 static int cfg_parse_pair(struct cfg_parser *p, const char *s, size_t n)
 {
-    char show[CFG_SHOW_MAX];
     const char *eq = memchr(s, '=', n);
     if (eq == NULL)
-        return cfg_fail(p, "expected 'key = value', a [section] header or a comment, not '%s'",
-                        cfg_show(s, n, show));
+        return cfg_fail_no_equals(p, s, n);
     const char *k = s;
     size_t kn = (size_t)(eq - s);
     cfg_trim(&k, &kn);
     if (kn == 0)
         return cfg_fail(p, "missing key before '='; write key = value");
+    p->secret = cfg_key_is_secret(k, kn);
     if (p->section == CFG_SEC_USERS) {
+        /* A password written here by mistake (the auth file's job) must not be echoed. */
+        p->secret = 1;
         p->key = "the auth_type in [users]";
         if (cfg_value_extract(p, eq + 1, (size_t)(s + n - eq - 1)) != 0)
             return -1;
@@ -1218,6 +1315,9 @@ static int cfg_fail_unknown_section(struct cfg_parser *p, const char *s, size_t 
             best = cfg_section_names[sec];
         }
     }
+    if (!cfg_is_name(s, n))
+        return cfg_fail(p, "the section header holds no section name; the sections are "
+                        "[switchyard], [blue], [green] and [users]");
     cfg_show(s, n, show);
     if (best != NULL)
         return cfg_fail(p, "unknown section [%s]; did you mean [%s]?", show, best);

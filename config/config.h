@@ -168,7 +168,10 @@ struct sy_config {
     uint64_t shadow_recheck_timeout_ms; /* shadow_recheck_timeout = 2s: its statement_timeout */
 };
 
-/* Parses a fraction from 0 to 1 ("0.25") into parts per million. Returns 0 or -1. */
+/*
+ * Parses a fraction from 0 to 1 written with digits and at most one point ("0.25", "1", ".5")
+ * into parts per million. Returns 0, or -1 for anything else (a sign, an exponent, over 1).
+ */
 int sy_parse_fraction_ppm(const char *v, uint32_t *ppm);
 
 /* The auth_type for a user: its [users] entry, else auth_type. */

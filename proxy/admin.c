@@ -16,13 +16,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin_parse.h"
 #include "log.h"
 #include "proxy.h"
 #include "switch.h"
 #include "sy_version.h"
 #include "tls.h"
 
-#define ADMIN_LINE_MAX 4096
+#define ADMIN_LINE_MAX SY_ADMIN_LINE_MAX
 
 struct admin_conn {
     uv_pipe_t pipe;
@@ -99,6 +100,15 @@ static struct json_object *error_reply(const char *msg)
 {
     struct json_object *o = json_object_new_object();
     json_object_object_add(o, "error", json_object_new_string(msg));
+    return o;
+}
+
+/* A request refused for its words alone (unknown command, bad argument): "kind": "usage" lets
+ * switchyardctl exit 2 for it, as for a usage error it finds itself. */
+static struct json_object *usage_reply(const char *msg)
+{
+    struct json_object *o = error_reply(msg);
+    json_object_object_add(o, "kind", json_object_new_string("usage"));
     return o;
 }
 
@@ -244,16 +254,9 @@ static void pause_counts(struct sy_proxy *p, int64_t *held, int64_t *busy)
 static struct json_object *cmd_pause(struct sy_proxy *p, struct admin_conn *a, int argc, char **argv)
 {
     uint64_t timeout = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
-            char *end;
-            timeout = strtoull(argv[++i], &end, 10);
-            if (*end || timeout == 0)
-                return error_reply("--timeout takes milliseconds, more than 0");
-        } else {
-            return error_reply("usage: pause [--timeout MS]");
-        }
-    }
+    char err[256];
+    if (sy_admin_pause_args(argc, argv, &timeout, err, sizeof(err)) != 0)
+        return usage_reply(err);
     if (p->shutting_down)
         return error_reply("switchyard is shutting down");
     sy_proxy_pause(p, timeout);
@@ -331,26 +334,32 @@ static struct json_object *cmd_help(struct sy_proxy *p, struct admin_conn *a, in
     return r;
 }
 
-static void admin_run_line(struct admin_conn *a, char *line)
+/* Runs one request line of len bytes (its '\n' removed). */
+static void admin_run_line(struct admin_conn *a, const char *line, size_t len)
 {
-    char *argv[16];
-    int argc = 0;
-    for (char *tok = strtok(line, " \t\r"); tok && argc < 16; tok = strtok(NULL, " \t\r"))
-        argv[argc++] = tok;
-    if (argc == 0)
+    struct sy_admin_request *req = malloc(sizeof(*req));
+    char err[256];
+    if (!req) {
+        admin_reply(a, error_reply("out of memory"));
         return;
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        if (strcmp(argv[0], commands[i].name) == 0) {
-            sy_debug("admin: uid %u ran '%s'", (unsigned)a->uid, argv[0]);
-            struct json_object *r = commands[i].fn(a->proxy, a, argc, argv);
+    }
+    int rc = sy_admin_request_parse(line, len, req, err, sizeof(err));
+    if (rc != SY_ADMIN_PARSE_OK) {
+        sy_debug("admin: uid %u sent a request refused: %s", (unsigned)a->uid, err);
+        admin_reply(a, usage_reply(err));
+    } else if (req->cmd != SY_ADMIN_NONE) {
+        const char *name = sy_admin_cmd_name(req->cmd);
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+            if (strcmp(name, commands[i].name) != 0)
+                continue;
+            sy_debug("admin: uid %u ran '%s'", (unsigned)a->uid, name);
+            struct json_object *r = commands[i].fn(a->proxy, a, req->argc, req->argv);
             if (r)
                 admin_reply(a, r); /* NULL: a long command replies as it goes */
-            return;
+            break;
         }
     }
-    char msg[160];
-    snprintf(msg, sizeof(msg), "unknown command '%.64s'; 'help' lists the commands", argv[0]);
-    admin_reply(a, error_reply(msg));
+    free(req);
 }
 
 /* ---- connections ---- */
@@ -372,16 +381,18 @@ static void admin_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     a->len += (size_t)nread;
     char *nl;
     while ((nl = memchr(a->buf, '\n', a->len)) != NULL) {
-        *nl = 0;
         size_t used = (size_t)(nl - a->buf) + 1;
-        admin_run_line(a, a->buf);
+        admin_run_line(a, a->buf, used - 1);
         memmove(a->buf, a->buf + used, a->len - used);
         a->len -= used;
     }
     if (a->len == sizeof(a->buf)) {
-        admin_reply(a, error_reply("request line too long"));
+        char msg[96];
+        snprintf(msg, sizeof(msg), "the request line is longer than %d bytes; the connection "
+                 "is closed", ADMIN_LINE_MAX - 1);
+        admin_reply(a, usage_reply(msg));
         uv_read_stop(s);
-        uv_close((uv_handle_t *)&a->pipe, on_admin_closed);
+        admin_close(a); /* a switch this connection started must forget it */
     }
 }
 

@@ -1,9 +1,15 @@
 /*
  * switchyardctl: the admin client. Sends one command line to the admin socket and prints the
  * JSON reply, either as it came (--json) or as a readable table.
+ *
+ * Exit status: 0 success; 1 the command failed or could not be carried (an error reply, an
+ * aborted switch, no daemon, the connection closed early, a reply that is not JSON); 2 a usage
+ * error, found here before anything is sent (the same parser as the daemon's, admin_parse.c)
+ * or by the daemon (an error reply with "kind": "usage").
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +18,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "admin_parse.h"
 #include "sy_version.h"
 
 #define DEFAULT_SOCKET "/tmp/switchyard.sock"
@@ -48,7 +55,14 @@ static void usage(FILE *out)
             "  -s, --socket PATH   admin socket (default $SWITCHYARD_SOCKET or " DEFAULT_SOCKET ")\n"
             "  -j, --json          print the reply as JSON (one object per line)\n"
             "  -h, --help          show this help\n"
-            "  -V, --version       show the version\n");
+            "  -V, --version       show the version\n"
+            "\n"
+            "Numbers are checked before anything is sent: --timeout takes whole milliseconds\n"
+            "from 1 to 86400000 (a day), shadow sample a fraction from 0 to 1 (like 0.25).\n"
+            "\n"
+            "Exit status: 0 success; 1 the command failed (an error reply, an aborted switch,\n"
+            "no daemon on the socket, the daemon closed the connection); 2 a usage error (a bad\n"
+            "option, command or argument, whether found here or refused by the daemon).\n");
 }
 
 static int admin_connect(const char *path)
@@ -80,10 +94,13 @@ static const char *jstr(struct json_object *o, const char *k)
     return json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : "";
 }
 
+static int read_errno; /* why read_line last returned NULL: 0 at the end of the stream */
+
 /* Reads one reply line (any length); bytes after it are kept for the next call. Returns a
- * malloc'd string or NULL at the end of the stream. */
+ * malloc'd string, or NULL at the end of the stream or on an error (read_errno says which). */
 static char *read_line(int fd)
 {
+    read_errno = 0;
     static char *buf;
     static size_t cap, len;
     for (;;) {
@@ -110,16 +127,51 @@ static char *read_line(int fd)
         ssize_t n = read(fd, buf + len, cap - len);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0)
+            read_errno = errno;
         if (n <= 0)
             return NULL;
         len += (size_t)n;
     }
 }
 
+/* Says that the daemon closed the connection (or reset it) before its reply ended. */
+static void report_closed(const char *path, const char *when, int e)
+{
+    fprintf(stderr, "switchyardctl: the daemon closed the connection %s%s%s; see its log "
+            "(is %s the admin_socket of a running switchyard?)\n", when, e ? ": " : "",
+            e ? strerror(e) : "", path);
+}
+
+/* Writes all of buf, without SIGPIPE. Returns 0, or -1 with errno set. */
+static int send_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* 2 for an error reply the daemon marks "kind": "usage" (bad words), else 1. */
+static int error_exit(struct json_object *o)
+{
+    struct json_object *k;
+    return json_object_object_get_ex(o, "kind", &k) &&
+                   strcmp(json_object_get_string(k), "usage") == 0
+               ? 2
+               : 1;
+}
+
 /* A long command (cutover, rollback): progress lines until the report, which has "result".
  * Progress is printed readably (or as JSON with --json); the report is always printed as its
  * JSON line, last. Exit 0 only when the switch happened (or a dry run passed). */
-static int stream_switch(int fd, int json)
+static int stream_switch(int fd, int json, const char *path)
 {
     char *line;
     while ((line = read_line(fd)) != NULL) {
@@ -143,8 +195,10 @@ static int stream_switch(int fd, int json)
             continue;
         }
         int rc = 1;
-        if (json_object_object_get_ex(o, "error", &v))
+        if (json_object_object_get_ex(o, "error", &v)) {
             fprintf(stderr, "switchyardctl: %s\n", json_object_get_string(v));
+            rc = error_exit(o);
+        }
         else if (json_object_object_get_ex(o, "result", &v)) {
             const char *r = json_object_get_string(v);
             rc = strcmp(r, "done") == 0 || strcmp(r, "ok") == 0 ? 0 : 1;
@@ -156,7 +210,7 @@ static int stream_switch(int fd, int json)
         free(line);
         return rc;
     }
-    fprintf(stderr, "switchyardctl: the connection closed before the report\n");
+    report_closed(path, "before the report", read_errno);
     return 1;
 }
 
@@ -277,23 +331,44 @@ int main(int argc, char **argv)
         }
         len += (size_t)w;
     }
+    /* The daemon parses the line the same way; a bad one is refused here, before connecting.
+     * An unknown command goes through: the daemon may be newer than this switchyardctl. */
+    struct sy_admin_request *req = malloc(sizeof(*req));
+    char why[256];
+    if (!req) {
+        fprintf(stderr, "switchyardctl: out of memory\n");
+        return 1;
+    }
+    int prc = sy_admin_request_parse(line, len, req, why, sizeof(why));
+    free(req);
+    if (prc == SY_ADMIN_PARSE_USAGE) {
+        fprintf(stderr, "switchyardctl: %s\n", why);
+        return 2;
+    }
     line[len++] = '\n';
+    /* A daemon that closes early must not kill us with SIGPIPE (send uses MSG_NOSIGNAL too). */
+    signal(SIGPIPE, SIG_IGN);
     int fd = admin_connect(path);
     if (fd < 0)
         return 1;
-    if (write(fd, line, len) != (ssize_t)len) {
-        fprintf(stderr, "switchyardctl: write to %s failed: %s\n", path, strerror(errno));
+    if (send_all(fd, line, len) != 0) {
+        int e = errno;
+        if (e == EPIPE || e == ECONNRESET)
+            report_closed(path, "before it read the command", e);
+        else
+            fprintf(stderr, "switchyardctl: write to %s failed: %s\n", path, strerror(e));
+        close(fd);
         return 1;
     }
     if (strcmp(argv[optind], "cutover") == 0 || strcmp(argv[optind], "rollback") == 0) {
-        int rc = stream_switch(fd, json);
+        int rc = stream_switch(fd, json, path);
         close(fd);
         return rc;
     }
     char *reply = read_line(fd);
     close(fd);
     if (!reply) {
-        fprintf(stderr, "switchyardctl: no reply from %s\n", path);
+        report_closed(path, "before replying", read_errno);
         return 1;
     }
     struct json_object *o = json_tokener_parse(reply);
@@ -314,7 +389,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "switchyardctl: %s\n", json_object_get_string(e));
     else
         print_human(argv[optind], o);
+    int rc = failed ? error_exit(o) : 0;
     json_object_put(o);
     free(reply);
-    return failed ? 1 : 0;
+    return rc;
 }

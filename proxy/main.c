@@ -3,12 +3,16 @@
  * socket, and handles signals: SIGHUP reloads the config, SIGTERM/SIGINT stop accepting and let
  * sessions finish for up to shutdown_grace (a second signal stops at once).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "auth_query.h"
 #include "switch.h"
@@ -178,6 +182,70 @@ static void runtime_install(struct runtime *rt)
     runtime_free(&old);
 }
 
+/* ---- one daemon per admin socket and state file ---- */
+
+/*
+ * Takes an exclusive lock on lock_path (created 0600 if absent) and writes this process's pid
+ * into it; the lock lasts as long as the process (the descriptor is never closed). what names
+ * the thing guarded ("admin_socket /tmp/x.sock"). Returns 0, or -1 after logging which daemon
+ * holds it (its pid, read from the file) or why the file cannot be locked.
+ */
+static int lock_take(const char *what, const char *lock_path)
+{
+    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        sy_error("cannot open the lock file %s for %s: %s; check that its directory exists "
+                 "and is writable by this user", lock_path, what, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char pid[24] = "";
+        ssize_t n = e == EWOULDBLOCK ? pread(fd, pid, sizeof(pid) - 1, 0) : -1;
+        close(fd);
+        if (e != EWOULDBLOCK) {
+            sy_error("cannot lock %s for %s: %s", lock_path, what, strerror(e));
+            return -1;
+        }
+        pid[n > 0 ? strspn(pid, "0123456789") : 0] = 0;
+        sy_error("%s is in use by another switchyard (pid %s, holding %s); stop that one "
+                 "first, or give this one its own admin_socket and state_file", what,
+                 pid[0] ? pid : "unknown", lock_path);
+        return -1;
+    }
+    char pid[24];
+    int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+        sy_warn("cannot write the pid into the lock file %s: %s", lock_path, strerror(errno));
+    return 0; /* fd stays open: closing it would drop the lock */
+}
+
+/*
+ * Locks <admin_socket>.lock, and <state_file>.lock when state_file is set (by default the
+ * state file is <admin_socket>.state, which the first lock covers). Before either path is
+ * touched: a second daemon on the same socket would unlink the running one's, and two daemons
+ * writing one state file would each undo the other's record of the active side. Returns 0 or
+ * -1 (logged).
+ */
+static int locks_take(const struct sy_config *cfg)
+{
+    char path[SY_PATH_MAX + 16], what[SY_PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s.lock", cfg->admin_socket);
+    snprintf(what, sizeof(what), "admin_socket %s", cfg->admin_socket);
+    if (lock_take(what, path) != 0)
+        return -1;
+    if (!cfg->state_file[0])
+        return 0;
+    if (strlen(cfg->state_file) + sizeof(".lock") > sizeof(path)) {
+        sy_error("state_file %s is too long to put a .lock beside it; use a shorter path",
+                 cfg->state_file);
+        return -1;
+    }
+    snprintf(path, sizeof(path), "%s.lock", cfg->state_file);
+    snprintf(what, sizeof(what), "state_file %s", cfg->state_file);
+    return lock_take(what, path);
+}
+
 /* ---- reload ---- */
 
 static void reload(void)
@@ -340,6 +408,8 @@ int main(int argc, char **argv)
     proxy.loop = uv_default_loop();
     proxy.ops = &sy_pg_ops;
     proxy.active = proxy.cfg.active;
+    if (locks_take(&proxy.cfg) != 0)
+        return 1;
     if (sy_switch_load_state(&proxy) != 0)
         return 1;
     proxy.started_ms = uv_now(proxy.loop);

@@ -39,6 +39,7 @@
 
 #include <json-c/json.h>
 
+#include "admin_parse.h"
 #include "log.h"
 #include "pg_session.h"
 #include "protocol/pg/pg_fingerprint.h"
@@ -1199,33 +1200,33 @@ static struct json_object *state_json(struct sy_proxy *p)
 
 struct json_object *sy_shadow_cmd(struct sy_proxy *p, int argc, char **argv)
 {
-    const char *sub = argc > 1 ? argv[1] : "status";
-    if (strcmp(sub, "on") == 0) {
-        const char *m = argc > 2 ? argv[2] : (p->cfg.shadow == SY_SHADOW_ALL ? "all" : "reads");
-        if (strcmp(m, "reads") != 0 && strcmp(m, "all") != 0)
-            return err("usage: shadow on [reads|all]");
+    /* The admin socket checked these words already with the same parser (admin_parse.c). */
+    struct sy_admin_shadow_args a;
+    char why[256];
+    if (sy_admin_shadow_args(argc, argv, &a, why, sizeof(why)) != 0)
+        return err(why);
+    if (a.op == SY_ADMIN_SHADOW_ON) {
+        int all = a.mode == 2 || (a.mode == 0 && p->cfg.shadow == SY_SHADOW_ALL);
+        const char *m = all ? "all" : "reads";
         if (sy_switch_running(p))
             return err("a switch is under way; turn shadowing on after it");
-        p->shadow_mode = strcmp(m, "all") == 0 ? SY_SHADOW_ALL : SY_SHADOW_READS;
+        p->shadow_mode = all ? SY_SHADOW_ALL : SY_SHADOW_READS;
         /* Sessions already shadowed in the other mode start again in this one. */
         sy_shadow_stop_all(p, "shadow mode changed");
         sy_info("shadow: on (%s), sample %.3f; sessions start at their next idle point", m,
                 p->shadow_sample_ppm / 1e6);
-    } else if (strcmp(sub, "off") == 0) {
+    } else if (a.op == SY_ADMIN_SHADOW_OFF) {
         p->shadow_mode = SY_SHADOW_OFF;
         sy_shadow_stop_all(p, "shadow turned off");
         sy_info("shadow: off");
-    } else if (strcmp(sub, "sample") == 0) {
-        uint32_t ppm;
-        if (argc < 3 || sy_parse_fraction_ppm(argv[2], &ppm) != 0)
-            return err("usage: shadow sample FRACTION (from 0 to 1, like 0.25)");
-        p->shadow_sample_ppm = ppm;
-        sy_info("shadow: sample %.3f (for sessions not yet decided)", ppm / 1e6);
-    } else if (strcmp(sub, "reset") == 0) {
+    } else if (a.op == SY_ADMIN_SHADOW_SAMPLE) {
+        p->shadow_sample_ppm = a.sample_ppm;
+        sy_info("shadow: sample %.3f (for sessions not yet decided)", a.sample_ppm / 1e6);
+    } else if (a.op == SY_ADMIN_SHADOW_RESET) {
         sy_shadow_report_reset(p->shadow_report);
         self_forget(); /* what was learnt about blue, too */
         sy_info("shadow: report counters reset");
-    } else if (strcmp(sub, "report") == 0) {
+    } else if (a.op == SY_ADMIN_SHADOW_REPORT) {
         struct json_object *o = sy_shadow_report_json(p->shadow_report);
         if (!o)
             return err("out of memory");
@@ -1235,14 +1236,11 @@ struct json_object *sy_shadow_cmd(struct sy_proxy *p, int argc, char **argv)
             json_object_object_add(o, "table", json_object_new_string(t));
             free(t);
         }
-        if (argc > 2 && strcmp(argv[2], "--reset") == 0) {
+        if (a.reset) {
             sy_shadow_report_reset(p->shadow_report);
             self_forget();
         }
         return o;
-    } else if (strcmp(sub, "status") != 0) {
-        return err("usage: shadow [status | on [reads|all] | off | sample FRACTION | report "
-                   "[--reset] | reset]");
     }
     return state_json(p);
 }

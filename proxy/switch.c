@@ -17,6 +17,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "admin_parse.h"
 #include "log.h"
 #include "switchover/cutover.h"
 #include "switchover/pgctl.h"
@@ -1865,21 +1866,16 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
         .rollback = rollback, .drain_timeout_ms = p->cfg.drain_timeout_ms,
         .catchup_timeout_ms = p->cfg.catchup_timeout_ms, .step_timeout_ms = p->cfg.step_timeout_ms,
     };
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
-            char *end;
-            opt.drain_timeout_ms = strtoull(argv[++i], &end, 10);
-            if (*end || opt.drain_timeout_ms == 0)
-                return err_obj("--timeout takes milliseconds, more than 0");
-        } else if (strcmp(argv[i], "--dry-run") == 0) {
-            opt.dry_run = 1;
-        } else if (strcmp(argv[i], "--force") == 0) {
-            opt.force = 1;
-        } else {
-            return err_obj(rollback ? "usage: rollback [--timeout MS] [--dry-run] [--force]"
-                                    : "usage: cutover [--timeout MS] [--dry-run] [--force]");
-        }
-    }
+    /* The admin socket checked these words already (proxy/admin_parse.c); this is the same
+     * parser, so a bad word can only come from another caller. */
+    struct sy_admin_switch_args args;
+    char why_args[256];
+    if (sy_admin_switch_args(argc, argv, &args, why_args, sizeof(why_args)) != 0)
+        return err_obj(why_args);
+    if (args.has_timeout)
+        opt.drain_timeout_ms = args.timeout_ms;
+    opt.dry_run = args.dry_run;
+    opt.force = args.force;
     if (!sw || !sw->ctl.started)
         return err_obj("the control thread is not running");
     if (sw->running)
