@@ -404,6 +404,9 @@ const char *sy_shadow_class_name(enum sy_shadow_class cls)
     case SY_SHADOW_REPLICATION_LAG: return "replication_lag";
     case SY_SHADOW_SKIPPED_WRITE: return "skipped_write";
     case SY_SHADOW_SHADOW_ERROR: return "shadow_error";
+    case SY_SHADOW_ACCEPTED: return "accepted";
+    case SY_SHADOW_INCONCLUSIVE: return "inconclusive";
+    case SY_SHADOW_SCHEMA_CHANGE: return "schema_change";
     default: return "unknown";
     }
 }

@@ -144,11 +144,16 @@ enum sy_shadow_class {
     SY_SHADOW_SKIPPED_WRITE = 5,    /* green refused a write (read-only shadow, SQLSTATE 25006) */
     SY_SHADOW_SHADOW_ERROR = 6,     /* green's answer is unusable (connection failed, timed out,
                                        or a message could not be decoded) */
-    SY_SHADOW_NCLASSES = 7,
+    SY_SHADOW_ACCEPTED = 7,         /* a difference the migration intends (shadow accept) */
+    SY_SHADOW_INCONCLUSIVE = 8,     /* a data difference whose lag check could not settle */
+    SY_SHADOW_SCHEMA_CHANGE = 9,    /* green's answer reflects DDL run on green during the
+                                       shadow (a cached plan invalidated), not the statement */
+    SY_SHADOW_NCLASSES = 10,
 };
 
 /* "match", "real", "order_only", "nondeterministic", "replication_lag", "skipped_write",
-   "shadow_error"; "unknown" for a value outside the enum. */
+   "shadow_error", "accepted", "inconclusive", "schema_change"; "unknown" for a value outside
+   the enum. */
 const char *sy_shadow_class_name(enum sy_shadow_class cls);
 
 /* What the caller knows beyond the two answers. All zero means nothing is known. */
