@@ -445,6 +445,109 @@ static void test_value_words_ignore_case(void **state)
     assert_int_equal(cfg.protocol, SY_PROTO_POSTGRES);
 }
 
+/* ---- errors never echo a secret ---- */
+
+/*
+ * Parses text that must be invalid: the message must start with prefix, contain needle, and
+ * not contain secret anywhere.
+ */
+static void parse_err_hidden(const char *text, const char *prefix, const char *needle,
+                             const char *secret)
+{
+    parse_err(text, prefix, needle);
+    struct sy_config cfg;
+    char err[512] = "";
+    assert_int_equal(sy_config_parse(text, strlen(text), "t.ini", &cfg, err, sizeof err), -1);
+    if (strstr(err, secret) != NULL)
+        fail_msg("the message quotes '%s': '%s'\ntext:\n%s", secret, err, text);
+}
+
+static void test_errors_hide_secrets(void **state)
+{
+#define SWX(line) "[switchyard]\nlisten = 127.0.0.1:6432\n" line "\n" SIDES
+    /* A colon instead of '=': the key is named with the fix, the rest is not shown. */
+    parse_err_hidden(SWX("auth_password: Hunter2"), "t.ini:3: ",
+                     "write auth_password = VALUE", "Hunter2");
+    parse_err_hidden(SWX("auth_password Hunter2"), "t.ini:3: ",
+                     "starts with the key 'auth_password' but has no '='", "Hunter2");
+    parse_err_hidden("[blue]\ncontrol_password:Hunter2\n", "t.ini:2: ",
+                     "write control_password = VALUE", "Hunter2");
+    /* A line that is only a secret, or a key nobody knows followed by one. */
+    parse_err_hidden(SWX("Hunter2"), "t.ini:3: ", "the line is not shown", "Hunter2");
+    parse_err_hidden(SWX("  \"Hunter2\"  "), "t.ini:3: ", "the line is not shown", "Hunter2");
+    parse_err_hidden(SWX("mypassword: Hunter2"), "t.ini:3: ", "the line is not shown", "Hunter2");
+    /* Text before '=' that is no key name is not quoted either. */
+    parse_err_hidden(SWX("auth_password Hunter2 = x"), "t.ini:3: ", "is not a key name",
+                     "Hunter2");
+    parse_err_hidden(SWX("Hunter2! = x"), "t.ini:3: ", "is not a key name", "Hunter2");
+    /* [users] maps a user to an auth_type: a password written there is not echoed. */
+    parse_err_hidden(SWX("[users]\nalice = Hunter2"), "t.ini:4: ", "passwords go in auth_file",
+                     "Hunter2");
+    /* A section header that is no name. */
+    parse_err_hidden(SWX("[Hunter2 x]"), "t.ini:3: ", "holds no section name", "Hunter2");
+    /* Secret values with an error of their own: unterminated quote, too long. */
+    parse_err_hidden(SWX("auth_password = \"Hunter2"), "t.ini:3: ",
+                     "the value of 'auth_password' has no closing", "Hunter2");
+    parse_err_hidden(SWX("auth_password = \"Hunter2\" junk"), "t.ini:3: ",
+                     "unexpected text after the closing", "Hunter2");
+    char big[600];
+    snprintf(big, sizeof big, SWX("[blue]\ncontrol_password = Hunter2%0300d"), 0);
+    parse_err_hidden(big, "t.ini:4: ", "control_password is 307 characters", "Hunter2");
+    /* Names are still quoted where they help: unknown keys and sections. */
+    parse_err(SWX("auth_pasword = Hunter2"), "t.ini:3: ", "did you mean 'auth_password'?");
+    parse_err_hidden(SWX("auth_pasword = Hunter2"), "t.ini:3: ", "auth_pasword", "Hunter2");
+    parse_err(SWX("[gren]"), "t.ini:3: ", "unknown section [gren]");
+    /* A value of an ordinary key is still quoted: it tells the operator what was read. */
+    parse_err(SWX("log_level = loud"), "t.ini:3: ", "not 'loud'");
+#undef SWX
+}
+
+static void fraction_ok(const char *s, uint32_t want)
+{
+    uint32_t got = 12345;
+    if (sy_parse_fraction_ppm(s, &got) != 0 || got != want)
+        fail_msg("fraction '%s': got %u, want %u", s, got, want);
+}
+
+static void fraction_bad(const char *s)
+{
+    uint32_t got = 12345;
+    if (sy_parse_fraction_ppm(s, &got) != -1 || got != 12345)
+        fail_msg("fraction '%s' should be rejected, got %u", s, got);
+}
+
+static void test_parse_fraction(void **state)
+{
+    fraction_ok("0", 0);
+    fraction_ok("1", 1000000);
+    fraction_ok("1.000", 1000000);
+    fraction_ok("0.25", 250000);
+    fraction_ok(".5", 500000);
+    fraction_ok("0.", 0);
+    fraction_ok("0.0000004", 0);
+    fraction_ok("0.0000005", 1);
+    fraction_ok("0.9999995", 1000000);
+    fraction_ok("0.12345678901234567890", 123457);
+    fraction_ok("000.5", 500000);
+    fraction_bad("");
+    fraction_bad(".");
+    fraction_bad("-0");
+    fraction_bad("-0.5");
+    fraction_bad("+0.5");
+    fraction_bad("1e-1");
+    fraction_bad("0x0.8");
+    fraction_bad("nan");
+    fraction_bad("inf");
+    fraction_bad("1.0000001");
+    fraction_bad("2");
+    fraction_bad("18446744073709551617");
+    fraction_bad(" 0.5");
+    fraction_bad("0.5 ");
+    fraction_bad("0,5");
+    fraction_bad("0.5.1");
+    assert_int_equal(sy_parse_fraction_ppm(NULL, NULL), -1);
+}
+
 /* ---- value parsers ---- */
 
 static void duration_ok(const char *s, uint64_t want)
@@ -690,6 +793,8 @@ int main(void)
         cmocka_unit_test(test_failure_keeps_cfg),
         cmocka_unit_test(test_small_err_buffer),
         cmocka_unit_test(test_value_words_ignore_case),
+        cmocka_unit_test(test_errors_hide_secrets),
+        cmocka_unit_test(test_parse_fraction),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_load),
