@@ -312,15 +312,16 @@ static const struct {
     {"status", cmd_status, "the proxy, both sides and totals"},
     {"clients", cmd_clients, "one row per client session"},
     {"servers", cmd_servers, "one row per server connection"},
-    {"pause", cmd_pause, "hold new transactions and logins at the proxy [--timeout MS]"},
+    {"pause", cmd_pause, "hold new transactions and logins at the proxy [--timeout MS] (MS: 1 "
+                         "to 86400000)"},
     {"resume", cmd_resume, "release everything a pause holds"},
     {"cutover", cmd_cutover, "move every session to the standby side [--timeout MS] [--dry-run] "
                              "[--force]; streams progress, ends with the report"},
     {"rollback", cmd_rollback, "within the rollback window, move back the same way "
                                "[--timeout MS] [--dry-run] [--force]"},
     {"commit", cmd_commit, "close the rollback window and remove the reverse replication"},
-    {"shadow", cmd_shadow, "shadow traffic: status | on [reads|all] | off | sample FRACTION | "
-                           "report [--reset] | reset"},
+    {"shadow", cmd_shadow, "shadow traffic: status | on [reads|all] | off | sample FRACTION (0 "
+                           "to 1) | report [--reset] | reset"},
     {"help", cmd_help, "the commands"},
 };
 
