@@ -60,7 +60,6 @@ $(sy_sides "$BLUE_PORT" "$GREEN_PORT" shop)
 INI
 mkdir -p "$W/state"
 
-active() { ctl --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["active"])'; }
 # wait_step STEP PAUSE: until status shows the running switch at STEP (200 looks, PAUSE apart).
 wait_step() {
     for _ in $(seq 200); do
@@ -68,8 +67,6 @@ wait_step() {
         sleep "$2"
     done
 }
-# jget FILE KEY: a key of the JSON object on the last line of FILE.
-jget() { tail -n 1 "$1" | python3 -c "import json,sys; print(json.load(sys.stdin).get('$2',''))"; }
 
 export PGPASSWORD=$APP_PASSWORD
 APP="host=127.0.0.1 port=$port user=$APP_USER dbname=shop"

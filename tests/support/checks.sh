@@ -88,3 +88,7 @@ start_sy() {
     done
 }
 ctl() { "$SY_BIN_DIR/switchyardctl" -s "$W/admin.sock" "$@"; }
+# active: the side switchyard routes to now (blue or green), from status.
+active() { ctl --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["active"])'; }
+# jget FILE KEY: a key of the JSON object on the last line of FILE (a command's reply or report).
+jget() { tail -n 1 "$1" | python3 -c "import json,sys; print(json.load(sys.stdin).get('$2',''))"; }
