@@ -17,6 +17,7 @@
 #include "auth_query.h"
 #include "config/auth_file.h"
 #include "log.h"
+#include "pg_derive.h"
 #include "pg_session.h"
 #include "tls.h"
 
@@ -85,7 +86,34 @@ static void load_secret(struct sy_session *sess, struct pg_sess *ps)
     ps->user_known = 1;
 }
 
-/* Fills ps->verifier: the stored one, one derived from a plain password, or a mock. */
+/* The session a derivation was for, if it is still open (closing sessions are unlinked). */
+static struct sy_session *session_by_id(struct sy_proxy *p, uint64_t id)
+{
+    for (struct sy_session *s = p->sessions; s; s = s->next)
+        if (s->id == id)
+            return s->phase == SY_PHASE_CLOSING ? NULL : s;
+    return NULL;
+}
+
+static void on_derived(void *ctx, uint64_t session_id, uint64_t token,
+                       const struct pg_derive_keys *keys);
+
+/* Starts a key derivation for the client's side of the login; the client is not read until it
+ * is back (client_derived). Returns 0, or -1 when it could not be queued. */
+static int client_derive(struct sy_session *sess, struct pg_sess *ps, enum pg_client_derive what,
+                         const char *pw, size_t n, const struct pg_scram_verifier *v)
+{
+    ps->derive_token = pg_derive_submit(sess->proxy->loop, pw, n, v->salt, v->salt_len,
+                                        v->iterations, on_derived, sess->proxy, sess->id);
+    if (ps->derive_token == 0)
+        return -1;
+    ps->derive_for = (uint8_t)what;
+    sy_conn_pause(&sess->client);
+    return 0;
+}
+
+/* Fills ps->verifier: the stored one, a mock, or one derived from a plain password. Returns 0
+ * when it is ready, 1 when its keys are being derived (see verifier_derived), -1 on failure. */
 static int prepare_verifier(struct sy_session *sess, struct pg_sess *ps)
 {
     uint8_t salt[PG_CRYPTO_KEY_LEN];
@@ -100,14 +128,9 @@ static int prepare_verifier(struct sy_session *sess, struct pg_sess *ps)
     ps->verifier.iterations = PG_CRYPTO_SCRAM_ITERATIONS;
     ps->verifier.salt_len = PG_CRYPTO_SCRAM_SALT_LEN;
     memcpy(ps->verifier.salt, salt, PG_CRYPTO_SCRAM_SALT_LEN);
-    if (ps->user_known && ps->secret_kind == SY_SECRET_PLAIN) {
-        uint8_t ck[PG_CRYPTO_KEY_LEN];
-        int rc = pg_crypto_scram_keys(ps->secret, strlen(ps->secret), ps->verifier.salt,
-                                      ps->verifier.salt_len, ps->verifier.iterations, ck,
-                                      ps->verifier.stored_key, ps->verifier.server_key);
-        OPENSSL_cleanse(ck, sizeof(ck));
-        return rc;
-    }
+    if (ps->user_known && ps->secret_kind == SY_SECRET_PLAIN)
+        return client_derive(sess, ps, PG_DERIVE_VERIFIER, ps->secret, strlen(ps->secret),
+                             &ps->verifier) == 0 ? 1 : -1;
     /* A user whose secret cannot do SCRAM (none, or an md5 hash) gets keys nothing matches. */
     ps->user_known = 0;
     return pg_crypto_random(ps->verifier.stored_key, PG_CRYPTO_KEY_LEN) |
@@ -194,6 +217,15 @@ void pg_auth_query_done(struct sy_session *sess, enum sy_aq_result result, const
         sy_conn_pump(&sess->client);
 }
 
+/* AuthenticationSASL: the verifier is ready, the client may start its SCRAM exchange. */
+static int offer_scram(struct sy_session *sess, struct pg_sess *ps)
+{
+    uint8_t msg[64];
+    int n = pg_scram_be_write_auth_sasl(msg, sizeof(msg), 0);
+    ps->ca_step = PG_CA_SASL_INITIAL;
+    return n > 0 ? sy_conn_send(&sess->client, msg, (size_t)n) : -1;
+}
+
 /* Asks the client to prove who it is, by the method configured for its user. */
 static int auth_challenge(struct sy_session *sess)
 {
@@ -235,14 +267,12 @@ static int auth_challenge(struct sy_session *sess)
         }
         /* fall through */
     case SY_AUTH_SCRAM: {
-        if (prepare_verifier(sess, ps) != 0) {
+        int rc = prepare_verifier(sess, ps);
+        if (rc < 0) {
             pg_session_fail(sess, "XX000", "switchyard could not prepare a SCRAM exchange");
             return -1;
         }
-        uint8_t msg[64];
-        int n = pg_scram_be_write_auth_sasl(msg, sizeof(msg), 0);
-        ps->ca_step = PG_CA_SASL_INITIAL;
-        return n > 0 ? sy_conn_send(&sess->client, msg, (size_t)n) : -1;
+        return rc == 0 ? offer_scram(sess, ps) : 0;
     }
     }
     return -1;
@@ -263,20 +293,33 @@ static int check_password(struct sy_session *sess, struct pg_sess *ps, const cha
             return -1;
         return CRYPTO_memcmp(stored, ps->secret, PG_CRYPTO_MD5_LEN + 1) == 0 ? 0 : -1;
     }
-    case SY_SECRET_SCRAM: {
-        struct pg_scram_verifier v;
-        uint8_t ck[PG_CRYPTO_KEY_LEN], sk[PG_CRYPTO_KEY_LEN], svk[PG_CRYPTO_KEY_LEN];
-        int ok = pg_scram_parse_verifier((const uint8_t *)ps->secret, strlen(ps->secret), &v,
-                                         NULL) > 0 &&
-                 pg_crypto_scram_keys(pw, n, v.salt, v.salt_len, v.iterations, ck, sk, svk) == 0 &&
-                 CRYPTO_memcmp(sk, v.stored_key, sizeof(sk)) == 0 &&
-                 CRYPTO_memcmp(svk, v.server_key, sizeof(svk)) == 0;
-        OPENSSL_cleanse(ck, sizeof(ck));
-        OPENSSL_cleanse(&v, sizeof(v));
-        return ok ? 0 : -1;
-    }
     }
     return -1;
+}
+
+/* A cleartext password against the user's SCRAM verifier: its keys are derived on a worker
+ * (password_checked has the answer). The password waits in ps->password when it fits, to log
+ * into the server with later. Returns 0, or -1 when the session was failed. */
+static int check_scram_password(struct sy_session *sess, struct pg_sess *ps, const char *pw,
+                                size_t n)
+{
+    struct pg_scram_verifier v;
+    if (pg_scram_parse_verifier((const uint8_t *)ps->secret, strlen(ps->secret), &v, NULL) <= 0) {
+        auth_failed(sess, "the user's SCRAM verifier is malformed");
+        return -1;
+    }
+    if (n < sizeof(ps->password)) {
+        memcpy(ps->password, pw, n);
+        ps->password[n] = 0;
+        ps->login->password_kept = 1;
+    }
+    int rc = client_derive(sess, ps, PG_DERIVE_PASSWORD, pw, n, &v);
+    OPENSSL_cleanse(&v, sizeof(v));
+    if (rc != 0) {
+        pg_session_fail(sess, "53200", "switchyard is out of memory");
+        return -1;
+    }
+    return 0;
 }
 
 static int on_password(struct sy_session *sess, struct pg_sess *ps, const uint8_t *body, size_t n)
@@ -301,6 +344,8 @@ static int on_password(struct sy_session *sess, struct pg_sess *ps, const uint8_
         }
         return client_authenticated(sess);
     }
+    if (ps->user_known && ps->secret_kind == SY_SECRET_SCRAM)
+        return check_scram_password(sess, ps, (const char *)body, pl);
     if (check_password(sess, ps, (const char *)body, pl) != 0) {
         auth_failed(sess, ps->user_known ? "wrong password" : "unknown user");
         return -1;
@@ -310,6 +355,62 @@ static int on_password(struct sy_session *sess, struct pg_sess *ps, const uint8_
         ps->have_password = 1;
     }
     return client_authenticated(sess);
+}
+
+/* The keys of the user's plain secret are back: the verifier is ready, offer SCRAM. */
+static int verifier_derived(struct sy_session *sess, struct pg_sess *ps,
+                            const struct pg_derive_keys *keys)
+{
+    if (keys->rc != 0) {
+        sy_session_log(sess, SY_LOG_ERROR, "deriving the SCRAM verifier failed: %s",
+                       pg_crypto_strerror(keys->rc));
+        pg_session_fail(sess, "XX000", "switchyard could not prepare a SCRAM exchange");
+        return -1;
+    }
+    memcpy(ps->verifier.stored_key, keys->stored_key, PG_CRYPTO_KEY_LEN);
+    memcpy(ps->verifier.server_key, keys->server_key, PG_CRYPTO_KEY_LEN);
+    return offer_scram(sess, ps);
+}
+
+/* The keys of a cleartext password are back: they must be the user's verifier's. */
+static int password_checked(struct sy_session *sess, struct pg_sess *ps,
+                            const struct pg_derive_keys *keys)
+{
+    struct pg_scram_verifier v;
+    int ok = keys->rc == 0 &&
+             pg_scram_parse_verifier((const uint8_t *)ps->secret, strlen(ps->secret), &v,
+                                     NULL) > 0 &&
+             CRYPTO_memcmp(keys->stored_key, v.stored_key, PG_CRYPTO_KEY_LEN) == 0 &&
+             CRYPTO_memcmp(keys->server_key, v.server_key, PG_CRYPTO_KEY_LEN) == 0;
+    OPENSSL_cleanse(&v, sizeof(v));
+    if (!ok) {
+        OPENSSL_cleanse(ps->password, sizeof(ps->password));
+        auth_failed(sess, keys->rc != 0 ? pg_crypto_strerror(keys->rc) : "wrong password");
+        return -1;
+    }
+    ps->have_password = ps->login->password_kept;
+    return client_authenticated(sess);
+}
+
+/* A client-side derivation is back (the session is open and still waiting for it). */
+static void client_derived(struct sy_session *sess, struct pg_sess *ps,
+                           const struct pg_derive_keys *keys)
+{
+    uint8_t what = ps->derive_for;
+    ps->derive_for = 0;
+    int rc = what == PG_DERIVE_VERIFIER ? verifier_derived(sess, ps, keys)
+                                        : password_checked(sess, ps, keys);
+    if (sess->phase == SY_PHASE_CLOSING)
+        return;
+    if (rc != 0) {
+        pg_session_fail(sess, "XX000", "switchyard failed during authentication");
+        return;
+    }
+    if (ps->stage == PG_STAGE_CLIENT_AUTH && !ps->derive_token) {
+        /* A message the client pipelined meanwhile is handled now. */
+        sy_conn_resume(&sess->client);
+        sy_conn_pump(&sess->client);
+    }
 }
 
 static int on_sasl_initial(struct sy_session *sess, struct pg_sess *ps, const uint8_t *body,
@@ -403,7 +504,9 @@ int pg_auth_client_data(struct sy_session *sess)
 {
     struct pg_sess *ps = pg_sess_of(sess);
     struct sy_conn *c = &sess->client;
-    while (ps->stage == PG_STAGE_CLIENT_AUTH && c->len > 0) {
+    /* While a lookup or a derivation is out, the next message waits in the buffer. */
+    while (ps->stage == PG_STAGE_CLIENT_AUTH && !ps->waiting_query && !ps->derive_token &&
+           c->len > 0) {
         int total = pg_front_message(c, 65536);
         if (total == 0)
             return 0;
@@ -578,17 +681,20 @@ static int sasl_start(struct sy_session *sess, struct pg_sess *ps, struct pg_ser
     return m > 0 ? sy_conn_send(L->conn, msg, (size_t)m) : -1;
 }
 
-/* The keys to answer the server's SCRAM challenge with, for its salt and iteration count. */
-static int sasl_keys(struct pg_sess *ps, const uint8_t *salt, size_t salt_len, uint32_t iter,
-                     uint8_t ck[PG_CRYPTO_KEY_LEN], uint8_t sk[PG_CRYPTO_KEY_LEN],
-                     uint8_t svk[PG_CRYPTO_KEY_LEN])
+/* The cleartext password Switchyard has for the user: the client's, or auth_file's; or NULL. */
+static const char *login_password(const struct pg_sess *ps)
 {
-    const char *pw = ps->have_password ? ps->password
-                     : (ps->user_known && ps->secret_kind == SY_SECRET_PLAIN) ? ps->secret
-                                                                              : NULL;
-    if (pw)
-        return pg_crypto_scram_keys(pw, strlen(pw), salt, salt_len, iter, ck, sk, svk);
-    /* Pass-through: the server must hold the same verifier the client was checked against. */
+    if (ps->have_password)
+        return ps->password;
+    return ps->user_known && ps->secret_kind == SY_SECRET_PLAIN ? ps->secret : NULL;
+}
+
+/* Pass-through: the keys recovered from the client's own SCRAM exchange, usable only when the
+ * server holds the same verifier the client was checked against. Returns 0 or -1. */
+static int passthrough_keys(struct pg_sess *ps, const uint8_t *salt, size_t salt_len,
+                            uint32_t iter, uint8_t ck[PG_CRYPTO_KEY_LEN],
+                            uint8_t sk[PG_CRYPTO_KEY_LEN], uint8_t svk[PG_CRYPTO_KEY_LEN])
+{
     if (!ps->have_client_key || ps->verifier.salt_len != salt_len ||
         memcmp(ps->verifier.salt, salt, salt_len) != 0 || ps->verifier.iterations != iter)
         return -1;
@@ -596,6 +702,74 @@ static int sasl_keys(struct pg_sess *ps, const uint8_t *salt, size_t salt_len, u
     memcpy(sk, ps->verifier.stored_key, PG_CRYPTO_KEY_LEN);
     memcpy(svk, ps->verifier.server_key, PG_CRYPTO_KEY_LEN);
     return 0;
+}
+
+/* The server's challenge names the cost of answering it: refuse a count over the limit before
+ * any work is done (a hostile server, or anyone in the middle of an unverified connection,
+ * could otherwise make each login cost minutes of CPU). Returns 0, or -1 when L failed. */
+static int check_iterations(struct sy_session *sess, struct pg_server_login *L, uint32_t iter)
+{
+    uint32_t max = sess->proxy->cfg.server_scram_max_iterations;
+    char msg[400];
+    if (iter < 1) {
+        sess->proxy->protocol_errors++;
+        login_fail(sess, L, "08P01", "the server sent a SCRAM challenge with no iterations");
+        return -1;
+    }
+    if (iter <= max)
+        return 0;
+    snprintf(msg, sizeof(msg),
+             "the %s server asked for %u SCRAM iterations to log in user %s, more than "
+             "server_scram_max_iterations (%u); raise server_scram_max_iterations if the "
+             "server really uses that many",
+             sy_side_name(L->side), iter, sess->user, max);
+    login_fail(sess, L, "08006", msg);
+    return -1;
+}
+
+/* AuthMessage and client-final-message-without-proof into the scratch, from the server's
+ * first message (a) and its nonce. They do not depend on the keys. Returns 0 or -1. */
+static int sasl_auth_message(struct pg_server_login *L, const struct pg_scram_auth_sasl *a,
+                             const struct pg_scram_server_first *sf)
+{
+    struct pg_login *x = L->scratch;
+    int w = pg_scram_fe_write_client_final_without_proof(x->sl_without_proof,
+                                                         sizeof(x->sl_without_proof), "n,,", 3,
+                                                         NULL, 0, (const char *)sf->nonce.ptr,
+                                                         sf->nonce.len);
+    if (w <= 0)
+        return -1;
+    x->sl_without_proof_len = (size_t)w;
+    struct pg_scram_view bare = {x->sl_client_first_bare, x->sl_client_first_bare_len};
+    struct pg_scram_view sfirst = {(const char *)a->data, a->data_len};
+    struct pg_scram_view wp = {x->sl_without_proof, x->sl_without_proof_len};
+    int am = pg_scram_write_auth_message(x->sl_auth_message, sizeof(x->sl_auth_message), bare,
+                                         sfirst, wp);
+    if (am <= 0)
+        return -1;
+    x->sl_auth_message_len = (size_t)am;
+    return 0;
+}
+
+/* The client-final-message with its proof from ClientKey and StoredKey. Returns 0, or -1
+ * (the session may have been closed). */
+static int sasl_send_proof(struct pg_server_login *L, const uint8_t ck[PG_CRYPTO_KEY_LEN],
+                           const uint8_t sk[PG_CRYPTO_KEY_LEN])
+{
+    struct pg_login *x = L->scratch;
+    uint8_t proof[PG_CRYPTO_KEY_LEN];
+    char final[PG_SCRAM_MSG_MAX];
+    uint8_t msg[PG_SCRAM_MSG_MAX + 16];
+    if (pg_crypto_client_proof(ck, sk, x->sl_auth_message, x->sl_auth_message_len, proof) != 0)
+        return -1;
+    int f = pg_scram_fe_write_client_final(final, sizeof(final), x->sl_without_proof,
+                                           x->sl_without_proof_len, proof);
+    int m = f > 0 ? pg_scram_fe_write_sasl_response(msg, sizeof(msg), final, (size_t)f) : -1;
+    OPENSSL_cleanse(proof, sizeof(proof));
+    OPENSSL_cleanse(final, sizeof(final));
+    int rc = m > 0 ? sy_conn_send(L->conn, msg, (size_t)m) : -1;
+    OPENSSL_cleanse(msg, sizeof(msg));
+    return rc;
 }
 
 static int sasl_continue(struct sy_session *sess, struct pg_sess *ps, struct pg_server_login *L,
@@ -609,8 +783,28 @@ static int sasl_continue(struct sy_session *sess, struct pg_sess *ps, struct pg_
         login_fail(sess, L, "08P01", "the server sent a malformed SCRAM server-first-message");
         return -1;
     }
-    uint8_t ck[PG_CRYPTO_KEY_LEN], sk[PG_CRYPTO_KEY_LEN], proof[PG_CRYPTO_KEY_LEN];
-    if (sasl_keys(ps, salt, sf.salt_len, sf.iterations, ck, sk, L->scratch->sl_server_key) != 0) {
+    if (check_iterations(sess, L, sf.iterations) != 0)
+        return -1;
+    if (sasl_auth_message(L, a, &sf) != 0)
+        return -1;
+    const char *pw = login_password(ps);
+    if (pw) {
+        /* PBKDF2 runs on a worker; the server connection is not read until the keys are back
+         * (server_derived), and the login's deadline (client_login_timeout) still runs. */
+        L->derive_token = pg_derive_submit(sess->proxy->loop, pw, strlen(pw), salt, sf.salt_len,
+                                           sf.iterations, on_derived, sess->proxy, sess->id);
+        if (L->derive_token == 0) {
+            login_fail(sess, L, "53200", "switchyard is out of memory");
+            return -1;
+        }
+        sy_session_log(sess, SY_LOG_DEBUG, "deriving keys for the %s server's SCRAM challenge "
+                       "(%u iterations) on a worker thread", sy_side_name(L->side), sf.iterations);
+        sy_conn_pause(L->conn);
+        return 0;
+    }
+    uint8_t ck[PG_CRYPTO_KEY_LEN], sk[PG_CRYPTO_KEY_LEN];
+    if (passthrough_keys(ps, salt, sf.salt_len, sf.iterations, ck, sk,
+                         L->scratch->sl_server_key) != 0) {
         if (!client_proved_password(ps)) {
             server_login_failed(sess, L, "28000",
                                 "switchyard cannot log into the %s server as %s: the server's "
@@ -629,25 +823,34 @@ static int sasl_continue(struct sy_session *sess, struct pg_sess *ps, struct pg_
             pg_crypto_random(L->scratch->sl_server_key, sizeof(L->scratch->sl_server_key)) != 0)
             return -1;
     }
-    char without[PG_SCRAM_MSG_MAX], final[PG_SCRAM_MSG_MAX];
-    int w = pg_scram_fe_write_client_final_without_proof(without, sizeof(without), "n,,", 3, NULL,
-                                                         0, (const char *)sf.nonce.ptr,
-                                                         sf.nonce.len);
-    struct pg_scram_view bare = {L->scratch->sl_client_first_bare, L->scratch->sl_client_first_bare_len};
-    struct pg_scram_view sfirst = {(const char *)a->data, a->data_len};
-    struct pg_scram_view wp = {without, w > 0 ? (size_t)w : 0};
-    int am = w > 0 ? pg_scram_write_auth_message(L->scratch->sl_auth_message, sizeof(L->scratch->sl_auth_message),
-                                                 bare, sfirst, wp)
-                   : -1;
-    int rc = am > 0 ? pg_crypto_client_proof(ck, sk, L->scratch->sl_auth_message, (size_t)am, proof) : -1;
+    int rc = sasl_send_proof(L, ck, sk);
     OPENSSL_cleanse(ck, sizeof(ck));
-    if (rc != 0)
-        return -1;
-    L->scratch->sl_auth_message_len = (size_t)am;
-    int f = pg_scram_fe_write_client_final(final, sizeof(final), without, (size_t)w, proof);
-    uint8_t msg[PG_SCRAM_MSG_MAX + 16];
-    int m = f > 0 ? pg_scram_fe_write_sasl_response(msg, sizeof(msg), final, (size_t)f) : -1;
-    return m > 0 ? sy_conn_send(L->conn, msg, (size_t)m) : -1;
+    OPENSSL_cleanse(sk, sizeof(sk));
+    return rc;
+}
+
+/* The keys for the server's challenge are back: answer it and read the server again. */
+static void server_derived(struct sy_session *sess, struct pg_server_login *L,
+                           const struct pg_derive_keys *keys)
+{
+    if (keys->rc != 0) {
+        sy_session_log(sess, SY_LOG_ERROR, "deriving keys for the %s server's SCRAM challenge "
+                       "failed: %s", sy_side_name(L->side), pg_crypto_strerror(keys->rc));
+        login_fail(sess, L, "XX000", "switchyard could not answer the server's SCRAM challenge");
+        return;
+    }
+    memcpy(L->scratch->sl_server_key, keys->server_key, PG_CRYPTO_KEY_LEN);
+    struct sy_conn *c = L->conn;
+    if (sasl_send_proof(L, keys->client_key, keys->stored_key) != 0) {
+        if (sess->phase != SY_PHASE_CLOSING && c->open)
+            login_fail(sess, L, "XX000", "switchyard could not answer the server's SCRAM challenge");
+        return;
+    }
+    if (sess->phase == SY_PHASE_CLOSING || !c->open)
+        return;
+    /* What the server sent meanwhile (it should wait for our answer) is read now. */
+    sy_conn_resume(c);
+    sy_conn_pump(c);
 }
 
 static int sasl_final(struct sy_session *sess, struct pg_sess *ps, struct pg_server_login *L,
@@ -686,9 +889,7 @@ static int server_auth_request(struct sy_session *sess, struct pg_sess *ps,
     uint32_t code;
     if (pg_be_parse_auth(msg, len, &code) < 0)
         return PG_E_MALFORMED;
-    const char *plain = ps->have_password ? ps->password
-                        : (ps->user_known && ps->secret_kind == SY_SECRET_PLAIN) ? ps->secret
-                                                                                 : NULL;
+    const char *plain = login_password(ps);
     switch (code) {
     case AUTH_OK:
         return 1;
@@ -747,7 +948,8 @@ int pg_auth_server_data(struct sy_session *sess, struct pg_server_login *L)
     struct sy_conn *c = L->conn;
     if (L->step == PG_SL_TLS_ANSWER)
         return c->len > 0 ? tls_answer(sess, ps, L) : 0;
-    while (L->step != PG_SL_DONE && c->open && c->len > 0) {
+    /* While keys are being derived the next message waits (server_derived pumps it). */
+    while (L->step != PG_SL_DONE && !L->derive_token && c->open && c->len > 0) {
         int total = pg_front_message(c, 65536);
         if (total == 0)
             return 0;
@@ -810,6 +1012,45 @@ int pg_auth_server_data(struct sy_session *sess, struct pg_server_login *L)
     return 0;
 }
 
+/* The server login whose derivation token this is, if it still waits for it on an open
+ * connection (a standby's login may have been dropped and another begun since). */
+static struct pg_server_login *login_of_token(struct sy_session *sess, struct pg_sess *ps,
+                                              uint64_t token)
+{
+    if (ps->sl.derive_token == token)
+        return ps->sl.conn && ps->sl.conn == sess->server && sess->server->open ? &ps->sl : NULL;
+    if (!ps->move)
+        return NULL;
+    struct pg_server_login *L = pg_move_login(ps);
+    if (L->derive_token != token)
+        return NULL;
+    return L->conn && L->conn == sess->standby && sess->standby->open ? L : NULL;
+}
+
+/* A derivation is back, on the loop. The session is found again by its id: if it closed (a
+ * login timeout, the client gone) or no longer waits for this token, the keys are dropped. */
+static void on_derived(void *ctx, uint64_t session_id, uint64_t token,
+                       const struct pg_derive_keys *keys)
+{
+    struct sy_session *sess = session_by_id(ctx, session_id);
+    if (!sess) {
+        sy_debug("session %llu: SCRAM keys derived after the session closed; dropped",
+                 (unsigned long long)session_id);
+        return;
+    }
+    struct pg_sess *ps = pg_sess_of(sess);
+    if (ps->derive_token == token) {
+        ps->derive_token = 0;
+        client_derived(sess, ps, keys);
+        return;
+    }
+    struct pg_server_login *L = login_of_token(sess, ps, token);
+    if (!L)
+        return;
+    L->derive_token = 0;
+    server_derived(sess, L, keys);
+}
+
 void pg_auth_login_done(struct pg_sess *ps)
 {
     if (ps->login) {
@@ -821,6 +1062,9 @@ void pg_auth_login_done(struct pg_sess *ps)
 
 void pg_auth_free(struct pg_sess *ps)
 {
+    pg_derive_cancel(ps->derive_token);
+    pg_derive_cancel(ps->sl.derive_token);
+    ps->derive_token = ps->sl.derive_token = 0;
     pg_auth_login_done(ps);
     OPENSSL_cleanse(ps->secret, sizeof(ps->secret));
     OPENSSL_cleanse(ps->password, sizeof(ps->password));

@@ -13,6 +13,7 @@
 #include <sys/random.h>
 
 #include "log.h"
+#include "pg_derive.h"
 #include "pg_session.h"
 #include "switch.h"
 #include "tls.h"
@@ -533,6 +534,8 @@ static void pg_session_free(struct sy_session *sess)
         return;
     for (size_t i = 0; i < ps->nparams; i++)
         free(ps->params[i]);
+    if (ps->move)
+        pg_derive_cancel(pg_move_login(ps)->derive_token); /* a standby's login, if deriving */
     pg_move_drop(sess);
     pg_auth_free(ps);
     free(ps->startup);

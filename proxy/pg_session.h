@@ -30,6 +30,12 @@ enum pg_client_auth_step {
     PG_CA_SASL_FINAL = 4,   /* SASLResponse with the client-final-message */
 };
 
+/* What a key derivation on the client's side of the login is for. */
+enum pg_client_derive {
+    PG_DERIVE_VERIFIER = 1, /* a SCRAM verifier from the user's plain secret */
+    PG_DERIVE_PASSWORD = 2, /* a cleartext password checked against a SCRAM verifier */
+};
+
 /* Where Switchyard's own login into the server stands. */
 enum pg_server_login_step {
     PG_SL_CONNECTING = 1, /* TCP connect in progress */
@@ -57,6 +63,9 @@ struct pg_login {
     uint8_t sl_server_key[PG_CRYPTO_KEY_LEN];
     char sl_auth_message[3 * PG_SCRAM_MSG_MAX];
     size_t sl_auth_message_len;
+    char sl_without_proof[PG_SCRAM_MSG_MAX]; /* client-final-message-without-proof */
+    size_t sl_without_proof_len;
+    uint8_t password_kept; /* a cleartext password being checked is in ps->password */
 };
 
 /* One login of Switchyard into a server: the session's own, or a standby's for a move. */
@@ -67,6 +76,8 @@ struct pg_server_login {
     struct pg_login *scratch; /* the SCRAM exchange's state */
     uint8_t standby;          /* failures go to the switch, not to the client */
     uint8_t read_only;        /* add default_transaction_read_only = on (a shadow in reads mode) */
+    uint64_t derive_token;    /* keys for the server's SCRAM challenge are being derived on a
+                                 worker (pg_derive.h); the connection is not read meanwhile */
 };
 
 struct pg_move;   /* pg_move.c: a standby connection and a move in progress */
@@ -98,6 +109,9 @@ struct pg_sess {
     enum pg_client_auth_step ca_step;
     int user_known;         /* the user has a usable secret */
     int waiting_query;      /* an auth_query lookup is out for this session */
+    uint64_t derive_token;  /* a client-side key derivation is out (pg_derive.h): the client is
+                               not read until it is back */
+    uint8_t derive_for;     /* what it is for: enum pg_client_derive */
     char secret[1100];      /* the user's secret (plain, md5 or SCRAM verifier); wiped on free */
     int secret_kind;        /* enum sy_secret_kind */
     struct pg_scram_verifier verifier;
@@ -140,7 +154,7 @@ int pg_auth_server_tls_ready(struct sy_session *sess, struct pg_server_login *L)
 int pg_auth_server_data(struct sy_session *sess, struct pg_server_login *L);
 /* Frees the login scratch (the session is logged in). */
 void pg_auth_login_done(struct pg_sess *ps);
-/* Wipes secrets. */
+/* Wipes secrets and cancels the session's key derivations. */
 void pg_auth_free(struct pg_sess *ps);
 /* An auth_query lookup came back (see auth_query.h). */
 #include "auth_query.h"
