@@ -112,6 +112,13 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static long runs[A_COUNT], fails[A_COUNT];
 static long cancels_landed, cancels_late;
 static long printed_fails;
+static double max_ms[A_COUNT];
+static struct {
+    double ms, at;
+    int client;
+    long seq;
+    enum action a;
+} slowest;
 static volatile int stop_now;
 static struct timespec t_start;
 
@@ -186,7 +193,8 @@ struct raw {
     uint8_t *buf;
     size_t cap, start, end;
     size_t chunk;  /* most bytes per recv (slow readers) */
-    int pause_us;  /* sleep after each recv (slow readers) */
+    int pause_us;  /* sleep after each recv (slow readers)... */
+    long sleep_budget_us; /* ...until this much sleep was spent */
     int64_t deadline;
 };
 
@@ -306,8 +314,10 @@ static int raw_fill(struct client *c, struct raw *r)
         if (n == 0)
             return 0;
         r->end += (size_t)n;
-        if (r->pause_us > 0)
+        if (r->pause_us > 0 && r->sleep_budget_us > 0) {
             usleep((useconds_t)r->pause_us);
+            r->sleep_budget_us -= r->pause_us;
+        }
         return 1;
     }
 }
@@ -615,11 +625,8 @@ static int act_slow_read(struct client *c)
         char sql[256];
         result_sql(sql, sizeof(sql), c->tag, 1, rows, width);
         r.chunk = (size_t)rnd(c, 1024, 32768);
-        /* about two seconds of reading at most */
-        long reads = (long)rows * (width + 30) / (long)r.chunk + 1;
         r.pause_us = rnd(c, 1000, 20000);
-        if ((long)r.pause_us * reads > 2000000)
-            r.pause_us = (int)(2000000 / reads);
+        r.sleep_budget_us = 2000000; /* two seconds of sleeping at most, then read on */
         if (send_query(&r, sql) != 0)
             rc = fail(c, "send: %s", strerror(errno));
         else
@@ -1036,8 +1043,18 @@ static void *client_main(void *arg)
         c->err[0] = 0;
         double t0 = elapsed_s();
         int rc = run_action(c, a);
+        double ms = (elapsed_s() - t0) * 1000;
         pthread_mutex_lock(&lock);
         runs[a]++;
+        if (ms > max_ms[a])
+            max_ms[a] = ms;
+        if (ms > slowest.ms) {
+            slowest.ms = ms;
+            slowest.at = t0;
+            slowest.client = c->id;
+            slowest.seq = c->seq;
+            slowest.a = a;
+        }
         if (rc != 0 && ++printed_fails > 50) {
             fails[a]++;
             if (printed_fails == 51)
@@ -1045,7 +1062,7 @@ static void *client_main(void *arg)
         } else if (rc != 0) {
             fails[a]++;
             printf("chaos: FAIL client %d action %ld %s (at %.1f s, %.0f ms): %s\n", c->id, c->seq,
-                   actions[a].name, t0, (elapsed_s() - t0) * 1000, c->err);
+                   actions[a].name, t0, ms, c->err);
             fflush(stdout);
         }
         pthread_mutex_unlock(&lock);
@@ -1141,12 +1158,16 @@ int main(int argc, char **argv)
 
     long passed = 0, failed = 0, checked_ok = 0;
     for (int a = 0; a < A_COUNT; a++) {
-        printf("chaos: %-18s %5ld runs, %ld failed\n", actions[a].name, runs[a], fails[a]);
+        printf("chaos: %-18s %5ld runs, %ld failed, slowest %.0f ms\n", actions[a].name, runs[a],
+               fails[a], max_ms[a]);
         passed += runs[a] - fails[a];
         failed += fails[a];
         if (a <= A_COPY_IN_FAIL)
             checked_ok += runs[a] - fails[a];
     }
+    if (slowest.ms > 0)
+        printf("chaos: slowest action: client %d action %ld %s, started at %.1f s, %.0f ms\n",
+               slowest.client, slowest.seq, actions[slowest.a].name, slowest.at, slowest.ms);
     printf("chaos: cancels: %ld landed (57014), %ld after the sleep had ended\n", cancels_landed,
            cancels_late);
     if (runs[A_CANCEL] >= 5 && cancels_landed == 0) {

@@ -158,7 +158,7 @@ done
 check "a second reload on green" [ "$(grep -c 'config reloaded' "$W/sy.log")" -ge 2 ]
 
 wait "$chaos_pid" && rc=0 || rc=$?
-grep -E '^chaos: (FAIL|seed|cancels|[a-z_]+ +[0-9]+ runs|[0-9.]+ s,|[0-9]+ passed)' "$W/chaos.out" |
+grep -E '^chaos: (FAIL|seed|cancels|slowest|[a-z_]+ +[0-9]+ runs|[0-9.]+ s,|[0-9]+ passed)' "$W/chaos.out" |
     head -n 60 | sed 's/^/   /' || true
 check "every well-behaved chaos client got the right answers (chaos exit $rc)" [ "$rc" -eq 0 ]
 
