@@ -818,7 +818,7 @@ static int sasl_continue(struct sy_session *sess, struct pg_sess *ps, struct pg_
          * (28P01) as it would a direct client, and say why here. */
         sy_session_log(sess, SY_LOG_WARN, "the %s server's SCRAM salt or iteration count differs "
                        "from auth_file's verifier (expired password, or a stale entry); the "
-                       "server will refuse this login", sy_side_name(sess->side));
+                       "server will refuse this login", sy_side_name(L->side));
         if (pg_crypto_random(ck, sizeof(ck)) != 0 || pg_crypto_random(sk, sizeof(sk)) != 0 ||
             pg_crypto_random(L->scratch->sl_server_key, sizeof(L->scratch->sl_server_key)) != 0)
             return -1;
@@ -842,11 +842,11 @@ static void server_derived(struct sy_session *sess, struct pg_server_login *L,
     memcpy(L->scratch->sl_server_key, keys->server_key, PG_CRYPTO_KEY_LEN);
     struct sy_conn *c = L->conn;
     if (sasl_send_proof(L, keys->client_key, keys->stored_key) != 0) {
-        if (sess->phase != SY_PHASE_CLOSING && c->open)
+        if (!sy_conn_gone(c))
             login_fail(sess, L, "XX000", "switchyard could not answer the server's SCRAM challenge");
         return;
     }
-    if (sess->phase == SY_PHASE_CLOSING || !c->open)
+    if (sy_conn_gone(c)) /* a standby may go on after its session closed (standby_linger) */
         return;
     /* What the server sent meanwhile (it should wait for our answer) is read now. */
     sy_conn_resume(c);
@@ -987,7 +987,7 @@ int pg_auth_server_data(struct sy_session *sess, struct pg_server_login *L)
             continue;
         }
         int rc = server_auth_request(sess, ps, L, c->buf, (size_t)total);
-        if (sess->phase == SY_PHASE_CLOSING || !c->open)
+        if (sy_conn_gone(c))
             return -1;
         if (rc < 0) {
             sess->proxy->protocol_errors++;

@@ -622,6 +622,13 @@ static void move_ready(struct sy_session *sess, struct pg_move *mv)
     sy_switch_move_prepared(sess, mv->unmovable[0] ? mv->unmovable : NULL);
 }
 
+void pg_move_shadow_live(struct sy_session *sess)
+{
+    struct pg_move *mv = pg(sess)->move;
+    if (mv && mv->shadow)
+        mv->step = MV_SHADOW; /* nothing to replay: the shadow started at login */
+}
+
 /* For a shadow: the state came back from the session's server. Its replay goes first on the
  * shadow connection and mirroring starts at once (the mirrored requests follow the replay in
  * order); the client's requests waited for the state read only. */

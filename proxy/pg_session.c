@@ -421,14 +421,17 @@ static int ready_for_query(struct sy_session *sess, struct pg_sess *ps, uint8_t 
         sess->tx = SY_TX_FAILED;
     else
         sess->tx = ps->pending_ready > 0 || ps->ext_open ? SY_TX_ACTIVE : SY_TX_IDLE;
+    int answers_client = sess->phase != SY_PHASE_LOGIN; /* not the login's own */
     if (sess->phase == SY_PHASE_LOGIN) {
         sy_session_logged_in(sess);
         sy_session_clear_timeout(sess);
         sy_session_log(sess, SY_LOG_INFO, "logged in to %s, database %s", sy_side_name(sess->side),
                        sess->database);
+        if (sess->proxy->shadow_mode != SY_SHADOW_OFF)
+            pg_shadow_login(sess);
     }
     if (ps->shadow || sess->proxy->shadow_mode != SY_SHADOW_OFF)
-        pg_shadow_blue_ready(sess, sess->tx == SY_TX_IDLE && status == 'I');
+        pg_shadow_blue_ready(sess, sess->tx == SY_TX_IDLE && status == 'I', answers_client);
     if (sess->warm_read == 1 && sess->tx == SY_TX_IDLE && status == 'I')
         ps->switch_idle = 1;
     return 0;
@@ -559,6 +562,7 @@ const struct sy_protocol_ops sy_pg_ops = {
     .move_warm_read = pg_move_warm_read,
     .move_commit = pg_move_commit,
     .standby_drop = pg_move_drop,
+    .standby_linger = pg_shadow_linger,
     .server_park = pg_pool_park,
     .pool_key = pg_pool_key,
     .server_reused = pg_pool_reused,

@@ -182,6 +182,9 @@ void pg_params_store(char **params, size_t *n, const char *name, const char *val
 /* pg_move.c, for shadows: a standby connection opened for shadow traffic (reports go to
  * pg_shadow.c); read_only adds default_transaction_read_only = on to the startup parameters. */
 int pg_move_shadow_open(struct sy_session *sess, enum sy_side side, int read_only);
+/* The shadow connection opened at login is logged in: what follows on it answers mirrored
+ * requests (no state to replay). */
+void pg_move_shadow_live(struct sy_session *sess);
 
 /* pg_shadow.c */
 /* Each client message start (whole: the message is all in msg). */
@@ -192,10 +195,17 @@ void pg_shadow_mirror(struct sy_session *sess, const uint8_t *bytes, size_t n);
 /* Each server message start on the session's server connection. */
 void pg_shadow_server_message(struct sy_session *sess, uint8_t type, const uint8_t *msg,
                               size_t len, int whole);
-/* The server sent ReadyForQuery; idle: the session is between requests, nothing pending. */
-void pg_shadow_blue_ready(struct sy_session *sess, int idle);
+/* The server sent ReadyForQuery; idle: the session is between requests, nothing pending;
+ * answers_client: it answers a request of the client's (not the login). */
+void pg_shadow_blue_ready(struct sy_session *sess, int idle, int answers_client);
 /* After the relay forwarded an idle ReadyForQuery (shadow_idle): start shadowing if due. */
 void pg_shadow_idle(struct sy_session *sess);
+/* The session has just logged in (its first ReadyForQuery, not yet forwarded): a sampled
+ * session is shadowed from its first statement on, while its shadow connection logs in. */
+void pg_shadow_login(struct sy_session *sess);
+/* The session is closing (ops->standby_linger): 1 keeps the shadow connection open until green
+ * has answered every statement blue answered (at most shadow_timeout), 0 lets it close. */
+int pg_shadow_linger(struct sy_session *sess);
 /* Bytes on the shadow connection once mirroring runs. */
 int pg_shadow_green_data(struct sy_session *sess);
 /* Reports from pg_move.c: logged in; state read and mirroring started; failed or closed. */

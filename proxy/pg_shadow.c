@@ -112,9 +112,40 @@ struct pg_shadow {
     struct pg_shadow *due_prev, *due_next;
     struct sy_session *sess;
     uint16_t inj_tail;  /* injected requests sent after the last pushed statement */
+    /* Shadowed from login: the bytes mirrored while the shadow connection still logs in wait
+     * here (at most shadow_queue), and go out once it has. */
+    uint8_t early_on;
+    uint8_t *early;
+    size_t early_len, early_cap;
+    /* The session closed while green still owed answers: the shadow connection stays open
+     * until they came (or shadow_timeout), on the linger list. */
+    uint8_t lingering;
+    uint64_t linger_until_ms;
+    struct pg_shadow *linger_prev, *linger_next;
 };
 
 static uint64_t now_us(void) { return uv_hrtime() / 1000u; }
+
+/* Shadows of closed sessions finishing their comparisons (see pg_shadow_linger), and the
+ * timer that ends those green does not answer in time. */
+static struct pg_shadow *linger_head;
+static uv_timer_t linger_timer;
+static int linger_timer_open;
+#define LINGER_CHECK_MS 100
+
+static void linger_unlink(struct pg_shadow *sh)
+{
+    if (!sh->lingering)
+        return;
+    if (sh->linger_prev)
+        sh->linger_prev->linger_next = sh->linger_next;
+    else
+        linger_head = sh->linger_next;
+    if (sh->linger_next)
+        sh->linger_next->linger_prev = sh->linger_prev;
+    sh->linger_prev = sh->linger_next = NULL;
+    sh->lingering = 0;
+}
 
 /* The COMMITs due (the sessions idle on blue whose green transaction is open), oldest first. */
 #define COMMIT_DELAY_MS 20
@@ -224,6 +255,10 @@ int sy_shadow_init(struct sy_proxy *p)
         return -1;
     uv_unref((uv_handle_t *)&due_timer);
     due_timer_open = 1;
+    if (uv_timer_init(p->loop, &linger_timer) != 0)
+        return -1;
+    uv_unref((uv_handle_t *)&linger_timer);
+    linger_timer_open = 1;
     return sy_recheck_start(p, recheck_done);
 }
 
@@ -235,6 +270,10 @@ void sy_shadow_close(struct sy_proxy *p)
     if (due_timer_open) {
         due_timer_open = 0;
         uv_close((uv_handle_t *)&due_timer, NULL);
+    }
+    if (linger_timer_open) {
+        linger_timer_open = 0;
+        uv_close((uv_handle_t *)&linger_timer, NULL);
     }
 }
 
@@ -280,6 +319,14 @@ static void guard_reset(struct pg_shadow *sh)
     sh->inj_tail = 0;
 }
 
+static void early_free(struct pg_shadow *sh)
+{
+    free(sh->early);
+    sh->early = NULL;
+    sh->early_len = sh->early_cap = 0;
+    sh->early_on = 0;
+}
+
 static void batch_reset(struct pg_shadow *sh)
 {
     sh->batch_has_text = sh->batch_uncomparable = 0;
@@ -300,6 +347,8 @@ static void suspend(struct sy_session *sess, struct pg_shadow *sh, const char *w
     sh->nnamed = sh->named_next = 0; /* green's statements go with the connection */
     sh->unnamed[0] = 0;
     guard_reset(sh);
+    early_free(sh);
+    linger_unlink(sh);
     sh->state = SH_SUSPENDED;
     sh->resume_at_ms = loop_ms(sess) + p->cfg.shadow_resume_ms;
     pg_move_drop(sess); /* closes the shadow connection, reports nothing */
@@ -550,6 +599,7 @@ static void compare_one(struct sy_session *sess, struct pg_shadow *sh, struct sh
     struct sy_proxy *p = sess->proxy;
     if (st->uncomparable) {
         sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_SKIPPED, 1);
+        sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_TOO_LARGE, 1);
         return;
     }
     int self_differs = self_check(p, st);
@@ -585,6 +635,8 @@ static void compare_one(struct sy_session *sess, struct pg_shadow *sh, struct sh
                        ex.column[0] ? ", column " : "", ex.column);
 }
 
+static void linger_done(struct sy_session *sess, struct pg_shadow *sh);
+
 /* Compares and drops the statements both sides have answered. */
 static void settle(struct sy_session *sess, struct pg_shadow *sh)
 {
@@ -598,6 +650,8 @@ static void settle(struct sy_session *sess, struct pg_shadow *sh)
         sh->nblue--;
         sh->ngreen--;
     }
+    if (sh->lingering && sh->n == 0)
+        linger_done(sess, sh);
 }
 
 /* Green has not answered the oldest statement blue answered long ago: suspend. */
@@ -736,6 +790,8 @@ static void guard_bytes(void)
     end_guard_len = end_len + guard_len;
 }
 
+static int early_add(struct sy_session *sess, struct pg_shadow *sh, const uint8_t *b, size_t n);
+
 /* A session stayed idle: its COMMIT goes alone. */
 static void on_due(uv_timer_t *t)
 {
@@ -747,7 +803,10 @@ static void on_due(uv_timer_t *t)
         if (sh->state == SH_ON && g && g->open) {
             sh->inj_tail++;
             sh->tx_dirty = 0;
-            sy_conn_send(g, end_guard, end_len); /* a failure suspends through pg_shadow_failed */
+            if (sh->early_on)
+                early_add(sh->sess, sh, end_guard, end_len);
+            else
+                sy_conn_send(g, end_guard, end_len); /* a failure suspends (pg_shadow_failed) */
         }
     }
     if (due_head)
@@ -862,12 +921,46 @@ void pg_shadow_client_message(struct sy_session *sess, uint8_t type, const uint8
     }
 }
 
+/* Keeps bytes for a shadow connection still logging in. Returns 0, or -1 after suspending. */
+static int early_add(struct sy_session *sess, struct pg_shadow *sh, const uint8_t *b, size_t n)
+{
+    if (sh->early_len + n > sess->proxy->cfg.shadow_queue) {
+        suspend(sess, sh, "more than shadow_queue bytes were sent while green logged in");
+        return -1;
+    }
+    if (sh->early_len + n > sh->early_cap) {
+        size_t cap = sh->early_cap ? sh->early_cap : 4096;
+        while (cap < sh->early_len + n)
+            cap *= 2;
+        uint8_t *e = realloc(sh->early, cap);
+        if (!e) {
+            suspend(sess, sh, "out of memory");
+            return -1;
+        }
+        sh->early = e;
+        sh->early_cap = cap;
+    }
+    memcpy(sh->early + sh->early_len, b, n);
+    sh->early_len += n;
+    return 0;
+}
+
 void pg_shadow_mirror(struct sy_session *sess, const uint8_t *bytes, size_t n)
 {
     struct pg_shadow *sh = pg_sess_of(sess)->shadow;
     struct sy_conn *g = sess->standby;
     if (!sh || sh->state != SH_ON || !g || !g->open)
         return;
+    if (sh->early_on) {
+        if (sh->pre) {
+            const uint8_t *pre = sh->pre;
+            sh->pre = NULL;
+            if (early_add(sess, sh, pre, sh->pre_len) != 0)
+                return;
+        }
+        early_add(sess, sh, bytes, n);
+        return;
+    }
     if (uv_stream_get_write_queue_size((uv_stream_t *)&g->tcp) > sess->proxy->cfg.shadow_queue) {
         suspend(sess, sh, "more than shadow_queue bytes wait to be written to green");
         return;
@@ -925,10 +1018,20 @@ void pg_shadow_server_message(struct sy_session *sess, uint8_t type, const uint8
 
 static void maybe_start(struct sy_session *sess, struct pg_shadow *sh);
 
-void pg_shadow_blue_ready(struct sy_session *sess, int idle)
+void pg_shadow_blue_ready(struct sy_session *sess, int idle, int answers_client)
 {
     struct pg_sess *ps = pg_sess_of(sess);
     struct pg_shadow *sh = ps->shadow;
+    if (answers_client && sess->proxy->shadow_mode != SY_SHADOW_OFF) {
+        struct sy_shadow_report *rep = sess->proxy->shadow_report;
+        sy_shadow_report_bump(rep, SY_SHADOW_CTR_SEEN, 1);
+        if (sh && sh->state == SH_NEVER) {
+            sy_shadow_report_bump(rep, SY_SHADOW_CTR_NOT_SAMPLED, 1);
+            sy_shadow_report_bump(rep, SY_SHADOW_CTR_SKIPPED, 1);
+        } else if (!sh || sh->state != SH_ON || sh->nblue >= sh->n) {
+            sy_shadow_report_bump(rep, SY_SHADOW_CTR_NOT_RUNNING, 1);
+        }
+    }
     if (sh && sh->state == SH_ON && sh->nblue < sh->n) {
         at(sh, sh->nblue)->blue_us = now_us();
         at(sh, sh->nblue)->blue_done = 1;
@@ -1082,8 +1185,7 @@ static void maybe_start(struct sy_session *sess, struct pg_shadow *sh)
         if (!sh)
             return;
         if (!sampled(p)) {
-            sh->state = SH_NEVER;
-            sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_SKIPPED, 1);
+            sh->state = SH_NEVER; /* its statements count as not sampled */
             return;
         }
     }
@@ -1106,10 +1208,59 @@ static void maybe_start(struct sy_session *sess, struct pg_shadow *sh)
     sh->state = SH_OPENING;
 }
 
+/* Mirroring starts: what is sent to the session's server from now on goes to green too. */
+static void mirroring_on(struct sy_session *sess, struct pg_shadow *sh)
+{
+    sh->state = SH_ON;
+    sh->skip_left = 0;
+    sh->guard = sess->proxy->shadow_mode == SY_SHADOW_READS;
+    guard_reset(sh);
+    batch_reset(sh);
+    if (!sh->counted)
+        sy_shadow_report_bump(sess->proxy->shadow_report, SY_SHADOW_CTR_SESSIONS, 1);
+    sh->counted = 1;
+}
+
+void pg_shadow_login(struct sy_session *sess)
+{
+    struct sy_proxy *p = sess->proxy;
+    struct pg_sess *ps = pg_sess_of(sess);
+    if (p->shadow_mode == SY_SHADOW_OFF || ps->shadow || p->paused || sy_switch_running(p) ||
+        sess->side != p->active || ps->move || sess->standby)
+        return;
+    struct pg_shadow *sh = ps->shadow = calloc(1, sizeof(*sh));
+    if (!sh)
+        return;
+    if (!sampled(p)) {
+        sh->state = SH_NEVER;
+        return;
+    }
+    enum sy_side to = (enum sy_side)!p->active;
+    if (pg_move_shadow_open(sess, to, p->shadow_mode == SY_SHADOW_READS) != 0) {
+        sh->state = SH_SUSPENDED;
+        sh->resume_at_ms = loop_ms(sess) + p->cfg.shadow_resume_ms;
+        return;
+    }
+    mirroring_on(sess, sh);
+    sh->early_on = 1;
+    sy_session_log(sess, SY_LOG_DEBUG, "shadowing on %s from login", sy_side_name(to));
+}
+
 void pg_shadow_ready(struct sy_session *sess)
 {
     struct pg_sess *ps = pg_sess_of(sess);
     struct pg_shadow *sh = ps->shadow;
+    if (sh && sh->state == SH_ON && sh->early_on) {
+        /* Green logged in: what the session sent meanwhile goes out, in order. */
+        pg_move_shadow_live(sess);
+        sh->early_on = 0;
+        int rc = sh->early_len ? sy_conn_send(sess->standby, sh->early, sh->early_len) : 0;
+        (void)rc; /* a failure suspended the shadow through pg_shadow_failed */
+        free(sh->early);
+        sh->early = NULL;
+        sh->early_len = sh->early_cap = 0;
+        return;
+    }
     if (!sh || sh->state != SH_OPENING) {
         pg_move_drop(sess);
         return;
@@ -1124,16 +1275,66 @@ void pg_shadow_mirroring(struct sy_session *sess)
     struct pg_shadow *sh = pg_sess_of(sess)->shadow;
     if (!sh || sh->state != SH_READING)
         return;
-    sh->state = SH_ON;
-    sh->skip_left = 0;
-    sh->guard = sess->proxy->shadow_mode == SY_SHADOW_READS;
-    guard_reset(sh);
-    batch_reset(sh);
-    if (!sh->counted)
-        sy_shadow_report_bump(sess->proxy->shadow_report, SY_SHADOW_CTR_SESSIONS, 1);
-    sh->counted = 1;
+    mirroring_on(sess, sh);
     sy_session_log(sess, SY_LOG_DEBUG, "shadowing on %s",
                    sy_side_name((enum sy_side)!sess->proxy->active));
+}
+
+/* ---- a closed session's shadow finishing (pg_shadow_linger) ---- */
+
+/* Every answer green owed came and was compared: green's session ends (Terminate), and so does
+ * the shadow connection; the session is freed once it has closed. */
+static void linger_done(struct sy_session *sess, struct pg_shadow *sh)
+{
+    static const uint8_t terminate[5] = {PG_FE_TERMINATE, 0, 0, 0, 4};
+    linger_unlink(sh);
+    sh->state = SH_OFF;
+    if (sess->standby && sess->standby->open)
+        sy_conn_send(sess->standby, terminate, sizeof(terminate));
+    pg_move_drop(sess);
+}
+
+static void on_linger_timer(uv_timer_t *t)
+{
+    uint64_t now = uv_now(t->loop);
+    for (struct pg_shadow *sh = linger_head, *next; sh; sh = next) {
+        next = sh->linger_next;
+        if (now >= sh->linger_until_ms)
+            suspend(sh->sess, sh, "green did not answer within shadow_timeout after the "
+                                  "session ended");
+    }
+    if (!linger_head)
+        uv_timer_stop(t);
+}
+
+int pg_shadow_linger(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg_sess_of(sess);
+    struct pg_shadow *sh = ps->shadow;
+    struct sy_proxy *p = sess->proxy;
+    if (!sh || sh->state != SH_ON || !linger_timer_open || !sess->standby)
+        return 0;
+    /* Statements blue never answered (the client left mid-request) cannot be compared. */
+    while (sh->n > sh->nblue) {
+        size_t last = (sh->head + sh->n - 1) % SHADOW_MAX_STMTS;
+        stmt_free(sh->q[last]);
+        sh->q[last] = NULL;
+        sh->n--;
+        sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_SUSPENDED, 1);
+    }
+    if (sh->n == 0 || sh->ngreen >= sh->n)
+        return 0;
+    sh->sess = sess;
+    sh->lingering = 1;
+    sh->linger_until_ms = uv_now(p->loop) + p->cfg.shadow_timeout_ms;
+    sh->linger_prev = NULL;
+    sh->linger_next = linger_head;
+    if (linger_head)
+        linger_head->linger_prev = sh;
+    linger_head = sh;
+    if (!uv_is_active((uv_handle_t *)&linger_timer))
+        uv_timer_start(&linger_timer, on_linger_timer, LINGER_CHECK_MS, LINGER_CHECK_MS);
+    return 1;
 }
 
 void pg_shadow_failed(struct sy_session *sess, const char *reason)
@@ -1149,6 +1350,8 @@ void pg_shadow_free(struct pg_sess *ps)
         return;
     queue_clear(ps->shadow);
     due_unlink(ps->shadow);
+    early_free(ps->shadow);
+    linger_unlink(ps->shadow);
     free(ps->shadow->named);
     free(ps->shadow);
     ps->shadow = NULL;

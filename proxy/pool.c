@@ -93,7 +93,7 @@ static int parkable(struct sy_session *sess)
     return p->cfg.server_pool_size > 0 && p->npooled < p->cfg.server_pool_size &&
            p->ops->server_park && !p->shutting_down && !p->paused && !sy_switch_running(p) &&
            sess->phase == SY_PHASE_READY && sess->tx == SY_TX_IDLE && sess->side == p->active &&
-           !sess->standby && !sess->move_state && !sess->server_reused && sess->server_counted &&
+           !sess->move_state && !sess->server_reused && sess->server_counted &&
            c && c->open && !c->tls_handshaking && c->len == 0 && c->inflight == 0 &&
            c->pending_writes == 0 && p->side[sess->side].healthy > 0;
 }
@@ -101,9 +101,8 @@ static int parkable(struct sy_session *sess)
 int sy_session_park(struct sy_session *sess)
 {
     struct sy_proxy *p = sess->proxy;
-    /* A standby no switch is using (a shadow connection) goes with its client. */
-    if (sess->standby && !sess->move_state && !sy_switch_running(p))
-        p->ops->standby_drop(sess);
+    /* A standby no switch is using (a shadow connection) stays with the session: its close
+     * lets it finish what green still owes (standby_linger) or closes it. */
     if (!parkable(sess))
         return 0;
     uint8_t *key = NULL, *blob = NULL;

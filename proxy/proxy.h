@@ -102,6 +102,11 @@ struct sy_protocol_ops {
     int (*move_commit)(struct sy_session *sess);
     /* Closes the standby connection and forgets its state (an abort). */
     void (*standby_drop)(struct sy_session *sess);
+    /* The session is closing (already unlinked, its server connection closed): returns 1 to
+     * keep sess->standby open and reading for a while (it then closes it with
+     * sy_session_close_standby, and the session is freed after that), 0 to let it close now.
+     * Optional. */
+    int (*standby_linger)(struct sy_session *sess);
 
     /* ---- server connection reuse (pool.c; optional) ---- */
     /* The client is leaving cleanly and sess->server is idle: start its reset and describe it:
@@ -255,6 +260,9 @@ int sy_session_connect_fresh(struct sy_session *sess);
 /* Whether nothing more has arrived on conn's socket (no bytes waiting, no end of file): a kept
  * connection about to be handed over must be quiet after its reset's answer. */
 int sy_conn_quiet(struct sy_conn *c);
+/* Whether nothing more is to be read or done on c: it is closed, or its session is closing and
+ * c is not a standby the protocol kept open after it (standby_linger). */
+int sy_conn_gone(const struct sy_conn *c);
 /* Closes a handle-owning connection (its close callback frees a server connection). */
 void sy_conn_close(struct sy_conn *c);
 /* Opens sess->standby to side; calls ops->server_connected(sess, standby) when open, or

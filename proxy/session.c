@@ -194,7 +194,11 @@ void sy_session_close(struct sy_session *sess, const char *reason)
         sess->server_counted = 0;
     }
     conn_close(sess->server);
-    sy_session_close_standby(sess);
+    /* The protocol may keep the standby open a while to finish its work there (a shadow
+     * still owed answers by green); it closes it itself. */
+    const struct sy_protocol_ops *ops = sess->proxy->ops;
+    if (!sess->standby || !ops->standby_linger || ops->standby_linger(sess) != 1)
+        sy_session_close_standby(sess);
     if (sess->timer_open)
         uv_timer_stop(&sess->timer);
     /* Let the client read what is queued to it (an error message, the server's last words),
@@ -325,6 +329,16 @@ static void tls_fail(struct sy_conn *c, const char *what)
         sy_session_close(c->sess, msg); /* the client's TLS is broken: nothing more reaches it */
 }
 
+/* Whether nothing more is to be read from c: it is closed, or its session is closing (except a
+ * standby connection that the protocol keeps open a while after its session closed: a shadow
+ * finishing the comparison of what green still owes, see standby_linger). */
+static int conn_gone(const struct sy_conn *c)
+{
+    return !c->open || (c->sess->phase == SY_PHASE_CLOSING && c != c->sess->standby);
+}
+
+int sy_conn_gone(const struct sy_conn *c) { return conn_gone(c); }
+
 /* Runs the handshake and decrypts what the engine holds into the plaintext buffer, handing
  * each batch to the protocol. Stops when the session closes or the connection is paused. */
 static void conn_tls_input(struct sy_conn *c)
@@ -333,7 +347,7 @@ static void conn_tls_input(struct sy_conn *c)
     if (c->tls_handshaking) {
         int rc = sy_tls_handshake(c->tls);
         conn_tls_flush(c);
-        if (sess->phase == SY_PHASE_CLOSING)
+        if (conn_gone(c))
             return;
         if (rc < 0) {
             tls_fail(c, "handshake");
@@ -346,7 +360,7 @@ static void conn_tls_input(struct sy_conn *c)
         sy_tls_describe(c->tls, desc, sizeof(desc));
         sy_session_log(sess, SY_LOG_DEBUG, "TLS with the %s: %s", c->is_server ? "server" : "client",
                        desc);
-        if (sess->proxy->ops->tls_ready(sess, c) != 0 || sess->phase == SY_PHASE_CLOSING)
+        if (sess->proxy->ops->tls_ready(sess, c) != 0 || conn_gone(c))
             return;
     }
     for (;;) {
@@ -365,7 +379,7 @@ static void conn_tls_input(struct sy_conn *c)
                  * before closing, as a plaintext connection's bytes before EOF are. */
                 if (c->len > before)
                     dispatch(c);
-                if (sess->phase != SY_PHASE_CLOSING && c->open)
+                if (!conn_gone(c))
                     sy_conn_failed(c, c->is_server ? "server closed TLS" : "client closed TLS");
                 return;
             }
@@ -375,13 +389,13 @@ static void conn_tls_input(struct sy_conn *c)
             }
             break;
         }
-        if (sess->phase == SY_PHASE_CLOSING || !c->open)
+        if (conn_gone(c))
             return;
         int got = c->len > before;
         if (!got && c->len == c->ready)
             return; /* nothing to hand over */
         dispatch(c);
-        if (sess->phase == SY_PHASE_CLOSING || !c->open || !c->reading || c->inflight)
+        if (conn_gone(c) || !c->reading || c->inflight)
             return; /* resumed later with sy_conn_pump */
         /* Go round again only while records keep yielding plaintext: a partial record waits
          * for the socket. */
@@ -392,7 +406,7 @@ static void conn_tls_input(struct sy_conn *c)
 
 void sy_conn_pump(struct sy_conn *c)
 {
-    if (!c->open || c->sess->phase == SY_PHASE_CLOSING)
+    if (conn_gone(c))
         return;
     if (c->tls)
         conn_tls_input(c);
@@ -495,8 +509,7 @@ void sy_conn_pause(struct sy_conn *c)
 
 void sy_conn_resume(struct sy_conn *c)
 {
-    if (c->open && !c->reading && c->inflight == 0 && !c->eof &&
-        c->sess->phase != SY_PHASE_CLOSING) {
+    if (!c->reading && c->inflight == 0 && !c->eof && !conn_gone(c)) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
             c->reading = 1;
     }
@@ -697,7 +710,7 @@ int sy_conn_start_tls(struct sy_conn *c, struct sy_tls_ctx *ctx, const char *hos
         return -1;
     }
     conn_tls_input(c);
-    return c->sess->phase == SY_PHASE_CLOSING || !c->open ? -1 : 0;
+    return conn_gone(c) ? -1 : 0;
 }
 
 /* ---- the server connection ---- */
@@ -812,8 +825,17 @@ int sy_session_connect_fresh(struct sy_session *sess)
 void sy_conn_failed(struct sy_conn *c, const char *reason)
 {
     struct sy_session *sess = c->sess;
-    if (!sess || sess->phase == SY_PHASE_CLOSING)
+    if (!sess)
         return;
+    if (sess->phase == SY_PHASE_CLOSING) {
+        /* A standby kept open after its session closed (standby_linger) failed: it goes. */
+        if (sess->standby == c) {
+            sy_session_close_standby(sess);
+            if (sess->proxy->ops->standby_failed)
+                sess->proxy->ops->standby_failed(sess, reason);
+        }
+        return;
+    }
     if (c == sess->server && sess->server_reused) {
         sy_session_server_reuse_failed(sess, reason);
         return;

@@ -249,7 +249,15 @@ enum sy_shadow_counter {
     SY_SHADOW_CTR_RECHECK_NONDET = 5,       /* ... whose two answers differed */
     SY_SHADOW_CTR_RECHECK_INCONCLUSIVE = 6, /* ... that could not run (error, timeout, down) */
     SY_SHADOW_CTR_RECHECK_DROPPED = 7,      /* rechecks not run: too many already waiting */
-    SY_SHADOW_NCOUNTERS = 8,
+    /* Coverage: every statement of every session while shadowing is on lands in exactly one
+     * of MIRRORED, NOT_SAMPLED and NOT_RUNNING; a mirrored one is then compared, counted in
+     * SUSPENDED (its session's shadow stopped before green answered) or in TOO_LARGE. */
+    SY_SHADOW_CTR_SEEN = 8,         /* statements answered by the live side, shadowing on */
+    SY_SHADOW_CTR_NOT_SAMPLED = 9,  /* ... of sessions shadow_sample left out */
+    SY_SHADOW_CTR_NOT_RUNNING = 10, /* ... of sampled sessions whose shadow was not running
+                                       (suspended, opening, or started only later) */
+    SY_SHADOW_CTR_TOO_LARGE = 11,   /* mirrored, not compared: a message too large to summarize */
+    SY_SHADOW_NCOUNTERS = 12,
 };
 
 struct sy_shadow_totals {

@@ -191,6 +191,21 @@ static json_object *json_totals(const struct sy_shadow_report *rep)
             json_object_new_int64((int64_t)t->counters[SY_SHADOW_CTR_RECHECK_DROPPED]));
     }
     put(o, "rechecks", rc);
+    json_object *cv = json_object_new_object();
+    if (cv) {
+        static const struct { const char *name; enum sy_shadow_counter c; } cov[] = {
+            {"seen", SY_SHADOW_CTR_SEEN},
+            {"mirrored", SY_SHADOW_CTR_MIRRORED},
+            {"not_sampled", SY_SHADOW_CTR_NOT_SAMPLED},
+            {"not_running", SY_SHADOW_CTR_NOT_RUNNING},
+            {"suspended", SY_SHADOW_CTR_SUSPENDED},
+            {"too_large", SY_SHADOW_CTR_TOO_LARGE},
+        };
+        for (size_t i = 0; i < sizeof(cov) / sizeof(cov[0]); i++)
+            put(cv, cov[i].name, json_object_new_int64((int64_t)t->counters[cov[i].c]));
+        put(cv, "compared", json_object_new_int64((int64_t)t->compared));
+    }
+    put(o, "coverage", cv);
     return o;
 }
 
@@ -310,6 +325,16 @@ char *sy_shadow_report_table(const struct sy_shadow_report *rep)
               (unsigned long long)t->counters[SY_SHADOW_CTR_SKIPPED],
               (unsigned long long)t->compared, (unsigned long long)t->by_class[SY_SHADOW_MATCH],
               sy_shadow_report_size(rep), (unsigned long long)t->overflow);
+    sb_printf(&b, "coverage: seen %llu, mirrored %llu, compared %llu; not mirrored: not sampled "
+                  "%llu, shadow not running %llu; mirrored, not compared: suspended %llu, too "
+                  "large %llu\n",
+              (unsigned long long)t->counters[SY_SHADOW_CTR_SEEN],
+              (unsigned long long)t->counters[SY_SHADOW_CTR_MIRRORED],
+              (unsigned long long)t->compared,
+              (unsigned long long)t->counters[SY_SHADOW_CTR_NOT_SAMPLED],
+              (unsigned long long)t->counters[SY_SHADOW_CTR_NOT_RUNNING],
+              (unsigned long long)t->counters[SY_SHADOW_CTR_SUSPENDED],
+              (unsigned long long)t->counters[SY_SHADOW_CTR_TOO_LARGE]);
     sb_printf(&b, "rechecks on blue: run %llu, nondeterministic %llu, inconclusive %llu, "
                   "dropped %llu\n",
               (unsigned long long)t->counters[SY_SHADOW_CTR_RECHECKS],
