@@ -479,6 +479,7 @@ static int cfg_listen_add(struct cfg_parser *p, const char *s, size_t n)
 {
     struct sy_config *cfg = p->cfg;
     struct sy_listen_addr a;
+    memset(&a, 0, sizeof(a)); /* compared whole on reload (main.c): no stray bytes */
     cfg_trim(&s, &n);
     if (n == 0)
         return cfg_fail(p, "empty address in listen; separate addresses with one comma, like "

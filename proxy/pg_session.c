@@ -207,6 +207,13 @@ static int startup_packet(struct sy_session *sess)
         sy_session_close(sess, "cancel request handled");
         return -1;
     case PG_STARTUP_MESSAGE:
+        if (p->paused && !sess->pause_exempt) {
+            /* A new login waits for the pause to end, here, once its first packets were read:
+             * so a CancelRequest (or TLS negotiation) is still answered during a pause, and the
+             * drain of a switch can see the query its client is cancelling end. */
+            sy_session_hold(sess);
+            return 0;
+        }
         return startup_message(sess, &st, (size_t)rc);
     }
     return 0;

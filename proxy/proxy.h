@@ -170,6 +170,8 @@ struct sy_session {
     uv_connect_t connect_req;
     int handles_open;      /* handles whose close callback has not yet run */
     uint64_t started_ms;   /* uv_now at accept */
+    uint64_t login_from_ms; /* client_login_timeout counts from here: accept, moved on by the
+                               time a pause held the login */
     char client_addr[64];  /* "ip:port" of the client */
     char user[64];         /* login user, for the admin socket and logs */
     char database[64];

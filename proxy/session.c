@@ -746,6 +746,15 @@ static struct sy_conn *server_conn_new(struct sy_session *sess)
     return c;
 }
 
+/* What is left of client_login_timeout for a session logging in (at least 1 ms). The time
+ * it was held by a pause does not count (login_from_ms moves on at resume). */
+static uint64_t login_time_left(struct sy_session *sess)
+{
+    uint64_t spent = uv_now(sess->proxy->loop) - sess->login_from_ms;
+    uint64_t limit = sess->proxy->cfg.client_login_timeout_ms;
+    return spent < limit ? limit - spent : 1;
+}
+
 static void on_server_connect(uv_connect_t *req, int status)
 {
     struct sy_session *sess = req->data;
@@ -756,9 +765,7 @@ static void on_server_connect(uv_connect_t *req, int status)
     sy_session_clear_timeout(sess);
     if (sess->phase == SY_PHASE_LOGIN) {
         /* The rest of the login (TLS, authentication) stays within client_login_timeout. */
-        uint64_t spent = uv_now(p->loop) - sess->started_ms;
-        uint64_t limit = p->cfg.client_login_timeout_ms;
-        sy_session_set_timeout(sess, spent < limit ? limit - spent : 1, "08006",
+        sy_session_set_timeout(sess, login_time_left(sess), "08006",
                                "the database server did not complete the login in time "
                                "(client_login_timeout)");
     }
@@ -815,8 +822,15 @@ int sy_session_connect_fresh(struct sy_session *sess)
         return -1;
     }
     sess->connecting = 1;
-    sy_session_set_timeout(sess, p->cfg.server_connect_timeout_ms, "08006",
-                           "switchyard timed out connecting to the database server");
+    /* A login's connect also stays within what is left of client_login_timeout. */
+    uint64_t left = sess->phase == SY_PHASE_LOGIN ? login_time_left(sess) : UINT64_MAX;
+    if (left < p->cfg.server_connect_timeout_ms)
+        sy_session_set_timeout(sess, left, "08006",
+                               "the database server did not complete the login in time "
+                               "(client_login_timeout)");
+    else
+        sy_session_set_timeout(sess, p->cfg.server_connect_timeout_ms, "08006",
+                               "switchyard timed out connecting to the database server");
     return 0;
 }
 
@@ -1050,7 +1064,7 @@ static void on_connection(uv_stream_t *listener, int status)
     p->nlogin++;
     sess->tx = SY_TX_IDLE;
     sess->side = p->active;
-    sess->started_ms = uv_now(p->loop);
+    sess->started_ms = sess->login_from_ms = uv_now(p->loop);
     if (conn_init(sess, &sess->client, 0) != 0) {
         free(sess->proto_state);
         free(sess);
@@ -1097,12 +1111,8 @@ static void on_connection(uv_stream_t *listener, int status)
                            "client did not complete login in time (client_login_timeout)");
     if (p->ops->client_accepted(sess) != 0)
         return;
-    if (p->paused) {
-        sess->held = 1; /* logs in when the pause ends */
-        sess->held_at_ms = uv_now(p->loop);
-        sy_session_clear_timeout(sess);
-        return;
-    }
+    /* During a pause the client is read all the same: the protocol holds a login once it has
+     * read its startup packet (a cancel request is answered at once). */
     sy_conn_resume(&sess->client);
 }
 
@@ -1178,6 +1188,8 @@ void sy_proxy_resume(struct sy_proxy *p, const char *why)
         s->held = 0;
         n++;
         note_pause(p, now - s->held_at_ms);
+        if (s->phase == SY_PHASE_LOGIN)
+            s->login_from_ms += now - s->held_at_ms; /* a pause is not the client's delay */
         if (s->wait_server) {
             /* Authenticated while paused: logs into the side that is active now. */
             s->wait_server = 0;
@@ -1185,7 +1197,7 @@ void sy_proxy_resume(struct sy_proxy *p, const char *why)
             continue;
         }
         if (s->phase == SY_PHASE_LOGIN)
-            sy_session_set_timeout(s, p->cfg.client_login_timeout_ms, "08P01",
+            sy_session_set_timeout(s, login_time_left(s), "08P01",
                                    "client did not complete login in time (client_login_timeout)");
         sy_conn_resume(&s->client);
         sy_conn_pump(&s->client);

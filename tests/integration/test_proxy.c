@@ -618,6 +618,37 @@ static void test_pause_holds_new_transactions(void **state)
     PQfinish(idle);
 }
 
+/* A cancel request is answered during a pause (a new connection is read up to its startup
+ * packet; only a login waits): a switch's drain can see a query its client cancels end. */
+static void test_cancel_answered_during_pause(void **state)
+{
+    PGconn *c = connect_proxy();
+    assert_int_equal(PQsendQuery(c, "select pg_sleep(30)"), 1);
+    usleep(200000);
+    char *j = h_ctl(&proxy, "pause --timeout 20000");
+    assert_non_null(strstr(j, "\"result\":\"paused\""));
+    free(j);
+    PGcancel *cn = PQgetCancel(c);
+    char err[256];
+    assert_int_equal(PQcancel(cn, err, sizeof(err)), 1);
+    PQfreeCancel(cn);
+    assert_int_equal(result_within(c, 3000), 1);
+    PGresult *r = PQgetResult(c);
+    assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
+    assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "57014");
+    PQclear(r);
+    while ((r = PQgetResult(c)))
+        PQclear(r);
+    j = h_ctl(&proxy, "status");
+    assert_non_null(strstr(j, "\"paused\":true"));
+    free(j);
+    free(h_ctl(&proxy, "resume"));
+    char *v = query_value(c, "select 'after the cancel'");
+    assert_string_equal(v, "after the cancel");
+    free(v);
+    PQfinish(c);
+}
+
 static void test_pause_resumes_by_itself(void **state)
 {
     PGconn *c = connect_proxy();
@@ -654,6 +685,7 @@ int main(void)
         cmocka_unit_test(test_server_connection_reuse),
         cmocka_unit_test(test_200_concurrent_sessions),
         cmocka_unit_test(test_pause_holds_new_transactions),
+        cmocka_unit_test(test_cancel_answered_during_pause),
         cmocka_unit_test(test_pause_resumes_by_itself),
         cmocka_unit_test(test_server_down_gives_clear_error),
         cmocka_unit_test(test_sighup_reload_and_sigterm_grace),
