@@ -1026,6 +1026,130 @@ static int cfg_set_shadow_gate_max(struct cfg_parser *p, const char *v)
     return 0;
 }
 
+static int cfg_set_shadow_gate_inconclusive(struct cfg_parser *p, const char *v)
+{
+    static const char *const words[] = {"allow", "block"};
+    char show[CFG_SHOW_MAX];
+    if (cfg_value_word(v, words, 2, &p->cfg->shadow_gate_inconclusive_blocks) != 0)
+        return cfg_fail(p, "shadow_gate_inconclusive must be block or allow, not '%s'",
+                        cfg_show_value(p, v, show));
+    return 0;
+}
+
+/* A word quoted back in a message: printable ASCII only, at most 40 bytes with "...". */
+static const char *accept_shown(const char *w, char out[44])
+{
+    size_t i = 0;
+    for (; w[i] && i < 37; i++)
+        out[i] = w[i] >= 0x20 && w[i] < 0x7f ? w[i] : '?';
+    if (w[i]) {
+        memcpy(out + i, "...", 3);
+        i += 3;
+    }
+    out[i] = 0;
+    return out;
+}
+
+static int accept_fail(char *err, size_t errlen, const char *msg, const char *word)
+{
+    char show[44];
+    if (err && errlen)
+        snprintf(err, errlen, msg, word ? accept_shown(word, show) : "");
+    return -1;
+}
+
+int sy_parse_shadow_accept(int n, char *const *words, struct sy_shadow_accept_spec *out,
+                           char *err, size_t errlen)
+{
+    static const char *const classes[] = {"real", "order_only", "inconclusive"};
+    struct sy_shadow_accept_spec a;
+    memset(&a, 0, sizeof(a));
+    int i = 0, has_class = 0;
+    size_t len = 0;
+    for (; i < n && strncmp(words[i], "--", 2) != 0; i++) {
+        size_t w = strlen(words[i]);
+        if (len + (len ? 1 : 0) + w >= sizeof(a.fingerprint))
+            return accept_fail(err, errlen, "the fingerprint is longer than 511 bytes; give its "
+                               "16-hex-digit hash from switchyardctl --json shadow report%s",
+                               NULL);
+        if (len)
+            a.fingerprint[len++] = ' ';
+        memcpy(a.fingerprint + len, words[i], w);
+        len += w;
+    }
+    if (i == 0)
+        return accept_fail(err, errlen, "an accept needs a fingerprint (as shadow report shows "
+                           "it, or its 16-hex-digit hash) before its options%s", NULL);
+    if (i == 1 && len == 16 && strspn(a.fingerprint, "0123456789abcdefABCDEF") == 16) {
+        a.hash = strtoull(a.fingerprint, NULL, 16);
+        a.has_hash = 1;
+        a.fingerprint[0] = 0;
+    }
+    snprintf(a.cls, sizeof(a.cls), "real");
+    for (; i < n; i++) {
+        int is_col = strcmp(words[i], "--column") == 0, is_cls = strcmp(words[i], "--class") == 0;
+        if (!is_col && !is_cls)
+            return accept_fail(err, errlen, "unexpected word '%s' in an accept; usage: "
+                               "FINGERPRINT [--column NAME] [--class real|order_only|"
+                               "inconclusive]", words[i]);
+        if ((is_col && a.column[0]) || (is_cls && has_class))
+            return accept_fail(err, errlen, "%s is given twice in an accept; give it once",
+                               words[i]);
+        if (i + 1 >= n || strncmp(words[i + 1], "--", 2) == 0)
+            return accept_fail(err, errlen, is_col ? "%s needs a column name, like --column id"
+                               : "%s needs a class: real, order_only or inconclusive", words[i]);
+        const char *v = words[++i];
+        if (is_col) {
+            if (strlen(v) >= sizeof(a.column))
+                return accept_fail(err, errlen, "--column '%s' is longer than 63 bytes, the "
+                                   "longest PostgreSQL name", v);
+            snprintf(a.column, sizeof(a.column), "%s", v);
+            continue;
+        }
+        int k = -1;
+        for (int c = 0; c < 3; c++)
+            if (strcmp(v, classes[c]) == 0)
+                k = c;
+        if (k < 0)
+            return accept_fail(err, errlen, "--class takes real, order_only or inconclusive, "
+                               "not '%s'", v);
+        snprintf(a.cls, sizeof(a.cls), "%s", classes[k]);
+        has_class = 1;
+    }
+    if (a.column[0] && strcmp(a.cls, "real") != 0)
+        return accept_fail(err, errlen, "--column applies to class real only (a column's "
+                           "name, type and values), not to %s", a.cls);
+    *out = a;
+    return 0;
+}
+
+/* shadow_accept = FINGERPRINT [--column NAME] [--class CLASS]; the key may repeat. */
+static int cfg_set_shadow_accept(struct cfg_parser *p, const char *v)
+{
+    struct sy_config *c = p->cfg;
+    if (c->nshadow_accept == SY_SHADOW_ACCEPT_CFG_MAX)
+        return cfg_fail(p, "more than %d shadow_accept lines; accept fewer fingerprints",
+                        SY_SHADOW_ACCEPT_CFG_MAX);
+    char buf[CFG_VALUE_MAX];
+    char *words[CFG_VALUE_MAX / 2];
+    int n = 0;
+    snprintf(buf, sizeof(buf), "%s", v);
+    for (char *s = buf; *s;) {
+        while (*s == ' ' || *s == '\t')
+            *s++ = 0;
+        if (*s)
+            words[n++] = s;
+        while (*s && *s != ' ' && *s != '\t')
+            s++;
+    }
+    char why[256];
+    if (sy_parse_shadow_accept(n, words, &c->shadow_accept[c->nshadow_accept], why,
+                               sizeof(why)) != 0)
+        return cfg_fail(p, "shadow_accept: %s", why);
+    c->nshadow_accept++;
+    return 0;
+}
+
 static int cfg_set_shadow_recheck(struct cfg_parser *p, const char *v)
 {
     return cfg_on_off(p, v, &p->cfg->shadow_recheck);
@@ -1116,6 +1240,8 @@ static const struct cfg_key cfg_switchyard_keys[] = {
     {"cutover_requires_clean_shadow", cfg_set_shadow_gate, 0},
     {"shadow_gate_window", cfg_set_shadow_gate_window, 0},
     {"shadow_gate_max", cfg_set_shadow_gate_max, 0},
+    {"shadow_gate_inconclusive", cfg_set_shadow_gate_inconclusive, 0},
+    {"shadow_accept", cfg_set_shadow_accept, 1},
     {"shadow_recheck", cfg_set_shadow_recheck, 0},
     {"shadow_recheck_timeout", cfg_set_shadow_recheck_timeout, 0},
 };
@@ -1454,6 +1580,7 @@ void sy_config_defaults(struct sy_config *cfg)
     cfg->shadow_resume_ms = 10000;
     cfg->shadow_lag_window_ms = 1000;
     cfg->shadow_gate_window_ms = 600000;
+    cfg->shadow_gate_inconclusive_blocks = 1;
     cfg->shadow_recheck = 1;
     cfg->shadow_recheck_timeout_ms = 2000;
     cfg->server_idle_timeout_ms = 60000;

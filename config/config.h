@@ -105,6 +105,22 @@ enum sy_window_expiry {
     SY_EXPIRY_KEEP = 1,   /* keep the window open until commit or rollback */
 };
 
+/*
+ * One accepted divergence (docs/shadow.md, "Accepting intended changes"): the words of
+ * shadow_accept in the config and of switchyardctl shadow accept, parsed by
+ * sy_parse_shadow_accept.
+ */
+#define SY_SHADOW_ACCEPT_CFG_MAX 32   /* shadow_accept lines in a config */
+#define SY_SHADOW_ACCEPT_TEXT_MAX 512 /* bytes of a fingerprint text, NUL included */
+struct sy_shadow_accept_spec {
+    char fingerprint[SY_SHADOW_ACCEPT_TEXT_MAX]; /* its words joined by one space; "" with a hash */
+    uint64_t hash;                               /* the hash, when has_hash */
+    int has_hash;                                /* given as 16 hex digits (the JSON report's) */
+    char column[64];                             /* --column NAME; "" for the whole statement */
+    char cls[16];                                /* --class: real (default), order_only,
+                                                    inconclusive */
+};
+
 struct sy_config {
     char path[4096];              /* the file it was loaded from ("" for a string) */
     enum sy_protocol protocol;    /* protocol = postgres */
@@ -164,6 +180,9 @@ struct sy_config {
     int cutover_requires_clean_shadow;  /* cutover_requires_clean_shadow = off */
     uint64_t shadow_gate_window_ms;     /* shadow_gate_window = 10m */
     uint32_t shadow_gate_max;           /* shadow_gate_max = 0 real divergences */
+    int shadow_gate_inconclusive_blocks; /* shadow_gate_inconclusive = block (1) | allow (0) */
+    size_t nshadow_accept;              /* shadow_accept = FINGERPRINT [--column N] [--class C] */
+    struct sy_shadow_accept_spec shadow_accept[SY_SHADOW_ACCEPT_CFG_MAX]; /* key may repeat */
     int shadow_recheck;                 /* shadow_recheck = on: re-run divergent reads on blue */
     uint64_t shadow_recheck_timeout_ms; /* shadow_recheck_timeout = 2s: its statement_timeout */
 };
@@ -173,6 +192,17 @@ struct sy_config {
  * into parts per million. Returns 0, or -1 for anything else (a sign, an exponent, over 1).
  */
 int sy_parse_fraction_ppm(const char *v, uint32_t *ppm);
+
+/*
+ * Parses the words of an accept: FINGERPRINT... [--column NAME] [--class CLASS]. The fingerprint
+ * is one word of exactly 16 hex digits (a hash), or the words before the first option joined by
+ * one space (at most SY_SHADOW_ACCEPT_TEXT_MAX - 1 bytes). --column takes a name of 1 to 63
+ * bytes and needs --class real (the default); CLASS is real, order_only or inconclusive; each
+ * option at most once. Returns 0 with *out filled, or -1 with a message in err (which quotes
+ * no more than 40 bytes of a word).
+ */
+int sy_parse_shadow_accept(int n, char *const *words, struct sy_shadow_accept_spec *out,
+                           char *err, size_t errlen);
 
 /* The auth_type for a user: its [users] entry, else auth_type. */
 enum sy_auth_type sy_config_user_auth(const struct sy_config *cfg, const char *user);

@@ -321,7 +321,9 @@ static const struct {
                                "[--timeout MS] [--dry-run] [--force]"},
     {"commit", cmd_commit, "close the rollback window and remove the reverse replication"},
     {"shadow", cmd_shadow, "shadow traffic: status | on [reads|all] | off | sample FRACTION (0 "
-                           "to 1) | report [--reset] | reset"},
+                           "to 1) | report [--reset] | reset | accept FINGERPRINT [--column "
+                           "NAME] [--class real|order_only|inconclusive] | unaccept ... | "
+                           "accepts"},
     {"help", cmd_help, "the commands"},
 };
 

@@ -143,7 +143,8 @@ int sy_admin_shadow_args(int argc, char **argv, struct sy_admin_shadow_args *out
                          size_t errlen)
 {
     static const char usage[] = "shadow [status | on [reads|all] | off | sample FRACTION | "
-                                "report [--reset] | reset]";
+                                "report [--reset] | reset | accept FINGERPRINT [--column NAME] "
+                                "[--class CLASS] | unaccept FINGERPRINT [...] | accepts]";
     char show[SHOW_MAX];
     struct sy_admin_shadow_args a = {.op = SY_ADMIN_SHADOW_STATUS};
     const char *sub = argc > 1 ? argv[1] : "status";
@@ -186,6 +187,16 @@ int sy_admin_shadow_args(int argc, char **argv, struct sy_admin_shadow_args *out
     } else if (strcmp(sub, "reset") == 0) {
         a.op = SY_ADMIN_SHADOW_RESET;
         if (shadow_extra(argc, argv, 0, "shadow reset", err, errlen) != 0)
+            return -1;
+    } else if (strcmp(sub, "accept") == 0 || strcmp(sub, "unaccept") == 0) {
+        a.op = sub[0] == 'a' ? SY_ADMIN_SHADOW_ACCEPT : SY_ADMIN_SHADOW_UNACCEPT;
+        char why[200];
+        if (sy_parse_shadow_accept(argc - 2, argv + 2, &a.accept, why, sizeof(why)) != 0)
+            return fail(err, errlen, "shadow %s: %s; usage: shadow %s FINGERPRINT [--column "
+                        "NAME] [--class real|order_only|inconclusive]", sub, why, sub);
+    } else if (strcmp(sub, "accepts") == 0) {
+        a.op = SY_ADMIN_SHADOW_ACCEPTS;
+        if (shadow_extra(argc, argv, 0, "shadow accepts", err, errlen) != 0)
             return -1;
     } else {
         return fail(err, errlen, "shadow: unknown subcommand '%s'; usage: %s", shown(sub, show),

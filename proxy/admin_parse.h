@@ -11,8 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/config.h"
+
 #define SY_ADMIN_LINE_MAX 4096 /* longest request line, its '\n' included */
-#define SY_ADMIN_ARGS_MAX 16   /* most words in one request, the command word included */
+#define SY_ADMIN_ARGS_MAX 256  /* most words in one request, the command word included (a
+                                  fingerprint given to shadow accept is several words) */
 /* Longest --timeout of pause, cutover and rollback: a day. A pause or a drain longer than that
  * is a typo, and without --timeout a pause lasts until resume anyway. */
 #define SY_ADMIN_TIMEOUT_MAX_MS 86400000ull
@@ -27,7 +30,8 @@ enum sy_admin_cmd {
     SY_ADMIN_CUTOVER = 6,  /* cutover [--timeout MS] [--dry-run] [--force] */
     SY_ADMIN_ROLLBACK = 7, /* rollback [--timeout MS] [--dry-run] [--force] */
     SY_ADMIN_COMMIT = 8,   /* commit */
-    SY_ADMIN_SHADOW = 9,   /* shadow [status | on [reads|all] | off | sample F | report | reset] */
+    SY_ADMIN_SHADOW = 9,   /* shadow [status | on [reads|all] | off | sample F | report | reset |
+                              accept ... | unaccept ... | accepts] */
     SY_ADMIN_HELP = 10,    /* help */
 };
 
@@ -39,6 +43,9 @@ enum sy_admin_shadow_op {
     SY_ADMIN_SHADOW_SAMPLE = 4, /* shadow sample FRACTION */
     SY_ADMIN_SHADOW_REPORT = 5, /* shadow report [--reset] */
     SY_ADMIN_SHADOW_RESET = 6,  /* shadow reset */
+    SY_ADMIN_SHADOW_ACCEPT = 7,   /* shadow accept FINGERPRINT [--column NAME] [--class CLASS] */
+    SY_ADMIN_SHADOW_UNACCEPT = 8, /* shadow unaccept FINGERPRINT [--column NAME] [--class CLASS] */
+    SY_ADMIN_SHADOW_ACCEPTS = 9,  /* shadow accepts: the list */
 };
 
 /* Returns of sy_admin_request_parse. */
@@ -62,6 +69,7 @@ struct sy_admin_shadow_args {
     int mode;            /* on: 1 reads, 2 all, 0 when not given (the config's choice) */
     uint32_t sample_ppm; /* sample: 0 to 1000000 */
     int reset;           /* report --reset */
+    struct sy_shadow_accept_spec accept; /* accept, unaccept (sy_parse_shadow_accept) */
 };
 
 /* One parsed request. argv points into buf, which holds the line's words NUL-separated. */

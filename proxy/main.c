@@ -291,6 +291,7 @@ static void reload(void)
     if (cfg->shadow_sample_ppm != proxy.cfg.shadow_sample_ppm)
         proxy.shadow_sample_ppm = cfg->shadow_sample_ppm;
     proxy.cfg = *cfg;
+    sy_shadow_config_changed(&proxy); /* its shadow_accept list and gate window */
     memcpy(proxy.server_addr, addr, sizeof(addr));
     free(cfg);
     sy_log_set_level(proxy.cfg.log_level);

@@ -33,6 +33,7 @@
  * suspended, and after shadow_resume the session is shadowed again from its next idle point,
  * with its state replayed.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,6 +282,9 @@ void sy_shadow_free_all(struct sy_proxy *p)
 {
     sy_shadow_report_destroy(p->shadow_report);
     p->shadow_report = NULL;
+    free(p->shadow_accepts);
+    p->shadow_accepts = NULL;
+    p->shadow_naccepts = 0;
 }
 
 /* ---- statements ---- */
@@ -594,6 +598,9 @@ static int after_skipped_write(const struct pg_shadow *sh, const struct sh_stmt 
     return strcmp(st->green.tag, "ROLLBACK") == 0 && strcmp(st->blue.tag, "COMMIT") == 0;
 }
 
+static size_t accepts_for(struct sy_proxy *p, const struct sh_stmt *st,
+                          struct sy_shadow_accept *out, size_t cap);
+
 static void compare_one(struct sy_session *sess, struct pg_shadow *sh, struct sh_stmt *st)
 {
     struct sy_proxy *p = sess->proxy;
@@ -603,11 +610,14 @@ static void compare_one(struct sy_session *sess, struct pg_shadow *sh, struct sh
         return;
     }
     int self_differs = self_check(p, st);
+    struct sy_shadow_accept acc[4]; /* those naming this fingerprint: usually none */
     struct sy_shadow_hints h = {
         .volatile_stmt = st->volatile_stmt || self_differs,
         .read_only_shadow = p->shadow_mode == SY_SHADOW_READS,
         .lag_suspected = lag_suspected(sess, st),
         .redact_values = p->cfg.shadow_redact,
+        .accepts = acc,
+        .naccepts = accepts_for(p, st, acc, sizeof(acc) / sizeof(acc[0])),
     };
     struct sy_shadow_example ex;
     memset(&ex, 0, sizeof(ex));
@@ -1371,6 +1381,144 @@ void sy_shadow_stop_all(struct sy_proxy *p, const char *why)
     }
 }
 
+/* ---- accepted divergences (shadow accept, shadow_accept) ---- */
+
+/* An accept from its parsed words; a fingerprint given as text is hashed as the report's are
+ * (pg_fingerprint_full of the text, which leaves a fingerprint as it is), and its text is kept
+ * too, so that it matches the report's text even where normalizing it again would not. */
+static void accept_from_spec(struct sy_shadow_accept *a, const struct sy_shadow_accept_spec *sp,
+                             int from_config)
+{
+    memset(a, 0, sizeof(*a));
+    if (sp->has_hash) {
+        a->fp_hash = sp->hash;
+    } else {
+        char norm[FP_MAX];
+        pg_fingerprint_full(sp->fingerprint, strlen(sp->fingerprint), norm, sizeof(norm),
+                            &a->fp_hash);
+        snprintf(a->fingerprint, sizeof(a->fingerprint), "%s", sp->fingerprint);
+    }
+    snprintf(a->column, sizeof(a->column), "%s", sp->column);
+    a->cls = SY_SHADOW_REAL;
+    for (int c = SY_SHADOW_REAL; c < SY_SHADOW_NCLASSES; c++)
+        if (strcmp(sp->cls, sy_shadow_class_name((enum sy_shadow_class)c)) == 0)
+            a->cls = (enum sy_shadow_class)c;
+    a->from_config = from_config;
+}
+
+/* Whether two accepts accept the same thing: the same fingerprint, column and class. */
+static int accept_same(const struct sy_shadow_accept *x, const struct sy_shadow_accept *y)
+{
+    return (x->fp_hash == y->fp_hash ||
+            (x->fingerprint[0] && strcmp(x->fingerprint, y->fingerprint) == 0)) &&
+           strcmp(x->column, y->column) == 0 && x->cls == y->cls;
+}
+
+/* Puts the config's accepts first, then those added at run time (kept across a reload). */
+static void accepts_take_config(struct sy_proxy *p)
+{
+    struct sy_shadow_accept *a = p->shadow_accepts;
+    size_t keep = 0;
+    for (size_t i = 0; i < p->shadow_naccepts; i++)
+        if (!a[i].from_config)
+            a[keep++] = a[i];
+    size_t ncfg = p->cfg.nshadow_accept;
+    if (ncfg + keep > SY_SHADOW_ACCEPT_MAX)
+        keep = SY_SHADOW_ACCEPT_MAX - ncfg; /* ncfg <= SY_SHADOW_ACCEPT_CFG_MAX < MAX */
+    memmove(a + ncfg, a, keep * sizeof(*a));
+    for (size_t i = 0; i < ncfg; i++)
+        accept_from_spec(&a[i], &p->cfg.shadow_accept[i], 1);
+    p->shadow_naccepts = ncfg + keep;
+}
+
+/* Makes the accept list (the config's) and sets the gate's window at first use. Returns 0, or
+   -1 when memory ran out (nothing is accepted then). */
+static int accepts_ready(struct sy_proxy *p)
+{
+    if (p->shadow_accepts)
+        return 0;
+    sy_shadow_report_set_window(p->shadow_report, p->cfg.shadow_gate_window_ms * 1000u);
+    p->shadow_accepts = calloc(SY_SHADOW_ACCEPT_MAX, sizeof(*p->shadow_accepts));
+    if (!p->shadow_accepts)
+        return -1;
+    p->shadow_naccepts = 0;
+    accepts_take_config(p);
+    return 0;
+}
+
+void sy_shadow_config_changed(struct sy_proxy *p)
+{
+    sy_shadow_report_set_window(p->shadow_report, p->cfg.shadow_gate_window_ms * 1000u);
+    if (p->shadow_accepts)
+        accepts_take_config(p);
+    else
+        accepts_ready(p);
+}
+
+/* The accepts naming the statement's fingerprint, copied into out[0, cap). Returns how many. */
+static size_t accepts_for(struct sy_proxy *p, const struct sh_stmt *st,
+                          struct sy_shadow_accept *out, size_t cap)
+{
+    size_t n = 0;
+    if (accepts_ready(p) != 0)
+        return 0;
+    for (size_t i = 0; i < p->shadow_naccepts && n < cap; i++)
+        if (sy_shadow_accept_matches(&p->shadow_accepts[i], st->fp, st->fp_hash))
+            out[n++] = p->shadow_accepts[i];
+    return n;
+}
+
+static struct json_object *accepts_reply(struct sy_proxy *p)
+{
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "accepts", sy_shadow_accepts_json(p->shadow_accepts,
+                                                                 p->shadow_naccepts));
+    char *t = sy_shadow_accepts_table(p->shadow_accepts, p->shadow_naccepts);
+    if (t) {
+        json_object_object_add(o, "table", json_object_new_string(t));
+        free(t);
+    }
+    return o;
+}
+
+static struct json_object *err(const char *msg);
+
+/* shadow accept | unaccept: adds or removes one accept; replies with the list. */
+static struct json_object *accept_cmd(struct sy_proxy *p, const struct sy_admin_shadow_args *a)
+{
+    struct sy_shadow_accept x;
+    if (accepts_ready(p) != 0)
+        return err("out of memory");
+    accept_from_spec(&x, &a->accept, 0);
+    struct sy_shadow_accept *list = p->shadow_accepts;
+    size_t i = 0;
+    while (i < p->shadow_naccepts && !accept_same(&list[i], &x))
+        i++;
+    char hex[17];
+    snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)x.fp_hash);
+    if (a->op == SY_ADMIN_SHADOW_ACCEPT) {
+        if (i < p->shadow_naccepts)
+            return accepts_reply(p); /* already accepted: nothing to do */
+        if (p->shadow_naccepts == SY_SHADOW_ACCEPT_MAX)
+            return err("the accept list is full (64); remove one with shadow unaccept");
+        list[p->shadow_naccepts++] = x;
+        sy_info("shadow: accepted %s divergences of %s%s%s%s", sy_shadow_class_name(x.cls), hex,
+                x.column[0] ? " in column " : "", x.column, x.fingerprint[0] ? "" : " (by hash)");
+        return accepts_reply(p);
+    }
+    if (i == p->shadow_naccepts)
+        return err("no such accept (the same fingerprint, --column and --class); "
+                   "switchyardctl shadow accepts lists them");
+    if (list[i].from_config)
+        return err("that accept comes from the config (shadow_accept); remove it there and "
+                   "reload");
+    memmove(list + i, list + i + 1, (p->shadow_naccepts - i - 1) * sizeof(*list));
+    p->shadow_naccepts--;
+    sy_info("shadow: no longer accepting %s divergences of %s%s%s", sy_shadow_class_name(x.cls),
+            hex, x.column[0] ? " in column " : "", x.column);
+    return accepts_reply(p);
+}
+
 /* ---- admin: shadow on|off|sample X|report|reset ---- */
 
 static struct json_object *err(const char *msg)
@@ -1429,16 +1577,34 @@ struct json_object *sy_shadow_cmd(struct sy_proxy *p, int argc, char **argv)
         sy_shadow_report_reset(p->shadow_report);
         self_forget(); /* what was learnt about blue, too */
         sy_info("shadow: report counters reset");
+    } else if (a.op == SY_ADMIN_SHADOW_ACCEPT || a.op == SY_ADMIN_SHADOW_UNACCEPT) {
+        return accept_cmd(p, &a);
+    } else if (a.op == SY_ADMIN_SHADOW_ACCEPTS) {
+        if (accepts_ready(p) != 0)
+            return err("out of memory");
+        return accepts_reply(p);
     } else if (a.op == SY_ADMIN_SHADOW_REPORT) {
         struct json_object *o = sy_shadow_report_json(p->shadow_report);
         if (!o)
             return err("out of memory");
+        accepts_ready(p);
         json_object_object_add(o, "state", state_json(p));
+        json_object_object_add(o, "accepts", sy_shadow_accepts_json(p->shadow_accepts,
+                                                                     p->shadow_naccepts));
         char *t = sy_shadow_report_table(p->shadow_report);
+        char *at = sy_shadow_accepts_table(p->shadow_accepts, p->shadow_naccepts);
         if (t) {
+            size_t tl = strlen(t), al = at ? strlen(at) : 0;
+            char *both = realloc(t, tl + al + 1);
+            if (both) {
+                t = both;
+                if (at)
+                    memcpy(t + tl, at, al + 1);
+            }
             json_object_object_add(o, "table", json_object_new_string(t));
             free(t);
         }
+        free(at);
         if (a.reset) {
             sy_shadow_report_reset(p->shadow_report);
             self_forget();
@@ -1448,30 +1614,64 @@ struct json_object *sy_shadow_cmd(struct sy_proxy *p, int argc, char **argv)
     return state_json(p);
 }
 
+/* Appends to why[0, cap) at *len, never past cap. */
+__attribute__((format(printf, 4, 5)))
+static void why_add(char *why, size_t cap, size_t *len, const char *fmt, ...)
+{
+    if (*len + 1 >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(why + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    if (k > 0)
+        *len = *len + (size_t)k < cap ? *len + (size_t)k : cap - 1;
+}
+
+#define GATE_NAMED 5 /* fingerprints a refusal names, the most first */
+
 int sy_shadow_gate(struct sy_proxy *p, char *why, size_t cap)
 {
     if (!p->cfg.cutover_requires_clean_shadow)
         return 0;
+    accepts_ready(p); /* sets the gate's window */
     uint64_t now = now_us(), win = p->cfg.shadow_gate_window_ms * 1000u;
-    struct sy_shadow_real r[8];
-    size_t n = sy_shadow_report_real_since(p->shadow_report, now > win ? now - win : 0, r, 8);
-    uint64_t total = 0;
-    int at_least = 0;
-    for (size_t i = 0; i < n && i < 8; i++) {
-        total += r[i].count;
-        at_least |= r[i].at_least;
-    }
+    uint64_t since = now > win ? now - win : 0;
+    int inconclusive = p->cfg.shadow_gate_inconclusive_blocks;
+    unsigned mask = 1u << SY_SHADOW_REAL | (inconclusive ? 1u << SY_SHADOW_INCONCLUSIVE : 0u);
+    struct sy_shadow_gate_fp top[GATE_NAMED];
+    uint64_t total = 0, real = 0;
+    size_t n = sy_shadow_report_gate(p->shadow_report, since, mask, top, GATE_NAMED, &total);
     if (total <= p->cfg.shadow_gate_max)
         return 0;
-    int len = snprintf(why, cap, "shadow traffic found %s%llu real divergences in the last %llu s "
-                       "(shadow_gate_max is %u), in:",
-                       at_least ? "at least " : "", (unsigned long long)total,
-                       (unsigned long long)(p->cfg.shadow_gate_window_ms / 1000),
-                       p->cfg.shadow_gate_max);
-    for (size_t i = 0; i < n && i < 3 && len > 0 && (size_t)len < cap; i++)
-        len += snprintf(why + len, cap - (size_t)len, " [%.120s] (%u)", r[i].fingerprint,
-                        r[i].count);
-    if (len > 0 && (size_t)len < cap)
-        snprintf(why + len, cap - (size_t)len, "; see switchyardctl shadow report");
+    sy_shadow_report_gate(p->shadow_report, since, 1u << SY_SHADOW_REAL, NULL, 0, &real);
+    size_t len = 0;
+    why[0] = 0;
+    why_add(why, cap, &len, "shadow traffic found %llu divergences in the last %llu s (real %llu",
+            (unsigned long long)total, (unsigned long long)(p->cfg.shadow_gate_window_ms / 1000),
+            (unsigned long long)real);
+    if (inconclusive)
+        why_add(why, cap, &len, ", inconclusive %llu", (unsigned long long)(total - real));
+    why_add(why, cap, &len, "; shadow_gate_max is %u) in %zu fingerprint%s, the most first:",
+            p->cfg.shadow_gate_max, n, n == 1 ? "" : "s");
+    for (size_t i = 0; i < n && i < GATE_NAMED; i++) {
+        const struct sy_shadow_gate_fp *g = &top[i];
+        why_add(why, cap, &len, "%s [%.160s] %llu", i ? ";" : "", g->fingerprint,
+                (unsigned long long)g->count);
+        if (inconclusive && g->by_class[SY_SHADOW_GATE_INCONCLUSIVE])
+            why_add(why, cap, &len, " (real %llu, inconclusive %llu)",
+                    (unsigned long long)g->by_class[SY_SHADOW_GATE_REAL],
+                    (unsigned long long)g->by_class[SY_SHADOW_GATE_INCONCLUSIVE]);
+        const struct sy_shadow_example *ex = g->example;
+        if (ex)
+            why_add(why, cap, &len, ", e.g. %s %s%s%s%s: blue %.60s | green %.60s",
+                    sy_shadow_class_name(g->example_class), ex->what,
+                    ex->column[0] ? " column \"" : "", ex->column, ex->column[0] ? "\"" : "",
+                    ex->blue, ex->green);
+    }
+    if (n > GATE_NAMED)
+        why_add(why, cap, &len, "; and %zu more", n - GATE_NAMED);
+    why_add(why, cap, &len, "; see switchyardctl shadow report; accept an intended change with "
+            "switchyardctl shadow accept");
     return -1;
 }

@@ -215,6 +215,10 @@ struct sy_proxy {
     uint32_t shadow_sample_ppm;
     struct sy_shadow_report *shadow_report;
     uint64_t shadow_last_write_us;
+    /* Accepted divergences (shadow accept; shadow_accept in the config, taken again on
+     * reload): SY_SHADOW_ACCEPT_MAX slots allocated at first use, the config's first. */
+    struct sy_shadow_accept *shadow_accepts;
+    size_t shadow_naccepts;
     /* Idle server connections kept for reuse (pool.c), newest first. */
     struct sy_pooled *pool;
     uint32_t npooled;
@@ -360,6 +364,8 @@ void sy_shadow_stop_all(struct sy_proxy *p, const char *why);
 struct json_object *sy_shadow_cmd(struct sy_proxy *p, int argc, char **argv);
 /* The cutover gate (cutover_requires_clean_shadow): 0 to go on, or -1 with why filled. */
 int sy_shadow_gate(struct sy_proxy *p, char *why, size_t cap);
+/* The config was reloaded: takes its shadow_accept list and gate window. */
+void sy_shadow_config_changed(struct sy_proxy *p);
 
 /* ---- pg_session.c ---- */
 extern const struct sy_protocol_ops sy_pg_ops;

@@ -1894,7 +1894,7 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
         return err_obj("a rollback window is open: 'commit' it (or 'rollback') before another "
                        "cutover");
     if (!opt.dry_run && !rollback) {
-        char why[600];
+        char why[2048]; /* the gate names up to 5 fingerprints with an example each */
         if (sy_shadow_gate(p, why, sizeof(why)) != 0)
             return err_obj(why);
     }

@@ -144,6 +144,77 @@ static int grow(void **block, uint32_t *cap, uint32_t need, uint32_t max, size_t
     return 0;
 }
 
+/* How a column's values are read by meaning (struct sy_shadow_result's canon_* sums). Only
+ * forms where two values of one type and modifier that differ as bytes also differ by meaning
+ * are read so: then comparing by meaning hides nothing in a column whose type did not change. */
+enum canon_kind {
+    CANON_BYTES = 0,       /* as its bytes */
+    CANON_BINARY_INT = 1,  /* int2, int4, int8 in binary format: the number, as decimal text */
+    CANON_NUMERIC = 2,     /* numeric(p,s) in text format: without its fraction's trailing zeros
+                              (every value has s digits after the point, so this is one-to-one) */
+};
+
+#define OID_INT8 20u
+#define OID_INT2 21u
+#define OID_INT4 23u
+#define OID_NUMERIC 1700u
+
+static enum canon_kind canon_kind_of(uint32_t type_oid, int32_t type_mod, uint16_t format)
+{
+    if (format == 1 && (type_oid == OID_INT2 || type_oid == OID_INT4 || type_oid == OID_INT8))
+        return CANON_BINARY_INT;
+    if (format == 0 && type_oid == OID_NUMERIC && type_mod >= 0)
+        return CANON_NUMERIC;
+    return CANON_BYTES;
+}
+
+/* A value's canonical text for kind, in out (at least 24 bytes): returns its length, or -1 when
+   it is read as its bytes (another kind, a length that is no integer's, not a plain number). */
+static long canon_text(enum canon_kind kind, const uint8_t *v, size_t len, char *out)
+{
+    if (kind == CANON_BINARY_INT) {
+        if (len != 2 && len != 4 && len != 8)
+            return -1;
+        uint64_t u = 0;
+        for (size_t i = 0; i < len; i++)
+            u = u << 8 | v[i];
+        int64_t x = len == 2 ? (int16_t)u : len == 4 ? (int32_t)u : (int64_t)u;
+        return snprintf(out, 24, "%lld", (long long)x);
+    }
+    if (kind != CANON_NUMERIC)
+        return -1;
+    /* The stripped form is a prefix of the value: the caller hashes v[0, result). */
+    size_t dot = len, end = len;
+    for (size_t i = 0; i < len; i++) {
+        if (v[i] == '.' && dot == len)
+            dot = i;
+        else if (!(v[i] >= '0' && v[i] <= '9') && !(i == 0 && v[i] == '-'))
+            return -1;
+    }
+    if (dot == len)
+        return -1;
+    while (end > dot + 1 && v[end - 1] == '0')
+        end--;
+    if (end == dot + 1)
+        end = dot;
+    return (long)end;
+}
+
+/* The hash of a value read by meaning: equal to hash_value's when its canonical text is its
+   bytes, so a value that needs no change hashes as itself. */
+static uint64_t hash_canon(enum canon_kind kind, const struct pg_value *v)
+{
+    char buf[24];
+    if (v->len < 0 || kind == CANON_BYTES)
+        return hash_value(v);
+    long n = canon_text(kind, v->data, (size_t)v->len, buf);
+    if (n < 0)
+        return hash_value(v);
+    if (kind == CANON_NUMERIC)
+        return hash_bytes(v->data, (size_t)n, K2);
+    return hash_bytes((const uint8_t *)buf, (size_t)n, K2);
+}
+
 static int feed_row_desc(struct sy_shadow_result *r, const uint8_t *body, size_t len)
 {
     struct pg_body_cursor c;
@@ -157,17 +228,23 @@ static int feed_row_desc(struct sy_shadow_result *r, const uint8_t *body, size_t
     while ((rc = pg_be_row_desc_next(&c, &f)) == 1) {
         uint32_t type = f.type_oid < PG_FIRST_NORMAL_OID ? f.type_oid : PG_FIRST_NORMAL_OID;
         h = chain(h, hash_str(f.name) ^ ((uint64_t)type << 16 | f.format));
+        h = chain(h, (uint32_t)f.type_mod);
     }
     if (rc < 0)
         return rc;
     pg_be_row_desc_begin(&c, body, len);
     r->cur_ncols = (uint32_t)n;
+    r->cur_any_canon = 0;
     for (uint32_t i = 0; pg_be_row_desc_next(&c, &f) == 1; i++) {
-        if (i < SY_SHADOW_COLS_MAX)
+        if (i < SY_SHADOW_COLS_MAX) {
             r->cur_binary[i] = f.format != 0;
+            r->cur_canon[i] = (uint8_t)canon_kind_of(f.type_oid, f.type_mod, f.format);
+            r->cur_any_canon |= r->cur_canon[i] != CANON_BYTES;
+        }
         if (r->nsets == 0 && i < SY_SHADOW_COLS_MAX) {
             copy_cstr(r->cols[i].name, SY_SHADOW_NAME_MAX, f.name);
             r->cols[i].type_oid = f.type_oid;
+            r->cols[i].type_mod = f.type_mod;
             r->cols[i].format = f.format;
         }
     }
@@ -222,9 +299,22 @@ static long sample_begin(struct sy_shadow_result *r, uint32_t ncols)
     return first;
 }
 
-/* Folds one row's hash into the sums and keeps it among the leading row hashes. */
-static void add_row(struct sy_shadow_result *r, uint64_t h)
+/* Folds one row's hash (h; ch read by meaning) into the sums and keeps h among the leading
+   row hashes. */
+static void add_row(struct sy_shadow_result *r, uint64_t h, uint64_t ch)
 {
+    if (!r->canon_used && ch != h) {
+        /* The first row that reads otherwise by meaning: the rows before read as themselves. */
+        r->canon_used = 1;
+        r->canon_ordered = r->hash_ordered;
+        r->canon_sum = r->hash_sum;
+        r->canon_sum_mixed = r->hash_sum_mixed;
+    }
+    if (r->canon_used) {
+        r->canon_ordered = chain(r->canon_ordered, ch);
+        r->canon_sum += ch;
+        r->canon_sum_mixed += mix64(ch ^ K2);
+    }
     if (r->nrows < SY_SHADOW_ROW_HASHES && !r->detail_lost) {
         void *hashes = r->row_hash;
         if (grow(&hashes, &r->row_hash_cap, r->row_hash_len + 1, SY_SHADOW_ROW_HASHES,
@@ -254,11 +344,16 @@ static int feed_data_row(struct sy_shadow_result *r, const uint8_t *body, size_t
     if (rc < 0)
         return rc;
     long cell = sample_begin(r, (uint32_t)n);
-    uint64_t h = mix64((uint64_t)n);
+    uint64_t h = mix64((uint64_t)n), ch = h;
     pg_be_data_row_begin(&c, body, len);
     for (uint32_t i = 0; pg_be_data_row_next(&c, &v) == 1; i++) {
         uint64_t vh = hash_value(&v);
         h = chain(h, vh);
+        if (r->cur_any_canon) {
+            enum canon_kind k = i < r->cur_ncols && i < SY_SHADOW_COLS_MAX
+                                    ? (enum canon_kind)r->cur_canon[i] : CANON_BYTES;
+            ch = chain(ch, k == CANON_BYTES ? vh : hash_canon(k, &v));
+        }
         if (cell >= 0 && i < SY_SHADOW_COLS_MAX) {
             struct sy_shadow_cell *sc = &r->cells[cell + i];
             sc->len = v.len;
@@ -267,7 +362,7 @@ static int feed_data_row(struct sy_shadow_result *r, const uint8_t *body, size_t
             sample_value(r, sc, &v);
         }
     }
-    add_row(r, h);
+    add_row(r, h, r->cur_any_canon ? ch : h);
     return 0;
 }
 
@@ -284,7 +379,8 @@ static void feed_copy_data(struct sy_shadow_result *r, const uint8_t *body, size
         sc->binary = 0;
         sample_value(r, sc, &v);
     }
-    add_row(r, chain(mix64(1), vh));
+    uint64_t h = chain(mix64(1), vh);
+    add_row(r, h, h);
 }
 
 /* Splits "INSERT 0 5" into the verb "INSERT" and the count 5; a tag without a trailing number
@@ -475,6 +571,125 @@ static enum sy_shadow_class classify(const struct sy_shadow_result *b,
     return SY_SHADOW_REAL;
 }
 
+/* ---- Accepted differences ---- */
+
+int sy_shadow_accept_matches(const struct sy_shadow_accept *a, const char *fp, uint64_t fp_hash)
+{
+    return a->fp_hash == fp_hash || (a->fingerprint[0] && fp && strcmp(a->fingerprint, fp) == 0);
+}
+
+/* Whether a column accept names the column (by blue's or green's name). */
+static int column_accepted(const struct sy_shadow_hints *h, const char *blue_name,
+                           const char *green_name)
+{
+    for (size_t i = 0; i < h->naccepts; i++) {
+        const struct sy_shadow_accept *a = &h->accepts[i];
+        if (a->column[0] && a->cls == SY_SHADOW_REAL &&
+            (strcmp(a->column, blue_name) == 0 || strcmp(a->column, green_name) == 0))
+            return 1;
+    }
+    return 0;
+}
+
+static int have_column_accepts(const struct sy_shadow_hints *h)
+{
+    for (size_t i = 0; i < h->naccepts; i++)
+        if (h->accepts[i].column[0] && h->accepts[i].cls == SY_SHADOW_REAL)
+            return 1;
+    return 0;
+}
+
+/* Two columns' descriptions agree: name, format, type modifier, and type (user types, whose
+   OIDs differ between clusters, all agree). */
+static int column_same(const struct sy_shadow_column *cb, const struct sy_shadow_column *cg)
+{
+    return strcmp(cb->name, cg->name) == 0 && cb->format == cg->format &&
+           cb->type_mod == cg->type_mod &&
+           (cb->type_oid == cg->type_oid ||
+            (cb->type_oid >= PG_FIRST_NORMAL_OID && cg->type_oid >= PG_FIRST_NORMAL_OID));
+}
+
+/* Whether the row descriptions agree once the accepted columns' names, types and modifiers are
+   left out (formats must still agree). Descriptions that differ can only be told apart column
+   by column with one result set of at most SY_SHADOW_COLS_MAX columns: otherwise they do not
+   agree. */
+static int columns_agree_accepting(const struct sy_shadow_result *b,
+                                   const struct sy_shadow_result *g,
+                                   const struct sy_shadow_hints *h)
+{
+    if (b->nsets != g->nsets || b->ncols != g->ncols)
+        return 0;
+    if (b->cols_hash == g->cols_hash)
+        return 1;
+    if (b->nsets != 1 || b->ncols > SY_SHADOW_COLS_MAX)
+        return 0;
+    int accepted = 0;
+    for (uint32_t i = 0; i < b->ncols; i++) {
+        const struct sy_shadow_column *cb = &b->cols[i], *cg = &g->cols[i];
+        if (column_same(cb, cg))
+            continue;
+        if (cb->format != cg->format || !column_accepted(h, cb->name, cg->name))
+            return 0;
+        accepted = 1;
+    }
+    return accepted; /* the hashes differ for a reason the kept columns do not show: no */
+}
+
+/* Sums of rows read by meaning (the exact ones when no row needed another reading). */
+static uint64_t canon_sum(const struct sy_shadow_result *r)
+{
+    return r->canon_used ? r->canon_sum : r->hash_sum;
+}
+static uint64_t canon_sum_mixed(const struct sy_shadow_result *r)
+{
+    return r->canon_used ? r->canon_sum_mixed : r->hash_sum_mixed;
+}
+static uint64_t canon_ordered(const struct sy_shadow_result *r)
+{
+    return r->canon_used ? r->canon_ordered : r->hash_ordered;
+}
+
+/*
+ * The difference left once the column accepts are applied: find_diff's order, with the row
+ * descriptions compared by columns_agree_accepting and the rows by meaning. Reading by meaning
+ * hides nothing in a column whose type, modifier and format agree (the readings are one-to-one
+ * per type), so only the accepted columns' values may differ as bytes and still agree.
+ */
+static enum diff find_diff_accepting(const struct sy_shadow_result *b,
+                                     const struct sy_shadow_result *g,
+                                     const struct sy_shadow_hints *h)
+{
+    if (b->malformed != g->malformed)
+        return D_MALFORMED;
+    if (b->status != g->status || strcmp(b->sqlstate, g->sqlstate) != 0)
+        return D_SQLSTATE;
+    if (b->tags_hash != g->tags_hash || b->ncompletes != g->ncompletes)
+        return D_TAG;
+    int rows_returned = b->nsets > 0 || g->nsets > 0 || b->nrows > 0 || g->nrows > 0;
+    if (!rows_returned && b->counts_hash != g->counts_hash)
+        return D_ROWS_AFFECTED;
+    if (!columns_agree_accepting(b, g, h))
+        return D_COLUMNS;
+    if (b->nrows != g->nrows)
+        return D_ROW_COUNT;
+    if (canon_sum(b) != canon_sum(g) || canon_sum_mixed(b) != canon_sum_mixed(g))
+        return D_ROW_DATA;
+    if (canon_ordered(b) != canon_ordered(g))
+        return D_ROW_ORDER;
+    if (b->counts_hash != g->counts_hash)
+        return D_ROWS_AFFECTED;
+    return D_NONE;
+}
+
+enum sy_shadow_class sy_shadow_accept_class(const struct sy_shadow_accept *a, size_t n,
+                                            enum sy_shadow_class cls)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!a[i].column[0] && a[i].cls == cls && cls != SY_SHADOW_MATCH)
+            return SY_SHADOW_ACCEPTED;
+    return cls;
+}
+
 /* ---- Examples ---- */
 
 /* A bounded text writer: appends while there is room, always NUL-terminated. */
@@ -572,9 +787,32 @@ static void column_name(const struct sy_shadow_result *r, uint32_t row, uint32_t
         snprintf(out, cap, "#%u", i + 1);
 }
 
+/* The reading of column i of a sampled row (the first result set's description tells). */
+static enum canon_kind cell_kind(const struct sy_shadow_result *r, uint32_t row, uint32_t i)
+{
+    if (r->sample_set[row] != 0 || r->nsets == 0 || i >= r->ncols || i >= SY_SHADOW_COLS_MAX)
+        return CANON_BYTES;
+    return canon_kind_of(r->cols[i].type_oid, r->cols[i].type_mod, r->cols[i].format);
+}
+
+/* Whether two sampled cells are equal: as bytes (their lengths and hashes), or with by_meaning
+   read by meaning when both were kept whole. */
+static int cells_equal(const struct sy_shadow_result *b, const struct sy_shadow_cell *cb,
+                       enum canon_kind kb, const struct sy_shadow_result *g,
+                       const struct sy_shadow_cell *cg, enum canon_kind kg, int by_meaning)
+{
+    if (cb->len == cg->len && cb->hash == cg->hash)
+        return 1;
+    if (!by_meaning || cb->len < 0 || cg->len < 0 || cb->kept != (uint32_t)cb->len ||
+        cg->kept != (uint32_t)cg->len)
+        return 0;
+    struct pg_value vb = {b->arena + cb->off, cb->len}, vg = {g->arena + cg->off, cg->len};
+    return hash_canon(kb, &vb) == hash_canon(kg, &vg);
+}
+
 /* Fills column, blue and green for row i when both sides sampled it. Returns 1 when done. */
 static int example_values(const struct sy_shadow_result *b, const struct sy_shadow_result *g,
-                          uint64_t row, int redact, struct sy_shadow_example *ex)
+                          uint64_t row, int redact, int by_meaning, struct sy_shadow_example *ex)
 {
     if (row >= b->sample_rows || row >= g->sample_rows)
         return 0;
@@ -587,7 +825,7 @@ static int example_values(const struct sy_shadow_result *b, const struct sy_shad
         return 1;
     }
     for (uint32_t j = 0; j < nb && j < ng; j++) {
-        if (cb[j].len == cg[j].len && cb[j].hash == cg[j].hash)
+        if (cells_equal(b, &cb[j], cell_kind(b, i, j), g, &cg[j], cell_kind(g, i, j), by_meaning))
             continue;
         column_name(b, i, j, ex->column, sizeof(ex->column));
         render_cell(b, &cb[j], redact, ex->blue, sizeof(ex->blue));
@@ -672,47 +910,85 @@ static long locate_row(const struct sy_shadow_result *b, const struct sy_shadow_
     return -1;
 }
 
-static void example_rows(const struct sy_shadow_result *b, const struct sy_shadow_result *g,
-                         enum diff d, int redact, struct sy_shadow_example *ex)
+/* By meaning: the first sampled row (both sides, in order) with a cell that differs so, or -1. */
+static long locate_row_by_meaning(const struct sy_shadow_result *b,
+                                  const struct sy_shadow_result *g)
 {
-    long row = locate_row(b, g, d);
+    for (uint32_t i = 0; i < b->sample_rows && i < g->sample_rows; i++) {
+        uint32_t nb = b->sample_ncells[i], ng = g->sample_ncells[i];
+        if (b->sample_ncols[i] != g->sample_ncols[i])
+            return (long)i;
+        const struct sy_shadow_cell *cb = b->cells + b->sample_cell0[i];
+        const struct sy_shadow_cell *cg = g->cells + g->sample_cell0[i];
+        for (uint32_t j = 0; j < nb && j < ng; j++)
+            if (!cells_equal(b, &cb[j], cell_kind(b, i, j), g, &cg[j], cell_kind(g, i, j), 1))
+                return (long)i;
+    }
+    return -1;
+}
+
+static void example_rows(const struct sy_shadow_result *b, const struct sy_shadow_result *g,
+                         enum diff d, int redact, int by_meaning, struct sy_shadow_example *ex)
+{
+    long row = by_meaning && d != D_ROW_COUNT ? locate_row_by_meaning(b, g) : locate_row(b, g, d);
     ex->row = row;
     if (d == D_ROW_COUNT) {
         snprintf(ex->blue, sizeof(ex->blue), "%llu rows", (unsigned long long)b->nrows);
         snprintf(ex->green, sizeof(ex->green), "%llu rows", (unsigned long long)g->nrows);
         if (row >= 0 && (uint64_t)row < b->nrows && (uint64_t)row < g->nrows)
-            example_values(b, g, (uint64_t)row, redact, ex);
+            example_values(b, g, (uint64_t)row, redact, by_meaning, ex);
         return;
     }
-    if (row >= 0 && example_values(b, g, (uint64_t)row, redact, ex))
+    if (row >= 0 && example_values(b, g, (uint64_t)row, redact, by_meaning, ex))
         return;
     const char *why = row >= 0 ? "row not sampled" : "differs past the first kept rows";
     snprintf(ex->blue, sizeof(ex->blue), "%llu rows, %s", (unsigned long long)b->nrows, why);
     snprintf(ex->green, sizeof(ex->green), "%llu rows, %s", (unsigned long long)g->nrows, why);
 }
 
+/* A type modifier as text: "(10,2)" for a numeric, "(24)" for others, "" for none. */
+static const char *type_mod_text(const struct sy_shadow_column *c, char out[32])
+{
+    out[0] = 0;
+    if (c->type_mod < 0)
+        return out;
+    if (c->type_oid == OID_NUMERIC && c->type_mod >= 4)
+        snprintf(out, 32, "(%d,%d)", ((c->type_mod - 4) >> 16) & 0xffff, (c->type_mod - 4) & 0xffff);
+    else
+        snprintf(out, 32, "(mod %d)", c->type_mod);
+    return out;
+}
+
+/* The first column whose description differs; with h's column accepts, the first one that
+   differs and is not accepted when skip_accepted. */
 static void example_columns(const struct sy_shadow_result *b, const struct sy_shadow_result *g,
+                            const struct sy_shadow_hints *h, int skip_accepted,
                             struct sy_shadow_example *ex)
 {
     uint32_t n = b->ncols < g->ncols ? b->ncols : g->ncols;
+    char mb[32], mg[32];
     for (uint32_t i = 0; i < n && i < SY_SHADOW_COLS_MAX && b->nsets && g->nsets; i++) {
         const struct sy_shadow_column *cb = &b->cols[i], *cg = &g->cols[i];
-        if (strcmp(cb->name, cg->name) == 0 && cb->format == cg->format &&
-            (cb->type_oid == cg->type_oid ||
-             (cb->type_oid >= PG_FIRST_NORMAL_OID && cg->type_oid >= PG_FIRST_NORMAL_OID)))
+        if (column_same(cb, cg))
+            continue;
+        if (skip_accepted && cb->format == cg->format && column_accepted(h, cb->name, cg->name))
             continue;
         copy_cstr(ex->column, sizeof(ex->column), cb->name);
-        snprintf(ex->blue, sizeof(ex->blue), "%s type %u format %u", cb->name, cb->type_oid, cb->format);
-        snprintf(ex->green, sizeof(ex->green), "%s type %u format %u", cg->name, cg->type_oid, cg->format);
+        snprintf(ex->blue, sizeof(ex->blue), "%s type %u%s format %u", cb->name, cb->type_oid,
+                 type_mod_text(cb, mb), cb->format);
+        snprintf(ex->green, sizeof(ex->green), "%s type %u%s format %u", cg->name, cg->type_oid,
+                 type_mod_text(cg, mg), cg->format);
         return;
     }
     snprintf(ex->blue, sizeof(ex->blue), "%u result sets, %u columns", b->nsets, b->ncols);
     snprintf(ex->green, sizeof(ex->green), "%u result sets, %u columns", g->nsets, g->ncols);
 }
 
+/* Fills ex with difference d. residual: d is what is left once the column accepts are applied
+   (columns other than the accepted ones, rows by meaning). */
 static void fill_example(const struct sy_shadow_result *b, const struct sy_shadow_result *g,
                          const struct sy_shadow_hints *h, enum diff d, enum sy_shadow_class cls,
-                         struct sy_shadow_example *ex)
+                         int residual, struct sy_shadow_example *ex)
 {
     memset(ex, 0, sizeof(*ex));
     ex->row = -1;
@@ -742,10 +1018,10 @@ static void fill_example(const struct sy_shadow_result *b, const struct sy_shado
         describe_count(b, ex->blue, sizeof(ex->blue));
         describe_count(g, ex->green, sizeof(ex->green));
         break;
-    case D_COLUMNS: example_columns(b, g, ex); break;
+    case D_COLUMNS: example_columns(b, g, h, residual, ex); break;
     case D_ROW_COUNT:
     case D_ROW_DATA:
-    case D_ROW_ORDER: example_rows(b, g, d, redact, ex); break;
+    case D_ROW_ORDER: example_rows(b, g, d, redact, residual, ex); break;
     }
 }
 
@@ -757,9 +1033,24 @@ enum sy_shadow_class sy_shadow_compare(const struct sy_shadow_result *blue,
     static const struct sy_shadow_hints none;
     const struct sy_shadow_hints *h = hints ? hints : &none;
     enum diff d = find_diff(blue, green);
+    int residual = 0;
+    if (d != D_NONE && !h->shadow_failed && !blue->malformed && !green->malformed &&
+        have_column_accepts(h)) {
+        enum diff left = find_diff_accepting(blue, green, h);
+        if (left == D_NONE) {
+            /* Everything that differs is accepted: ex shows what was. */
+            if (ex)
+                fill_example(blue, green, h, d, SY_SHADOW_ACCEPTED, 0, ex);
+            return SY_SHADOW_ACCEPTED;
+        }
+        d = left;
+        residual = 1;
+    }
     enum sy_shadow_class cls = classify(blue, green, h, d);
     if (ex)
-        fill_example(blue, green, h, d, cls, ex);
+        fill_example(blue, green, h, d, cls, residual, ex);
+    if (cls == SY_SHADOW_REAL || cls == SY_SHADOW_ORDER_ONLY)
+        cls = sy_shadow_accept_class(h->accepts, h->naccepts, cls);
     return cls;
 }
 
@@ -854,13 +1145,24 @@ struct sy_shadow_report {
     struct sy_shadow_fp *other; /* "(other)": fingerprints beyond max_fps */
     int other_used;
     struct sy_shadow_totals totals;
+    uint64_t window_us;         /* the gate's window (sy_shadow_report_set_window) */
+    uint64_t bucket_us;         /* the width of its buckets */
 };
 
 static void fp_clear(struct sy_shadow_fp *e)
 {
     for (int c = 0; c < SY_SHADOW_NCLASSES; c++)
         free(e->examples[c]);
+    free(e->gate);
     memset(e, 0, sizeof(*e));
+}
+
+/* The bucket width for a window: window / SY_SHADOW_GATE_BUCKETS rounded up to a second. */
+static uint64_t gate_width(uint64_t window_us)
+{
+    uint64_t w = window_us / SY_SHADOW_GATE_BUCKETS;
+    w = (w + 999999u) / 1000000u * 1000000u;
+    return w < 1000000u ? 1000000u : w;
 }
 
 struct sy_shadow_report *sy_shadow_report_new(size_t max_fingerprints)
@@ -884,6 +1186,8 @@ struct sy_shadow_report *sy_shadow_report_new(size_t max_fingerprints)
         return NULL;
     }
     copy_cstr(rep->other->text, sizeof(rep->other->text), "(other)");
+    rep->window_us = SY_SHADOW_GATE_WINDOW_DEFAULT_US;
+    rep->bucket_us = gate_width(rep->window_us);
     return rep;
 }
 
@@ -900,6 +1204,7 @@ void sy_shadow_report_reset(struct sy_shadow_report *rep)
     copy_cstr(rep->other->text, sizeof(rep->other->text), "(other)");
     rep->other_used = 0;
     memset(&rep->totals, 0, sizeof(rep->totals));
+    rep->bucket_us = gate_width(rep->window_us);
 }
 
 void sy_shadow_report_destroy(struct sy_shadow_report *rep)
@@ -969,39 +1274,67 @@ static void keep_example(struct sy_shadow_fp *e, enum sy_shadow_class cls,
     e->examples[cls] = copy;
 }
 
-/* The ring of REAL divergence times: real_kept of them, the newest in the slot before
-   real_next. */
-static uint64_t *real_ring_at(struct sy_shadow_fp *e, uint32_t i) /* i = 0: the oldest kept */
+/* The gate's index of a class (SY_SHADOW_GATE_*), or -1 for a class it never counts. */
+static int gate_index(enum sy_shadow_class cls)
 {
-    return &e->real_at[(e->real_next - e->real_kept + i) % SY_SHADOW_REAL_RING];
+    return cls == SY_SHADOW_REAL ? SY_SHADOW_GATE_REAL
+         : cls == SY_SHADOW_INCONCLUSIVE ? SY_SHADOW_GATE_INCONCLUSIVE : -1;
 }
 
-static void real_ring_push(struct sy_shadow_fp *e, uint64_t at_us)
+/* Drops the buckets that end before now_us - window: they can no longer be counted. */
+static void gate_prune(const struct sy_shadow_report *rep, struct sy_shadow_fp *e, uint64_t now_us)
 {
-    e->real_at[e->real_next++ % SY_SHADOW_REAL_RING] = at_us;
-    if (e->real_kept < SY_SHADOW_REAL_RING)
-        e->real_kept++;
-    if (at_us > e->last_real_us)
-        e->last_real_us = at_us;
-}
-
-/* Takes the newest time equal to at_us out of the ring, keeping the others in order; the latest
-   time is then the newest one left. Nothing changes when the ring does not hold at_us. */
-static void real_ring_remove(struct sy_shadow_fp *e, uint64_t at_us)
-{
-    uint32_t i = e->real_kept;
-    while (i > 0 && *real_ring_at(e, i - 1) != at_us)
-        i--;
-    if (i == 0)
+    uint64_t horizon = now_us > rep->window_us ? now_us - rep->window_us : 0;
+    uint32_t k = 0;
+    while (k < e->gate_len && e->gate[k].start_us + rep->bucket_us <= horizon)
+        k++;
+    if (k == 0)
         return;
-    for (uint32_t k = i - 1; k + 1 < e->real_kept; k++)
-        *real_ring_at(e, k) = *real_ring_at(e, k + 1);
-    e->real_next--; /* unsigned: the slot order stays right across a wrap (RING divides 2^32) */
-    e->real_kept--;
-    e->last_real_us = 0;
-    for (uint32_t k = 0; k < e->real_kept; k++)
-        if (*real_ring_at(e, k) > e->last_real_us)
-            e->last_real_us = *real_ring_at(e, k);
+    memmove(e->gate, e->gate + k, (size_t)(e->gate_len - k) * sizeof(*e->gate));
+    e->gate_len -= k;
+}
+
+/* The bucket holding at_us, or NULL; with create, made (in time order) when missing, and NULL
+   only when memory ran out. */
+static struct sy_shadow_gate_bucket *gate_bucket(const struct sy_shadow_report *rep,
+                                                 struct sy_shadow_fp *e, uint64_t at_us,
+                                                 int create)
+{
+    uint64_t start = at_us - at_us % rep->bucket_us;
+    uint32_t i = e->gate_len;
+    while (i > 0 && e->gate[i - 1].start_us > start) /* times come in order: usually none */
+        i--;
+    if (i > 0 && e->gate[i - 1].start_us == start)
+        return &e->gate[i - 1];
+    if (!create)
+        return NULL;
+    void *block = e->gate;
+    if (grow(&block, &e->gate_cap, e->gate_len + 1, UINT32_MAX / sizeof(*e->gate),
+             sizeof(*e->gate)) < 0)
+        return NULL;
+    e->gate = block;
+    memmove(e->gate + i + 1, e->gate + i, (size_t)(e->gate_len - i) * sizeof(*e->gate));
+    e->gate_len++;
+    memset(&e->gate[i], 0, sizeof(e->gate[i]));
+    e->gate[i].start_us = start;
+    return &e->gate[i];
+}
+
+/* Counts one divergence of cls at at_us in the gate's buckets (delta +1 or -1). A -1 whose
+   bucket is gone or empty for cls changes nothing. */
+static void gate_count(const struct sy_shadow_report *rep, struct sy_shadow_fp *e,
+                       enum sy_shadow_class cls, uint64_t at_us, int delta)
+{
+    int gi = gate_index(cls);
+    if (gi < 0)
+        return;
+    struct sy_shadow_gate_bucket *b = gate_bucket(rep, e, at_us, delta > 0);
+    if (!b)
+        return;
+    if (delta > 0 && b->n[gi] < UINT32_MAX)
+        b->n[gi]++;
+    else if (delta < 0 && b->n[gi] > 0)
+        b->n[gi]--;
 }
 
 int sy_shadow_report_add(struct sy_shadow_report *rep, const char *fp_text, uint64_t fp_hash,
@@ -1024,8 +1357,12 @@ int sy_shadow_report_add(struct sy_shadow_report *rep, const char *fp_text, uint
         hist_add(&e->blue, (uint64_t)blue_us);
     if (green_us >= 0)
         hist_add(&e->green, (uint64_t)green_us);
-    if (cls == SY_SHADOW_REAL)
-        real_ring_push(e, now_us);
+    if (cls == SY_SHADOW_REAL && now_us > e->last_real_us)
+        e->last_real_us = now_us;
+    if (gate_index(cls) >= 0) {
+        gate_prune(rep, e, now_us);
+        gate_count(rep, e, cls, now_us, 1);
+    }
     keep_example(e, cls, ex);
     rep->totals.compared++;
     rep->totals.by_class[cls]++;
@@ -1047,10 +1384,20 @@ int sy_shadow_report_reclass(struct sy_shadow_report *rep, uint64_t fp_hash,
     e->by_class[to]++;
     rep->totals.by_class[from]--;
     rep->totals.by_class[to]++;
-    if (from == SY_SHADOW_REAL)
-        real_ring_remove(e, at_us);
-    if (to == SY_SHADOW_REAL)
-        real_ring_push(e, at_us);
+    gate_count(rep, e, from, at_us, -1);
+    gate_count(rep, e, to, at_us, 1);
+    if (to == SY_SHADOW_REAL && at_us > e->last_real_us)
+        e->last_real_us = at_us;
+    if (from == SY_SHADOW_REAL && at_us >= e->last_real_us) {
+        /* The latest one left: known to its bucket's start (0 when none is left). */
+        uint32_t k = e->gate_len;
+        while (k > 0 && e->gate[k - 1].n[SY_SHADOW_GATE_REAL] == 0)
+            k--;
+        if (e->by_class[SY_SHADOW_REAL] == 0)
+            e->last_real_us = 0;
+        else if (k > 0)
+            e->last_real_us = e->gate[k - 1].start_us;
+    }
     if (e->by_class[from] == 0) {
         free(e->examples[from]);
         e->examples[from] = NULL;
@@ -1084,26 +1431,110 @@ const struct sy_shadow_fp *sy_shadow_report_entry(const struct sy_shadow_report 
     return NULL;
 }
 
-size_t sy_shadow_report_real_since(const struct sy_shadow_report *rep, uint64_t since_us,
-                                   struct sy_shadow_real *out, size_t cap)
+/* Merges e's buckets into the report's (new, wider) width, keeping their order. */
+static void gate_rebucket(const struct sy_shadow_report *rep, struct sy_shadow_fp *e)
 {
-    size_t found = 0, n = sy_shadow_report_size(rep);
+    uint32_t out = 0;
+    for (uint32_t i = 0; i < e->gate_len; i++) {
+        uint64_t start = e->gate[i].start_us - e->gate[i].start_us % rep->bucket_us;
+        if (out > 0 && e->gate[out - 1].start_us == start) {
+            for (int c = 0; c < SY_SHADOW_GATE_NCLASSES; c++) {
+                uint64_t n = (uint64_t)e->gate[out - 1].n[c] + e->gate[i].n[c];
+                e->gate[out - 1].n[c] = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+            }
+            continue;
+        }
+        e->gate[out] = e->gate[i];
+        e->gate[out].start_us = start;
+        out++;
+    }
+    e->gate_len = out;
+}
+
+int sy_shadow_report_set_window(struct sy_shadow_report *rep, uint64_t window_us)
+{
+    if (window_us == 0)
+        window_us = SY_SHADOW_GATE_WINDOW_DEFAULT_US;
+    if (window_us == rep->window_us)
+        return 0;
+    uint64_t width = gate_width(window_us);
+    rep->window_us = window_us;
+    if (width == rep->bucket_us)
+        return 0;
+    /* Buckets merge into wider ones; wide ones cannot be split, so a narrower width waits until
+       no bucket is kept (a reset): meanwhile counts are exact to the wider width. */
+    size_t n = sy_shadow_report_size(rep);
+    if (width < rep->bucket_us) {
+        for (size_t i = 0; i < n; i++)
+            if (sy_shadow_report_entry(rep, i)->gate_len)
+                return 0;
+        rep->bucket_us = width;
+        return 0;
+    }
+    rep->bucket_us = width;
+    for (size_t i = 0; i < n; i++)
+        gate_rebucket(rep, (struct sy_shadow_fp *)sy_shadow_report_entry(rep, i));
+    return 0;
+}
+
+uint64_t sy_shadow_report_bucket_us(const struct sy_shadow_report *rep) { return rep->bucket_us; }
+
+/* Whether x ranks before y in the gate's list: more counted, more REAL, then text. */
+static int gate_before(const struct sy_shadow_gate_fp *x, const struct sy_shadow_gate_fp *y)
+{
+    if (x->count != y->count)
+        return x->count > y->count;
+    if (x->by_class[SY_SHADOW_GATE_REAL] != y->by_class[SY_SHADOW_GATE_REAL])
+        return x->by_class[SY_SHADOW_GATE_REAL] > y->by_class[SY_SHADOW_GATE_REAL];
+    return strcmp(x->fingerprint, y->fingerprint) < 0;
+}
+
+size_t sy_shadow_report_gate(const struct sy_shadow_report *rep, uint64_t since_us,
+                             unsigned class_mask, struct sy_shadow_gate_fp *out, size_t cap,
+                             uint64_t *total)
+{
+    int want[SY_SHADOW_GATE_NCLASSES] = {
+        [SY_SHADOW_GATE_REAL] = (class_mask >> SY_SHADOW_REAL) & 1,
+        [SY_SHADOW_GATE_INCONCLUSIVE] = (class_mask >> SY_SHADOW_INCONCLUSIVE) & 1,
+    };
+    size_t found = 0, filled = 0, n = sy_shadow_report_size(rep);
+    uint64_t sum = 0;
     for (size_t i = 0; i < n; i++) {
         const struct sy_shadow_fp *e = sy_shadow_report_entry(rep, i);
-        uint64_t reals = e->by_class[SY_SHADOW_REAL];
-        uint32_t kept = e->real_kept, count = 0;
-        for (uint32_t k = 0; k < kept; k++)
-            count += e->real_at[(e->real_next - kept + k) % SY_SHADOW_REAL_RING] >= since_us;
-        if (count == 0)
-            continue;
-        if (out && found < cap) {
-            out[found].fp_hash = e->hash;
-            out[found].fingerprint = e->text;
-            out[found].last_us = e->last_real_us;
-            out[found].count = count;
-            out[found].at_least = count == kept && reals > kept;
+        struct sy_shadow_gate_fp g = {.fp_hash = e->hash, .fingerprint = e->text,
+                                      .last_real_us = e->last_real_us};
+        for (uint32_t k = 0; k < e->gate_len; k++) {
+            if (e->gate[k].start_us + rep->bucket_us <= since_us)
+                continue;
+            for (int c = 0; c < SY_SHADOW_GATE_NCLASSES; c++)
+                if (want[c])
+                    g.by_class[c] += e->gate[k].n[c];
         }
+        g.count = g.by_class[SY_SHADOW_GATE_REAL] + g.by_class[SY_SHADOW_GATE_INCONCLUSIVE];
+        if (g.count == 0)
+            continue;
+        g.example_class = g.by_class[SY_SHADOW_GATE_REAL] && e->examples[SY_SHADOW_REAL]
+                              ? SY_SHADOW_REAL : SY_SHADOW_INCONCLUSIVE;
+        if (!e->examples[g.example_class])
+            g.example_class = SY_SHADOW_REAL;
+        g.example = e->examples[g.example_class];
         found++;
+        sum += g.count;
+        if (!out || cap == 0)
+            continue;
+        /* Insertion into the top cap, best first. */
+        size_t at = filled;
+        while (at > 0 && gate_before(&g, &out[at - 1]))
+            at--;
+        if (at >= cap)
+            continue;
+        size_t last = filled < cap ? filled : cap - 1;
+        memmove(out + at + 1, out + at, (last - at) * sizeof(*out));
+        out[at] = g;
+        if (filled < cap)
+            filled++;
     }
+    if (total)
+        *total = sum;
     return found;
 }

@@ -51,7 +51,8 @@ enum sy_shadow_status {
 struct sy_shadow_column {
     char name[SY_SHADOW_NAME_MAX];
     uint32_t type_oid;
-    uint16_t format; /* 0 text, 1 binary */
+    int32_t type_mod; /* the type modifier: numeric(10,2), varchar(20); -1 when none */
+    uint16_t format;  /* 0 text, 1 binary */
 };
 
 /*
@@ -93,6 +94,12 @@ struct sy_shadow_result {
     uint64_t hash_ordered;
     uint64_t hash_sum;               /* sum of row hashes */
     uint64_t hash_sum_mixed;         /* sum of mixed row hashes */
+    /* The same three over rows whose values are read by meaning (sy_shadow_compare with an
+     * accepted column): a value of an integer type in binary format as its number, a numeric
+     * with a type modifier in text format without the trailing zeros of its fraction, any other
+     * value as its bytes. Equal to the three above until a row holds such a value (canon_used). */
+    int canon_used;
+    uint64_t canon_ordered, canon_sum, canon_sum_mixed;
 
     /* Bounded detail, on the heap (grown as rows come). */
     uint64_t *row_hash;              /* hashes of the first min(nrows, SY_SHADOW_ROW_HASHES) rows */
@@ -109,6 +116,8 @@ struct sy_shadow_result {
     int detail_lost;                 /* an allocation failed: sums exact, detail partial */
     uint32_t cur_ncols;              /* columns of the current result set */
     uint8_t cur_binary[SY_SHADOW_COLS_MAX]; /* their formats */
+    uint8_t cur_canon[SY_SHADOW_COLS_MAX];  /* how each is read by meaning (0: as bytes) */
+    int cur_any_canon;                      /* some column of the current set is */
 };
 
 /* Prepares an empty result. Cannot fail; allocates nothing yet. */
@@ -156,6 +165,39 @@ enum sy_shadow_class {
    the enum. */
 const char *sy_shadow_class_name(enum sy_shadow_class cls);
 
+/*
+ * A divergence the migration intends (switchyardctl shadow accept, shadow_accept in the config):
+ * comparisons of the fingerprint it names that differ only in what it accepts are classed
+ * ACCEPTED, which the cutover gate does not count.
+ *
+ * Without a column, every comparison of the fingerprint classed cls is accepted (the migration
+ * changes this statement's answers on purpose). With a column (cls is then REAL), what the
+ * column's description may change is accepted: its name (a renamed column, named by its old or
+ * new name), its type and type modifier (int4 to int8, numeric(10,2) to numeric(10,4)); its
+ * values are still compared, by meaning: integers as numbers, numerics with a type modifier
+ * without the trailing zeros of their fraction, other values as their bytes. Any other
+ * difference (another column, the row count, a value that changed) stays REAL.
+ */
+#define SY_SHADOW_ACCEPT_MAX 64 /* accepts a proxy keeps, from the config and the admin socket */
+#define SY_SHADOW_FP_TEXT 512   /* bytes of fingerprint text kept, NUL included */
+struct sy_shadow_accept {
+    uint64_t fp_hash;                    /* the fingerprint's hash (pg_fingerprint_full's) */
+    char fingerprint[SY_SHADOW_FP_TEXT]; /* its text as given; "" when given as a hash */
+    char column[SY_SHADOW_NAME_MAX];     /* "" for the whole statement */
+    enum sy_shadow_class cls;            /* the class accepted: REAL, ORDER_ONLY, INCONCLUSIVE */
+    int from_config;                     /* set by the caller: where it came from */
+};
+
+/* Whether accept a names the statement with fingerprint text fp (may be NULL) and hash
+   fp_hash: the hashes are equal, or a's text is not "" and equal to fp. Returns 1 or 0. */
+int sy_shadow_accept_matches(const struct sy_shadow_accept *a, const char *fp, uint64_t fp_hash);
+
+/* ACCEPTED when a[0, n) holds a whole-statement accept (no column) of class cls (not MATCH),
+   else cls. sy_shadow_compare applies it to REAL and ORDER_ONLY; whoever classes a statement
+   INCONCLUSIVE applies it there. */
+enum sy_shadow_class sy_shadow_accept_class(const struct sy_shadow_accept *a, size_t n,
+                                            enum sy_shadow_class cls);
+
 /* What the caller knows beyond the two answers. All zero means nothing is known. */
 struct sy_shadow_hints {
     int volatile_stmt;    /* pg_sql_is_volatile(), or blue differed from itself when re-run */
@@ -163,6 +205,8 @@ struct sy_shadow_hints {
     int shadow_failed;    /* the shadow connection broke or timed out: green's answer is partial */
     int lag_suspected;    /* green was behind blue when it ran the statement */
     int redact_values;    /* examples carry no row values nor error messages */
+    const struct sy_shadow_accept *accepts; /* the accepts naming this statement's fingerprint */
+    size_t naccepts;                        /* (the caller filters with sy_shadow_accept_matches) */
 };
 
 #define SY_SHADOW_WHAT_MAX 16
@@ -196,6 +240,16 @@ struct sy_shadow_example {
  * affected, row count or row data gives REPLICATION_LAG; a difference only in order gives
  * ORDER_ONLY; anything else REAL. hints may be NULL (nothing known). When ex is not NULL it
  * receives the first difference (what = "" for a match). Returns the class.
+ *
+ * Accepts (hints->accepts): unless shadow_failed or a side is malformed, the column accepts are
+ * applied first: the columns are compared again with the accepted columns' names, types and type
+ * modifiers left out (this needs one result set of at most SY_SHADOW_COLS_MAX columns on each
+ * side when the descriptions differ), and the rows by meaning when their bytes differ (the
+ * canon_* sums). When nothing is left, the class is ACCEPTED and ex describes what was accepted;
+ * otherwise what is left is classified as above and ex describes it (a value that changed in
+ * the accepted column, not the accepted type change). Then a whole-statement accept of the
+ * resulting class (REAL, ORDER_ONLY, INCONCLUSIVE never comes from here) makes it ACCEPTED,
+ * ex unchanged.
  */
 enum sy_shadow_class sy_shadow_compare(const struct sy_shadow_result *blue,
                                        const struct sy_shadow_result *green,
@@ -205,8 +259,23 @@ enum sy_shadow_class sy_shadow_compare(const struct sy_shadow_result *blue,
 /* ---- The report: per fingerprint, over many comparisons ---- */
 
 #define SY_SHADOW_FP_DEFAULT 4096 /* fingerprints kept by default; more go to "(other)" */
-#define SY_SHADOW_FP_TEXT 512     /* bytes of fingerprint text kept, NUL included */
-#define SY_SHADOW_REAL_RING 8     /* times of the last REAL divergences kept per fingerprint */
+
+/*
+ * The cutover gate's counts: per fingerprint, the divergences of the classes it may count (REAL
+ * and INCONCLUSIVE) in time buckets of 1/SY_SHADOW_GATE_BUCKETS of the gate's window (at least
+ * 1 s; sy_shadow_report_set_window), so a count over the window is exact up to one bucket at
+ * its start. Buckets older than the window are dropped when a comparison is added: at most 602
+ * per fingerprint (10 KB).
+ */
+#define SY_SHADOW_GATE_REAL 0         /* index in sy_shadow_gate_bucket.n */
+#define SY_SHADOW_GATE_INCONCLUSIVE 1
+#define SY_SHADOW_GATE_NCLASSES 2
+#define SY_SHADOW_GATE_BUCKETS 600    /* buckets per window */
+#define SY_SHADOW_GATE_WINDOW_DEFAULT_US (600ull * 1000000u) /* 10 minutes */
+struct sy_shadow_gate_bucket {
+    uint64_t start_us;                    /* a multiple of the bucket width */
+    uint32_t n[SY_SHADOW_GATE_NCLASSES];  /* divergences added in [start, start + width) */
+};
 
 /*
  * Latency histogram in microseconds: exact below 32 us, then 16 buckets per power of two up to
@@ -232,10 +301,11 @@ struct sy_shadow_fp {
     uint64_t count;                     /* comparisons */
     uint64_t by_class[SY_SHADOW_NCLASSES]; /* by_class[SY_SHADOW_MATCH] is the matches */
     struct sy_shadow_hist blue, green;  /* latencies; green only when known (>= 0) */
-    uint64_t last_real_us;              /* the latest REAL divergence's time, 0 if none */
-    uint64_t real_at[SY_SHADOW_REAL_RING]; /* the last REAL divergences' times (a ring) */
-    uint32_t real_next;                 /* the ring's next slot */
-    uint32_t real_kept;                 /* times held in the ring, the newest before real_next */
+    uint64_t last_real_us;              /* the latest REAL divergence's time, 0 if none (after
+                                           a reclass took the latest out: the start of the
+                                           newest gate bucket holding one) */
+    struct sy_shadow_gate_bucket *gate; /* the gate's buckets, oldest first (see above) */
+    uint32_t gate_len, gate_cap;
     struct sy_shadow_example *examples[SY_SHADOW_NCLASSES]; /* the first of each class, or NULL */
 };
 
@@ -267,14 +337,16 @@ struct sy_shadow_totals {
     uint64_t overflow;                     /* comparisons counted under "(other)" */
 };
 
-/* A fingerprint with REAL divergences in a window (sy_shadow_report_real_since). */
-struct sy_shadow_real {
+/* A fingerprint the cutover gate counts (sy_shadow_report_gate). Valid until reset or destroy. */
+struct sy_shadow_gate_fp {
     uint64_t fp_hash;
-    const char *fingerprint; /* the entry's text: valid until reset or destroy */
-    uint64_t last_us;        /* the latest REAL divergence */
-    uint32_t count;          /* REAL divergences at or after the window's start, counted among
-                                the last SY_SHADOW_REAL_RING */
-    int at_least;            /* 1 when all of those are in the window: there may be more */
+    const char *fingerprint;                 /* the entry's text */
+    uint64_t count;                          /* counted divergences in the window */
+    uint64_t by_class[SY_SHADOW_GATE_NCLASSES]; /* of which REAL, INCONCLUSIVE */
+    uint64_t last_real_us;                   /* the latest REAL divergence (any time), 0 if none */
+    enum sy_shadow_class example_class;      /* REAL when it has an example, else INCONCLUSIVE */
+    const struct sy_shadow_example *example; /* the fingerprint's first example of that class
+                                                (since the last reset), or NULL */
 };
 
 struct sy_shadow_report;
@@ -297,7 +369,7 @@ void sy_shadow_report_reset(struct sy_shadow_report *rep);
  * Counts one comparison of the statement with fingerprint fp_text (NULL is "") and hash fp_hash
  * (pg_fingerprint_full's; entries are keyed by the hash alone) in class cls, with blue's and
  * green's latencies in microseconds (a negative latency is unknown and not recorded), at now_us
- * (the caller's clock, for sy_shadow_report_real_since). ex, when not NULL and the first of its
+ * (the caller's clock, for the gate's buckets). ex, when not NULL and the first of its
  * class for the fingerprint, is copied. Returns 0 when counted under the fingerprint, 1 when
  * counted under "(other)" (the table is full, or memory ran out), -1 for a class outside the
  * enum (nothing counted).
@@ -309,9 +381,10 @@ int sy_shadow_report_add(struct sy_shadow_report *rep, const char *fp_text, uint
 /*
  * Moves one comparison of fingerprint fp_hash from class from to class to: a recheck showed
  * that a divergence counted as REAL (or ORDER_ONLY) is blue differing from itself. The entry's
- * and the totals' counts move; a REAL one also leaves the ring of times that
- * sy_shadow_report_real_since reads (the time given as now_us to sy_shadow_report_add: at_us;
- * when the ring no longer holds it, only the counts move), and one moved to REAL enters it. ex,
+ * and the totals' counts move; one of a class the gate counts (REAL, INCONCLUSIVE) also leaves
+ * the gate bucket it was added in (at_us: the time given as now_us to sy_shadow_report_add;
+ * when that bucket has aged out or holds none of from, only the counts move), and one moved to
+ * such a class enters the bucket of at_us. ex,
  * when not NULL and to has no example yet, becomes to's example; from's example is dropped when
  * no comparison of that class is left. Returns 0, or -1 when nothing was moved: no entry for
  * fp_hash (never seen, counted under "(other)", or reset since), no comparison of class from,
@@ -335,16 +408,28 @@ size_t sy_shadow_report_size(const struct sy_shadow_report *rep);
 const struct sy_shadow_fp *sy_shadow_report_entry(const struct sy_shadow_report *rep, size_t i);
 
 /*
- * For the cutover gate: fingerprints with at least one REAL divergence at or after since_us.
- * Fills out[0, min(result, cap)) in entry order and returns how many there are in all (which
- * may exceed cap; out may be NULL when cap is 0). Counts come from the times the ring holds, the
- * last SY_SHADOW_REAL_RING REAL divergences of each fingerprint (one fewer for each that
- * sy_shadow_report_reclass took out since the ring was last full): exact when the ring holds
- * every REAL divergence or some of its times are before since_us, else a lower bound
- * (at_least).
+ * Sets the gate's window (shadow_gate_window; 0 means SY_SHADOW_GATE_WINDOW_DEFAULT_US): the
+ * bucket width becomes window / SY_SHADOW_GATE_BUCKETS rounded up to a whole second (at least
+ * 1 s). Buckets already kept are merged when the width grows; when it shrinks, the old width
+ * stays until no bucket is kept (after a reset), as a wide bucket cannot be split. The window
+ * also bounds what is kept: buckets ending before an added comparison's time minus the window
+ * are dropped. Cheap when nothing changes: the proxy calls it before each add. Returns 0.
  */
-size_t sy_shadow_report_real_since(const struct sy_shadow_report *rep, uint64_t since_us,
-                                   struct sy_shadow_real *out, size_t cap);
+int sy_shadow_report_set_window(struct sy_shadow_report *rep, uint64_t window_us);
+/* The bucket width in microseconds. */
+uint64_t sy_shadow_report_bucket_us(const struct sy_shadow_report *rep);
+
+/*
+ * For the cutover gate: the divergences of the classes in class_mask (bit 1 << SY_SHADOW_REAL,
+ * bit 1 << SY_SHADOW_INCONCLUSIVE; others ignored) added in buckets that end after since_us
+ * (so a bucket the window's start cuts is counted whole). Fills out[0, min(result, cap)) with
+ * the fingerprints that have any, the most first (ties: the higher REAL count, then text), sets
+ * *total (when not NULL) to the sum over every fingerprint, and returns how many fingerprints
+ * have any (which may exceed cap; out may be NULL when cap is 0).
+ */
+size_t sy_shadow_report_gate(const struct sy_shadow_report *rep, uint64_t since_us,
+                             unsigned class_mask, struct sy_shadow_gate_fp *out, size_t cap,
+                             uint64_t *total);
 
 /* ---- Renderings (switchover/shadow_json.c) ---- */
 
@@ -368,5 +453,16 @@ struct json_object *sy_shadow_report_json(const struct sy_shadow_report *rep);
  * NUL-terminated string (free it), or NULL when memory runs out.
  */
 char *sy_shadow_report_table(const struct sy_shadow_report *rep);
+
+/*
+ * The accept list as JSON: an array of {"fingerprint" (the text given, or null), "hash" (16 hex
+ * digits), "column" (or null), "class", "source" ("config" or "admin")}. Returns a new object,
+ * or NULL when memory runs out.
+ */
+struct json_object *sy_shadow_accepts_json(const struct sy_shadow_accept *a, size_t n);
+
+/* The accept list as text, one line each ("accepted: HASH class real column \"id\" (admin):
+   FINGERPRINT"), or "accepted: none\n". Returns a malloc'd string (free it), or NULL. */
+char *sy_shadow_accepts_table(const struct sy_shadow_accept *a, size_t n);
 
 #endif

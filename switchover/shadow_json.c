@@ -310,9 +310,11 @@ char *sy_shadow_report_table(const struct sy_shadow_report *rep)
         return NULL;
     }
     b.p[0] = 0;
-    sb_printf(&b, "%7s%7s%7s%7s%7s%7s %9s %9s %10s %10s %10s %10s  %s\n", "REAL", "ORDER",
-              "NONDET", "LAG", "SKIP", "SHDERR", "COUNT", "MATCHES", "BLUE_P50", "BLUE_P99",
-              "GREEN_P50", "GREEN_P99", "FINGERPRINT");
+    /* One heading per class from REAL on, in the enum's order (sb_entry prints them so). */
+    _Static_assert(SY_SHADOW_NCLASSES == 10, "a class was added: give it a heading here");
+    sb_printf(&b, "%7s%7s%7s%7s%7s%7s%7s%7s%7s %9s %9s %10s %10s %10s %10s  %s\n", "REAL",
+              "ORDER", "NONDET", "LAG", "SKIP", "SHDERR", "ACCEPT", "INCONC", "SCHEMA", "COUNT",
+              "MATCHES", "BLUE_P50", "BLUE_P99", "GREEN_P50", "GREEN_P99", "FINGERPRINT");
     for (size_t i = 0; i < n; i++)
         sb_entry(&b, v[i]);
     free(v);
@@ -341,6 +343,52 @@ char *sy_shadow_report_table(const struct sy_shadow_report *rep)
               (unsigned long long)t->counters[SY_SHADOW_CTR_RECHECK_NONDET],
               (unsigned long long)t->counters[SY_SHADOW_CTR_RECHECK_INCONCLUSIVE],
               (unsigned long long)t->counters[SY_SHADOW_CTR_RECHECK_DROPPED]);
+    if (b.failed) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+/* ---- The accept list ---- */
+
+json_object *sy_shadow_accepts_json(const struct sy_shadow_accept *a, size_t n)
+{
+    json_object *arr = json_object_new_array();
+    if (!arr)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        json_object *o = json_object_new_object();
+        if (!o)
+            continue;
+        char hex[17];
+        snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)a[i].fp_hash);
+        put(o, "fingerprint", a[i].fingerprint[0] ? json_text(a[i].fingerprint) : NULL);
+        put(o, "hash", json_object_new_string(hex));
+        put(o, "column", a[i].column[0] ? json_text(a[i].column) : NULL);
+        put(o, "class", json_object_new_string(sy_shadow_class_name(a[i].cls)));
+        put(o, "source", json_object_new_string(a[i].from_config ? "config" : "admin"));
+        json_object_array_add(arr, o);
+    }
+    return arr;
+}
+
+char *sy_shadow_accepts_table(const struct sy_shadow_accept *a, size_t n)
+{
+    struct sbuf b = {malloc(256), 0, 256, 0};
+    if (!b.p)
+        return NULL;
+    b.p[0] = 0;
+    if (n == 0)
+        sb_printf(&b, "accepted: none\n");
+    for (size_t i = 0; i < n; i++) {
+        sb_printf(&b, "accepted: %016llx class %s", (unsigned long long)a[i].fp_hash,
+                  sy_shadow_class_name(a[i].cls));
+        if (a[i].column[0])
+            sb_printf(&b, " column \"%s\"", a[i].column);
+        sb_printf(&b, " (%s)%s%s\n", a[i].from_config ? "config" : "admin",
+                  a[i].fingerprint[0] ? ": " : "", a[i].fingerprint);
+    }
     if (b.failed) {
         free(b.p);
         return NULL;

@@ -927,6 +927,302 @@ static void test_compare_values_rendering(void **state)
     sy_shadow_result_free(&g);
 }
 
+/* ---- Accepted differences ---- */
+
+/* RowDescription with type OIDs and modifiers (all text format unless bit i of binary). */
+static struct msg m_row_desc_mod(size_t n, const char *const *names, const uint32_t *oids,
+                                 const int32_t *mods, unsigned binary)
+{
+    struct msg m = {'T', 0, {0}};
+    put16(&m, (uint16_t)n);
+    for (size_t i = 0; i < n; i++) {
+        put_bytes(&m, names[i], strlen(names[i]) + 1);
+        put32(&m, 16400);
+        put16(&m, (uint16_t)(i + 1));
+        put32(&m, oids[i]);
+        put16(&m, 0xffff);
+        put32(&m, (uint32_t)mods[i]);
+        put16(&m, i < 32 && (binary >> i) & 1 ? 1 : 0);
+    }
+    return m;
+}
+
+/* A SELECT with typed columns: nrows rows of ncols text values. */
+static void make_typed(struct sy_shadow_result *r, size_t ncols, const char *const *names,
+                       const uint32_t *oids, const int32_t *mods, size_t nrows,
+                       const char *const *cells)
+{
+    sy_shadow_result_init(r);
+    feed_ok(r, m_row_desc_mod(ncols, names, oids, mods, 0));
+    for (size_t i = 0; i < nrows; i++)
+        feed_ok(r, m_data_row(ncols, cells + i * ncols));
+    char tag[32];
+    snprintf(tag, sizeof(tag), "SELECT %zu", nrows);
+    feed_ok(r, m_complete(tag));
+}
+
+static struct sy_shadow_accept accept_col(const char *column)
+{
+    struct sy_shadow_accept a;
+    memset(&a, 0, sizeof(a));
+    a.fp_hash = 42;
+    snprintf(a.column, sizeof(a.column), "%s", column);
+    a.cls = SY_SHADOW_REAL;
+    return a;
+}
+
+/* Compares with the accepts given and checks the class and, when want_what is not NULL, the
+   example's what and column. */
+static void check_accepting(const struct sy_shadow_result *b, const struct sy_shadow_result *g,
+                            const struct sy_shadow_accept *acc, size_t n, enum sy_shadow_class want,
+                            const char *want_what, const char *want_col, struct sy_shadow_example *ex)
+{
+    struct sy_shadow_hints h = {.accepts = acc, .naccepts = n};
+    assert_class(sy_shadow_compare(b, g, &h, ex), want);
+    if (want_what && strcmp(ex->what, want_what) != 0)
+        fail_msg("what '%s', want '%s' (blue %s | green %s)", ex->what, want_what, ex->blue,
+                 ex->green);
+    if (want_col && strcmp(ex->column, want_col) != 0)
+        fail_msg("column '%s', want '%s'", ex->column, want_col);
+}
+
+#define OID_TEXT 25u
+#define OID_VARCHAR 1043u
+
+/* int4 widened to int8: the accepted type change alone is ACCEPTED; a changed value in the
+ * same column, another column's value, another column's type and a row count stay REAL. */
+static void test_accept_widened_int(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"id", "name"};
+    static const uint32_t b_oids[] = {23, OID_TEXT}, g_oids[] = {20, OID_TEXT};
+    static const uint32_t g2_oids[] = {20, OID_VARCHAR};
+    static const int32_t mods[] = {-1, -1}, g2_mods[] = {-1, 24};
+    static const char *const rows[] = {"1", "a", "2", "b", "3", "c"};
+    static const char *const rows_id[] = {"1", "a", "20", "b", "3", "c"};
+    static const char *const rows_name[] = {"1", "a", "2", "B", "3", "c"};
+    struct sy_shadow_result b, g;
+    struct sy_shadow_example ex;
+    struct sy_shadow_accept acc[2] = {accept_col("id")};
+    make_typed(&b, 2, names, b_oids, mods, 3, rows);
+
+    make_typed(&g, 2, names, g_oids, mods, 3, rows);
+    check_accepting(&b, &g, NULL, 0, SY_SHADOW_REAL, "columns", "id", &ex);
+    check_accepting(&b, &g, acc, 1, SY_SHADOW_ACCEPTED, "columns", "id", &ex);
+    assert_string_equal(ex.blue, "id type 23 format 0");
+    assert_string_equal(ex.green, "id type 20 format 0");
+    /* An accept of another column, or of another class, accepts nothing here. */
+    struct sy_shadow_accept other = accept_col("name");
+    check_accepting(&b, &g, &other, 1, SY_SHADOW_REAL, "columns", "id", &ex);
+    struct sy_shadow_accept order = accept_col("");
+    order.cls = SY_SHADOW_ORDER_ONLY;
+    check_accepting(&b, &g, &order, 1, SY_SHADOW_REAL, "columns", "id", &ex);
+    sy_shadow_result_free(&g);
+
+    /* The same column, one value changed: REAL, and the example shows the value, not the type. */
+    make_typed(&g, 2, names, g_oids, mods, 3, rows_id);
+    check_accepting(&b, &g, acc, 1, SY_SHADOW_REAL, "row_data", "id", &ex);
+    assert_int_equal(ex.row, 1);
+    assert_string_equal(ex.blue, "'2'");
+    assert_string_equal(ex.green, "'20'");
+    /* ... REPLICATION_LAG when lag is suspected: what is left is classified as usual. */
+    struct sy_shadow_hints lag = {.lag_suspected = 1, .accepts = acc, .naccepts = 1};
+    assert_class(sy_shadow_compare(&b, &g, &lag, &ex), SY_SHADOW_REPLICATION_LAG);
+    sy_shadow_result_free(&g);
+
+    /* Another column's value changed. */
+    make_typed(&g, 2, names, g_oids, mods, 3, rows_name);
+    check_accepting(&b, &g, acc, 1, SY_SHADOW_REAL, "row_data", "name", &ex);
+    assert_string_equal(ex.blue, "'b'");
+    assert_string_equal(ex.green, "'B'");
+    sy_shadow_result_free(&g);
+
+    /* Another column's type changed too (text to varchar(20)): REAL, naming that column. */
+    make_typed(&g, 2, names, g2_oids, g2_mods, 3, rows);
+    check_accepting(&b, &g, acc, 1, SY_SHADOW_REAL, "columns", "name", &ex);
+    acc[1] = accept_col("name");
+    check_accepting(&b, &g, acc, 2, SY_SHADOW_ACCEPTED, "columns", "id", &ex);
+    sy_shadow_result_free(&g);
+
+    /* A row fewer. */
+    make_typed(&g, 2, names, g_oids, mods, 2, rows);
+    check_accepting(&b, &g, acc, 1, SY_SHADOW_REAL, NULL, NULL, &ex);
+    assert_true(strcmp(ex.what, "row_count") == 0 || strcmp(ex.what, "command_tag") == 0);
+    sy_shadow_result_free(&g);
+    sy_shadow_result_free(&b);
+}
+
+/* numeric(10,2) to numeric(10,4): values equal as numbers are accepted, a changed one is not;
+ * a numeric without a type modifier is compared as text. */
+static void test_accept_numeric_scale(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"id", "amount"};
+    static const uint32_t oids[] = {23, 1700};
+    static const int32_t b_mods[] = {-1, (10 << 16 | 2) + 4}, g_mods[] = {-1, (10 << 16 | 4) + 4};
+    static const int32_t no_mods[] = {-1, -1};
+    static const char *const b_rows[] = {"1", "43.29", "2", "1.00", "3", "-0.50", "4", "NaN"};
+    static const char *const g_rows[] = {"1", "43.2900", "2", "1.0000", "3", "-0.5000", "4", "NaN"};
+    static const char *const g_changed[] = {"1", "43.2900", "2", "1.0001", "3", "-0.5000", "4",
+                                            "NaN"};
+    struct sy_shadow_result b, g;
+    struct sy_shadow_example ex;
+    struct sy_shadow_accept acc = accept_col("amount");
+    make_typed(&b, 2, names, oids, b_mods, 4, b_rows);
+
+    make_typed(&g, 2, names, oids, g_mods, 4, g_rows);
+    check_accepting(&b, &g, NULL, 0, SY_SHADOW_REAL, "columns", "amount", &ex);
+    assert_string_equal(ex.blue, "amount type 1700(10,2) format 0");
+    assert_string_equal(ex.green, "amount type 1700(10,4) format 0");
+    check_accepting(&b, &g, &acc, 1, SY_SHADOW_ACCEPTED, "columns", "amount", &ex);
+    sy_shadow_result_free(&g);
+
+    make_typed(&g, 2, names, oids, g_mods, 4, g_changed);
+    check_accepting(&b, &g, &acc, 1, SY_SHADOW_REAL, "row_data", "amount", &ex);
+    assert_int_equal(ex.row, 1); /* row 0 is equal as a number: not the example */
+    assert_string_equal(ex.blue, "'1.00'");
+    assert_string_equal(ex.green, "'1.0001'");
+    sy_shadow_result_free(&g);
+    sy_shadow_result_free(&b);
+
+    /* Without a modifier on either side the display scale is the value's own: text. */
+    make_typed(&b, 2, names, oids, no_mods, 4, b_rows);
+    make_typed(&g, 2, names, oids, no_mods, 4, g_rows);
+    check_accepting(&b, &g, &acc, 1, SY_SHADOW_REAL, "row_data", "amount", &ex);
+    sy_shadow_result_free(&g);
+    sy_shadow_result_free(&b);
+}
+
+/* A renamed column (the same type and values) is accepted by its old or its new name. */
+static void test_accept_renamed_column(void **state)
+{
+    (void)state;
+    static const char *const b_names[] = {"id", "email"}, *const g_names[] = {"id", "mail"};
+    static const uint32_t oids[] = {23, OID_TEXT};
+    static const int32_t mods[] = {-1, -1};
+    static const char *const rows[] = {"1", "ann@example.com", "2", "bob@example.com"};
+    static const char *const changed[] = {"1", "ann@example.com", "2", "bob@example.org"};
+    struct sy_shadow_result b, g;
+    struct sy_shadow_example ex;
+    make_typed(&b, 2, b_names, oids, mods, 2, rows);
+    make_typed(&g, 2, g_names, oids, mods, 2, rows);
+    struct sy_shadow_accept old_name = accept_col("email"), new_name = accept_col("mail");
+    check_accepting(&b, &g, NULL, 0, SY_SHADOW_REAL, "columns", "email", &ex);
+    check_accepting(&b, &g, &old_name, 1, SY_SHADOW_ACCEPTED, "columns", "email", &ex);
+    check_accepting(&b, &g, &new_name, 1, SY_SHADOW_ACCEPTED, "columns", "email", &ex);
+    struct sy_shadow_accept id = accept_col("id");
+    check_accepting(&b, &g, &id, 1, SY_SHADOW_REAL, "columns", "email", &ex);
+    sy_shadow_result_free(&g);
+    make_typed(&g, 2, g_names, oids, mods, 2, changed);
+    check_accepting(&b, &g, &old_name, 1, SY_SHADOW_REAL, "row_data", "email", &ex);
+    sy_shadow_result_free(&g);
+    sy_shadow_result_free(&b);
+}
+
+/* Binary format: an int4 widened to int8 is decoded; equal numbers are accepted. */
+static void test_accept_binary_int(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"id"};
+    static const uint32_t b_oid[] = {23}, g_oid[] = {20};
+    static const int32_t mods[] = {-1};
+    struct sy_shadow_result b, g, g2;
+    sy_shadow_result_init(&b);
+    sy_shadow_result_init(&g);
+    sy_shadow_result_init(&g2);
+    feed_ok(&b, m_row_desc_mod(1, names, b_oid, mods, 1));
+    feed_ok(&g, m_row_desc_mod(1, names, g_oid, mods, 1));
+    feed_ok(&g2, m_row_desc_mod(1, names, g_oid, mods, 1));
+    static const int32_t vals[] = {5, -7, 2147483647};
+    for (int i = 0; i < 3; i++) {
+        struct msg mb = {'D', 0, {0}}, mg = {'D', 0, {0}}, mg2 = {'D', 0, {0}};
+        put16(&mb, 1);
+        put32(&mb, 4);
+        put32(&mb, (uint32_t)vals[i]);
+        int64_t v8 = vals[i], v8b = i == 1 ? 7 : vals[i];
+        put16(&mg, 1);
+        put32(&mg, 8);
+        put32(&mg, (uint32_t)((uint64_t)v8 >> 32));
+        put32(&mg, (uint32_t)v8);
+        put16(&mg2, 1);
+        put32(&mg2, 8);
+        put32(&mg2, (uint32_t)((uint64_t)v8b >> 32));
+        put32(&mg2, (uint32_t)v8b);
+        feed_ok(&b, mb);
+        feed_ok(&g, mg);
+        feed_ok(&g2, mg2);
+    }
+    feed_ok(&b, m_complete("SELECT 3"));
+    feed_ok(&g, m_complete("SELECT 3"));
+    feed_ok(&g2, m_complete("SELECT 3"));
+    struct sy_shadow_example ex;
+    struct sy_shadow_accept acc = accept_col("id");
+    check_accepting(&b, &g, NULL, 0, SY_SHADOW_REAL, "columns", "id", &ex);
+    check_accepting(&b, &g, &acc, 1, SY_SHADOW_ACCEPTED, "columns", "id", &ex);
+    check_accepting(&b, &g2, &acc, 1, SY_SHADOW_REAL, "row_data", "id", &ex);
+    assert_int_equal(ex.row, 1);
+    assert_string_equal(ex.blue, "\\xfffffff9");
+    assert_string_equal(ex.green, "\\x0000000000000007");
+    sy_shadow_result_free(&b);
+    sy_shadow_result_free(&g);
+    sy_shadow_result_free(&g2);
+}
+
+/* Whole-statement accepts of a class, and matching an accept to a fingerprint. */
+static void test_accept_whole_statement(void **state)
+{
+    (void)state;
+    static const char *const r1[] = {"1", "a", "x", "2", "b", "y"};
+    static const char *const r2[] = {"1", "a", "x", "2", "b", "Y"};
+    static const char *const r3[] = {"2", "b", "y", "1", "a", "x"};
+    struct sy_shadow_result b, g_val, g_order;
+    make_select(&b, 2, r1);
+    make_select(&g_val, 2, r2);
+    make_select(&g_order, 2, r3);
+    struct sy_shadow_example ex;
+    struct sy_shadow_accept real = accept_col(""), order = accept_col("");
+    order.cls = SY_SHADOW_ORDER_ONLY;
+    check_accepting(&b, &g_val, &real, 1, SY_SHADOW_ACCEPTED, "row_data", "note", &ex);
+    check_accepting(&b, &g_val, &order, 1, SY_SHADOW_REAL, "row_data", "note", &ex);
+    check_accepting(&b, &g_order, &order, 1, SY_SHADOW_ACCEPTED, "row_order", NULL, &ex);
+    check_accepting(&b, &b, &real, 1, SY_SHADOW_MATCH, "", NULL, &ex);
+    /* Nondeterministic and skipped writes are not REAL: a REAL accept leaves them. */
+    struct sy_shadow_hints vol = {.volatile_stmt = 1, .accepts = &real, .naccepts = 1};
+    assert_class(sy_shadow_compare(&b, &g_val, &vol, &ex), SY_SHADOW_NONDETERMINISTIC);
+    assert_class(sy_shadow_accept_class(&real, 1, SY_SHADOW_INCONCLUSIVE), SY_SHADOW_INCONCLUSIVE);
+    struct sy_shadow_accept inc = accept_col("");
+    inc.cls = SY_SHADOW_INCONCLUSIVE;
+    assert_class(sy_shadow_accept_class(&inc, 1, SY_SHADOW_INCONCLUSIVE), SY_SHADOW_ACCEPTED);
+    assert_class(sy_shadow_accept_class(&inc, 1, SY_SHADOW_MATCH), SY_SHADOW_MATCH);
+
+    /* Matching: by hash, or by the text as given. */
+    struct sy_shadow_accept m = accept_col("");
+    m.fp_hash = 42;
+    assert_int_equal(sy_shadow_accept_matches(&m, "select ?", 42), 1);
+    assert_int_equal(sy_shadow_accept_matches(&m, "select ?", 43), 0);
+    snprintf(m.fingerprint, sizeof(m.fingerprint), "select ?");
+    assert_int_equal(sy_shadow_accept_matches(&m, "select ?", 43), 1);
+    assert_int_equal(sy_shadow_accept_matches(&m, NULL, 43), 0);
+    assert_int_equal(sy_shadow_accept_matches(&m, "select ?, ?", 43), 0);
+    /* A fingerprint's text fingerprints to itself, so its hash is the report's. */
+    static const char *const sqls[] = {
+        "SELECT id, amount FROM prices WHERE id IN (1, 2, 3) AND note = 'x'",
+        "insert into t (a, b) values (1, 'a'), (2, 'b')",
+        "SELECT * FROM \"My Table\" WHERE x = $1 -- c",
+    };
+    for (size_t i = 0; i < sizeof(sqls) / sizeof(sqls[0]); i++) {
+        char fp[512], fp2[512];
+        uint64_t h1, h2;
+        pg_fingerprint_full(sqls[i], strlen(sqls[i]), fp, sizeof(fp), &h1);
+        pg_fingerprint_full(fp, strlen(fp), fp2, sizeof(fp2), &h2);
+        if (strcmp(fp, fp2) != 0 || h1 != h2)
+            fail_msg("[%s] fingerprints to [%s], which fingerprints to [%s]", sqls[i], fp, fp2);
+    }
+    sy_shadow_result_free(&b);
+    sy_shadow_result_free(&g_val);
+    sy_shadow_result_free(&g_order);
+}
+
 /* Feeds rows like "row <i>" with a 100-byte pad; swap exchanges rows swap and swap + 1, change
    alters row change (SIZE_MAX for none). */
 static void feed_big(struct sy_shadow_result *r, size_t nrows, size_t swap, size_t change)
@@ -1065,7 +1361,7 @@ static void test_report_aggregate(void **state)
     assert_int_equal(sy_shadow_report_size(rep), 0);
     assert_int_equal(t->compared, 0);
     assert_int_equal(t->counters[SY_SHADOW_CTR_SESSIONS], 0);
-    assert_int_equal(sy_shadow_report_real_since(rep, 0, NULL, 0), 0);
+    assert_int_equal(sy_shadow_report_gate(rep, 0, 1u << SY_SHADOW_REAL, NULL, 0, NULL), 0);
     assert_int_equal(sy_shadow_report_add(rep, "select ?", 11, SY_SHADOW_MATCH, 1, 1, NULL, 9), 0);
     assert_int_equal(sy_shadow_report_entry(rep, 0)->count, 1);
     sy_shadow_report_destroy(rep);
@@ -1157,38 +1453,109 @@ static void test_report_overflow(void **state)
     sy_shadow_report_destroy(rep);
 }
 
-static void test_report_real_since(void **state)
+#define SEC 1000000ull /* microseconds */
+
+/* The gate's counts are exact per fingerprint over the window, to its bucket's width (1 s for
+ * the default 10-minute window): 1,000 real divergences of one fingerprint count 1,000 and it
+ * is named first; buckets older than the window stop counting and are dropped. */
+static void test_report_gate_counts(void **state)
 {
     (void)state;
     struct sy_shadow_report *rep = sy_shadow_report_new(0);
     assert_non_null(rep);
-    for (uint64_t t = 100; t <= 500; t += 100)
-        sy_shadow_report_add(rep, "a", 1, SY_SHADOW_REAL, 1, 1, NULL, t);
-    sy_shadow_report_add(rep, "b", 2, SY_SHADOW_ORDER_ONLY, 1, 1, NULL, 600);
-    for (uint64_t t = 1000; t < 1020; t++)
-        sy_shadow_report_add(rep, "c", 3, SY_SHADOW_REAL, 1, 1, NULL, t);
-    struct sy_shadow_real out[4];
-    assert_int_equal(sy_shadow_report_real_since(rep, 250, out, 4), 2);
-    assert_true(out[0].fp_hash == 1);
-    assert_string_equal(out[0].fingerprint, "a");
-    assert_int_equal(out[0].count, 3);
-    assert_int_equal(out[0].last_us, 500);
-    assert_false(out[0].at_least);
-    assert_true(out[1].fp_hash == 3);
-    assert_int_equal(out[1].count, SY_SHADOW_REAL_RING);
-    assert_true(out[1].at_least);
-    assert_int_equal(out[1].last_us, 1019);
-    assert_int_equal(sy_shadow_report_real_since(rep, 1015, out, 4), 1);
-    assert_int_equal(out[0].count, 5);
-    assert_false(out[0].at_least);
-    assert_int_equal(sy_shadow_report_real_since(rep, 2000, out, 4), 0);
-    assert_int_equal(sy_shadow_report_real_since(rep, 0, out, 1), 2); /* all counted, one filled */
-    assert_int_equal(sy_shadow_report_real_since(rep, 0, NULL, 0), 2);
+    assert_int_equal(sy_shadow_report_bucket_us(rep), SEC);
+    struct sy_shadow_example ex = example("columns", "id type 23 format 0");
+    uint64_t t0 = 1000 * SEC;
+    for (uint64_t k = 0; k < 1000; k++) /* 1,000 in 100 s */
+        sy_shadow_report_add(rep, "select id from t", 7, SY_SHADOW_REAL, 1, 1, k ? NULL : &ex,
+                             t0 + k * (SEC / 10));
+    for (uint64_t k = 0; k < 3; k++)
+        sy_shadow_report_add(rep, "b", 8, SY_SHADOW_REAL, 1, 1, NULL, t0 + k * SEC);
+    sy_shadow_report_add(rep, "c", 9, SY_SHADOW_INCONCLUSIVE, 1, 1, NULL, t0);
+    sy_shadow_report_add(rep, "c", 9, SY_SHADOW_INCONCLUSIVE, 1, 1, NULL, t0 + SEC);
+    sy_shadow_report_add(rep, "d", 10, SY_SHADOW_ORDER_ONLY, 1, 1, NULL, t0);
+    sy_shadow_report_add(rep, "e", 11, SY_SHADOW_MATCH, 1, 1, NULL, t0);
+
+    unsigned both = 1u << SY_SHADOW_REAL | 1u << SY_SHADOW_INCONCLUSIVE;
+    struct sy_shadow_gate_fp out[4];
+    uint64_t total = 0;
+    assert_int_equal(sy_shadow_report_gate(rep, 0, both, out, 4, &total), 3);
+    assert_int_equal(total, 1005);
+    assert_int_equal(out[0].fp_hash, 7);
+    assert_string_equal(out[0].fingerprint, "select id from t");
+    assert_int_equal(out[0].count, 1000);
+    assert_int_equal(out[0].by_class[SY_SHADOW_GATE_REAL], 1000);
+    assert_int_equal(out[0].example_class, SY_SHADOW_REAL);
+    assert_non_null(out[0].example);
+    assert_string_equal(out[0].example->blue, "id type 23 format 0");
+    assert_int_equal(out[0].last_real_us, t0 + 999 * (SEC / 10));
+    assert_int_equal(out[1].fp_hash, 8);
+    assert_int_equal(out[1].count, 3);
+    assert_int_equal(out[2].fp_hash, 9);
+    assert_int_equal(out[2].count, 2);
+    assert_int_equal(out[2].by_class[SY_SHADOW_GATE_INCONCLUSIVE], 2);
+    assert_null(out[2].example);
+    /* Without inconclusive (shadow_gate_inconclusive = allow). */
+    assert_int_equal(sy_shadow_report_gate(rep, 0, 1u << SY_SHADOW_REAL, out, 4, &total), 2);
+    assert_int_equal(total, 1003);
+    /* Only the top of the list is filled; the count and the total are of all. */
+    assert_int_equal(sy_shadow_report_gate(rep, 0, both, out, 1, &total), 3);
+    assert_int_equal(out[0].fp_hash, 7);
+    assert_int_equal(total, 1005);
+    assert_int_equal(sy_shadow_report_gate(rep, 0, both, NULL, 0, NULL), 3);
+
+    /* A window starting at t0 + 50 s counts the buckets from there: 500 of the first. */
+    assert_int_equal(sy_shadow_report_gate(rep, t0 + 50 * SEC, both, out, 4, &total), 1);
+    assert_int_equal(out[0].count, 500);
+    assert_int_equal(total, 500);
+    /* A start inside a bucket counts that bucket whole (exact to the bucket's width). */
+    assert_int_equal(sy_shadow_report_gate(rep, t0 + 50 * SEC + 1, both, out, 4, &total), 1);
+    assert_int_equal(total, 500);
+    assert_int_equal(sy_shadow_report_gate(rep, t0 + 51 * SEC, both, out, 4, &total), 1);
+    assert_int_equal(total, 490);
+
+    /* Ageing: a real divergence of "b" 11 minutes later drops its buckets older than the
+     * 10-minute window; what is left is the new one. */
+    const struct sy_shadow_fp *b = sy_shadow_report_entry(rep, 1);
+    assert_int_equal(b->gate_len, 3);
+    sy_shadow_report_add(rep, "b", 8, SY_SHADOW_REAL, 1, 1, NULL, t0 + 660 * SEC);
+    assert_int_equal(b->gate_len, 1);
+    assert_int_equal(b->by_class[SY_SHADOW_REAL], 4); /* the report still counts them all */
+    uint64_t since = t0 + 60 * SEC;
+    assert_int_equal(sy_shadow_report_gate(rep, since, both, out, 4, &total), 2);
+    assert_int_equal(out[0].fp_hash, 7); /* 400 left in the window */
+    assert_int_equal(out[0].count, 400);
+    assert_int_equal(out[1].fp_hash, 8);
+    assert_int_equal(out[1].count, 1);
+    /* A fingerprint's buckets stay bounded however long it diverges: one per second. */
+    for (uint64_t k = 0; k < 2000; k++)
+        sy_shadow_report_add(rep, "b", 8, SY_SHADOW_REAL, 1, 1, NULL, t0 + 700 * SEC + k * SEC);
+    assert_true(b->gate_len <= SY_SHADOW_GATE_BUCKETS + 2);
+    assert_int_equal(sy_shadow_report_gate(rep, t0 + 2100 * SEC, 1u << SY_SHADOW_REAL, out, 4,
+                                           &total), 1);
+    assert_int_equal(total, 600);
+
+    /* A longer window: buckets merge to its width (1 h: 6 s), counts unchanged. */
+    sy_shadow_report_reset(rep);
+    for (uint64_t k = 0; k < 60; k++) /* from 1,200 s: a multiple of 6 s */
+        sy_shadow_report_add(rep, "a", 1, SY_SHADOW_REAL, 1, 1, NULL, 1200 * SEC + k * SEC);
+    assert_int_equal(sy_shadow_report_set_window(rep, 3600 * SEC), 0);
+    assert_int_equal(sy_shadow_report_bucket_us(rep), 6 * SEC);
+    assert_int_equal(sy_shadow_report_entry(rep, 0)->gate_len, 10);
+    assert_int_equal(sy_shadow_report_gate(rep, 0, both, out, 4, &total), 1);
+    assert_int_equal(total, 60);
+    /* A shorter one cannot split buckets: it waits for a reset. */
+    assert_int_equal(sy_shadow_report_set_window(rep, 60 * SEC), 0);
+    assert_int_equal(sy_shadow_report_bucket_us(rep), 6 * SEC);
+    sy_shadow_report_reset(rep);
+    assert_int_equal(sy_shadow_report_bucket_us(rep), SEC);
+    assert_int_equal(sy_shadow_report_gate(rep, 0, both, out, 4, &total), 0);
+    assert_int_equal(total, 0);
     sy_shadow_report_destroy(rep);
 }
 
 /* A recheck moves divergences from real to nondeterministic: the counts, the examples and the
- * gate's ring of real divergence times stay consistent. */
+ * gate's buckets stay consistent (each leaves the bucket it was added in). */
 static void test_report_reclass(void **state)
 {
     (void)state;
@@ -1197,18 +1564,20 @@ static void test_report_reclass(void **state)
     struct sy_shadow_example ex_real = example("row_data", "'1'");
     struct sy_shadow_example ex_nd = example("row_data", "'2'");
     for (uint64_t t = 100; t <= 300; t += 100)
-        sy_shadow_report_add(rep, "a", 1, SY_SHADOW_REAL, 1, 1, t == 100 ? &ex_real : NULL, t);
-    sy_shadow_report_add(rep, "a", 1, SY_SHADOW_MATCH, 1, 1, NULL, 350);
+        sy_shadow_report_add(rep, "a", 1, SY_SHADOW_REAL, 1, 1, t == 100 ? &ex_real : NULL,
+                             t * SEC);
+    sy_shadow_report_add(rep, "a", 1, SY_SHADOW_MATCH, 1, 1, NULL, 350 * SEC);
     const struct sy_shadow_fp *a = sy_shadow_report_entry(rep, 0);
+    unsigned real = 1u << SY_SHADOW_REAL;
 
     /* The newest one: the latest real time falls back to the one before. */
     assert_int_equal(sy_shadow_report_reclass(rep, 1, SY_SHADOW_REAL, SY_SHADOW_NONDETERMINISTIC,
-                                              300, &ex_nd), 0);
+                                              300 * SEC, &ex_nd), 0);
     assert_int_equal(a->count, 4);
     assert_int_equal(a->by_class[SY_SHADOW_REAL], 2);
     assert_int_equal(a->by_class[SY_SHADOW_NONDETERMINISTIC], 1);
     assert_int_equal(a->by_class[SY_SHADOW_MATCH], 1);
-    assert_int_equal(a->last_real_us, 200);
+    assert_int_equal(a->last_real_us, 200 * SEC);
     assert_non_null(a->examples[SY_SHADOW_NONDETERMINISTIC]);
     assert_string_equal(a->examples[SY_SHADOW_NONDETERMINISTIC]->blue, "'2'");
     assert_non_null(a->examples[SY_SHADOW_REAL]); /* real ones are left */
@@ -1216,30 +1585,33 @@ static void test_report_reclass(void **state)
     assert_int_equal(t->by_class[SY_SHADOW_REAL], 2);
     assert_int_equal(t->by_class[SY_SHADOW_NONDETERMINISTIC], 1);
     assert_int_equal(t->compared, 4);
-    struct sy_shadow_real out[2];
-    assert_int_equal(sy_shadow_report_real_since(rep, 150, out, 2), 1);
-    assert_int_equal(out[0].count, 1);
-    assert_int_equal(out[0].last_us, 200);
-    assert_false(out[0].at_least);
+    struct sy_shadow_gate_fp out[2];
+    uint64_t total;
+    assert_int_equal(sy_shadow_report_gate(rep, 150 * SEC, real, out, 2, &total), 1);
+    assert_int_equal(out[0].count, 1); /* 200 s; 300 s moved out of its bucket */
+    assert_int_equal(out[0].last_real_us, 200 * SEC);
 
     /* The oldest, then the last: the real example goes with the last real one. */
     assert_int_equal(sy_shadow_report_reclass(rep, 1, SY_SHADOW_REAL, SY_SHADOW_NONDETERMINISTIC,
-                                              100, NULL), 0);
-    assert_int_equal(sy_shadow_report_real_since(rep, 0, out, 2), 1);
+                                              100 * SEC, NULL), 0);
+    assert_int_equal(sy_shadow_report_gate(rep, 0, real, out, 2, &total), 1);
     assert_int_equal(out[0].count, 1);
-    assert_int_equal(out[0].last_us, 200);
+    assert_int_equal(sy_shadow_report_gate(rep, 150 * SEC, real, out, 2, &total), 1);
+    assert_int_equal(out[0].count, 1); /* the one left is at 200 s: the right bucket lost one */
+    assert_int_equal(out[0].last_real_us, 200 * SEC);
     assert_int_equal(sy_shadow_report_reclass(rep, 1, SY_SHADOW_REAL, SY_SHADOW_NONDETERMINISTIC,
-                                              200, NULL), 0);
+                                              200 * SEC, NULL), 0);
     assert_int_equal(a->by_class[SY_SHADOW_REAL], 0);
     assert_int_equal(a->by_class[SY_SHADOW_NONDETERMINISTIC], 3);
     assert_null(a->examples[SY_SHADOW_REAL]);
     assert_string_equal(a->examples[SY_SHADOW_NONDETERMINISTIC]->blue, "'2'"); /* the first kept */
     assert_int_equal(a->last_real_us, 0);
-    assert_int_equal(sy_shadow_report_real_since(rep, 0, out, 2), 0);
+    assert_int_equal(sy_shadow_report_gate(rep, 0, real, out, 2, &total), 0);
+    assert_int_equal(total, 0);
 
     /* Nothing left to move, unknown fingerprints and bad classes move nothing. */
     assert_int_equal(sy_shadow_report_reclass(rep, 1, SY_SHADOW_REAL, SY_SHADOW_NONDETERMINISTIC,
-                                              200, NULL), -1);
+                                              200 * SEC, NULL), -1);
     assert_int_equal(sy_shadow_report_reclass(rep, 99, SY_SHADOW_NONDETERMINISTIC,
                                               SY_SHADOW_REAL, 0, NULL), -1);
     assert_int_equal(sy_shadow_report_reclass(rep, 1, SY_SHADOW_NONDETERMINISTIC,
@@ -1251,46 +1623,48 @@ static void test_report_reclass(void **state)
                      -1);
     assert_int_equal(t->by_class[SY_SHADOW_NONDETERMINISTIC], 3);
 
-    /* Order-only moves too; moving back to real enters the ring. */
-    sy_shadow_report_add(rep, "b", 2, SY_SHADOW_ORDER_ONLY, 1, 1, NULL, 400);
+    /* Order-only moves too; moving back to real enters the bucket of its time. */
+    sy_shadow_report_add(rep, "b", 2, SY_SHADOW_ORDER_ONLY, 1, 1, NULL, 400 * SEC);
     assert_int_equal(sy_shadow_report_reclass(rep, 2, SY_SHADOW_ORDER_ONLY,
-                                              SY_SHADOW_NONDETERMINISTIC, 400, NULL), 0);
+                                              SY_SHADOW_NONDETERMINISTIC, 400 * SEC, NULL), 0);
     assert_int_equal(sy_shadow_report_entry(rep, 1)->by_class[SY_SHADOW_ORDER_ONLY], 0);
     assert_int_equal(sy_shadow_report_reclass(rep, 2, SY_SHADOW_NONDETERMINISTIC, SY_SHADOW_REAL,
-                                              450, NULL), 0);
-    assert_int_equal(sy_shadow_report_real_since(rep, 0, out, 2), 1);
+                                              450 * SEC, NULL), 0);
+    assert_int_equal(sy_shadow_report_gate(rep, 0, real, out, 2, &total), 1);
     assert_int_equal(out[0].fp_hash, 2);
-    assert_int_equal(out[0].last_us, 450);
+    assert_int_equal(out[0].last_real_us, 450 * SEC);
+    assert_int_equal(sy_shadow_report_gate(rep, 451 * SEC, real, out, 2, &total), 0);
 
-    /* A full ring that has wrapped: 12 real divergences at 1000 .. 1011, the ring holds the last
-     * eight. Taking one out of the middle leaves seven, in order, all within a window from 1004:
-     * at least seven (there are eleven). A time the ring no longer holds moves the count only. */
-    for (uint64_t k = 0; k < 12; k++)
-        sy_shadow_report_add(rep, "c", 3, SY_SHADOW_REAL, 1, 1, NULL, 1000 + k);
+    /* Many in one fingerprint: 1,000 real ones over 1000 .. 1099 s, ten per second. Moving the
+     * one at 1007.5 s out takes it from the 1007 s bucket only; the count stays exact however
+     * many there are (no ring of recent times to fall out of). */
+    for (uint64_t k = 0; k < 1000; k++)
+        sy_shadow_report_add(rep, "c", 3, SY_SHADOW_REAL, 1, 1, NULL, 1000 * SEC + k * SEC / 10);
     assert_int_equal(sy_shadow_report_reclass(rep, 3, SY_SHADOW_REAL, SY_SHADOW_NONDETERMINISTIC,
-                                              1007, NULL), 0);
-    struct sy_shadow_real c[3];
-    assert_int_equal(sy_shadow_report_real_since(rep, 1004, c, 3), 1);
-    assert_int_equal(c[0].fp_hash, 3);
-    assert_int_equal(c[0].count, 7);
-    assert_true(c[0].at_least);
-    assert_int_equal(c[0].last_us, 1011);
-    assert_int_equal(sy_shadow_report_real_since(rep, 1009, c, 3), 1);
-    assert_int_equal(c[0].count, 3); /* 1009, 1010, 1011 */
-    assert_false(c[0].at_least);
+                                              1007 * SEC + SEC / 2, NULL), 0);
+    assert_int_equal(sy_shadow_report_gate(rep, 1000 * SEC, real, out, 2, &total), 1);
+    assert_int_equal(out[0].fp_hash, 3);
+    assert_int_equal(out[0].count, 999);
+    assert_int_equal(sy_shadow_report_gate(rep, 1007 * SEC, real, out, 2, &total), 1);
+    assert_int_equal(out[0].count, 929); /* 1007 s on: 930 added, one moved out */
+    assert_int_equal(sy_shadow_report_gate(rep, 1008 * SEC, real, out, 2, &total), 1);
+    assert_int_equal(out[0].count, 920); /* the 1008 s bucket and later: untouched */
+    assert_int_equal(sy_shadow_report_entry(rep, 2)->by_class[SY_SHADOW_REAL], 999);
+    /* To inconclusive: counted by a gate that counts inconclusive, not by one that does not. */
+    assert_int_equal(sy_shadow_report_reclass(rep, 3, SY_SHADOW_REAL, SY_SHADOW_INCONCLUSIVE,
+                                              1050 * SEC, NULL), 0);
+    assert_int_equal(sy_shadow_report_gate(rep, 1000 * SEC, real, out, 2, &total), 1);
+    assert_int_equal(total, 998);
+    assert_int_equal(sy_shadow_report_gate(rep, 1000 * SEC, real | 1u << SY_SHADOW_INCONCLUSIVE,
+                                           out, 2, &total), 1);
+    assert_int_equal(total, 999);
+    assert_int_equal(out[0].by_class[SY_SHADOW_GATE_INCONCLUSIVE], 1);
+    /* A time whose bucket holds none of the class moves the counts only. */
     assert_int_equal(sy_shadow_report_reclass(rep, 3, SY_SHADOW_REAL, SY_SHADOW_NONDETERMINISTIC,
-                                              1001, NULL), 0);
-    assert_int_equal(sy_shadow_report_entry(rep, 2)->by_class[SY_SHADOW_REAL], 10);
-    assert_int_equal(sy_shadow_report_real_since(rep, 0, c, 3), 2);
-    assert_int_equal(c[1].count, 7);
-    assert_true(c[1].at_least);
-    /* New real divergences refill the ring. */
-    sy_shadow_report_add(rep, "c", 3, SY_SHADOW_REAL, 1, 1, NULL, 2000);
-    assert_int_equal(sy_shadow_report_real_since(rep, 1004, c, 3), 1);
-    assert_int_equal(c[0].count, SY_SHADOW_REAL_RING);
-    assert_int_equal(c[0].last_us, 2000);
-    assert_int_equal(sy_shadow_report_real_since(rep, 1011, c, 3), 1);
-    assert_int_equal(c[0].count, 2);
+                                              5000 * SEC, NULL), 0);
+    assert_int_equal(sy_shadow_report_gate(rep, 1000 * SEC, real, out, 2, &total), 1);
+    assert_int_equal(total, 998);
+    assert_int_equal(sy_shadow_report_entry(rep, 2)->by_class[SY_SHADOW_REAL], 997);
 
     /* A reset forgets the entries: nothing to move. */
     sy_shadow_report_reset(rep);
@@ -1504,10 +1878,15 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_compare_hints),
         cmocka_unit_test(test_compare_values_rendering),
         cmocka_unit_test(test_result_bounded),
+        cmocka_unit_test(test_accept_widened_int),
+        cmocka_unit_test(test_accept_numeric_scale),
+        cmocka_unit_test(test_accept_renamed_column),
+        cmocka_unit_test(test_accept_binary_int),
+        cmocka_unit_test(test_accept_whole_statement),
         cmocka_unit_test(test_report_aggregate),
         cmocka_unit_test(test_report_percentiles),
         cmocka_unit_test(test_report_overflow),
-        cmocka_unit_test(test_report_real_since),
+        cmocka_unit_test(test_report_gate_counts),
         cmocka_unit_test(test_report_reclass),
         cmocka_unit_test(test_report_json_and_table),
     };
