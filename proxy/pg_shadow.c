@@ -95,6 +95,7 @@ struct pg_shadow {
     char bound[64];
     char batch_text[FP_MAX];
     int batch_has_text, batch_uncomparable;
+    uint8_t batch_open; /* the request's statement is queued (its last one, at the queue's end) */
     /* Green's reader. */
     uint32_t skip_left; /* bytes of an oversized message still to skip */
     uint8_t counted;    /* counted in the report's sessions */
@@ -334,6 +335,7 @@ static void early_free(struct pg_shadow *sh)
 static void batch_reset(struct pg_shadow *sh)
 {
     sh->batch_has_text = sh->batch_uncomparable = 0;
+    sh->batch_open = 0;
     sh->batch_text[0] = 0;
 }
 
@@ -515,20 +517,11 @@ static void recheck_done(struct sy_proxy *p, void *data, enum sy_recheck_verdict
     free(n);
 }
 
-static int push(struct sy_session *sess, struct pg_shadow *sh, const char *text, size_t len,
-                int uncomparable, int exact)
+/* Names a statement: its fingerprint from text (NULL: a function call), its exact text kept
+ * when exact (a simple Query). */
+static void stmt_name(struct sy_session *sess, struct sh_stmt *st, const char *text, size_t len,
+                      int exact)
 {
-    if (sh->n == SHADOW_MAX_STMTS) {
-        suspend(sess, sh, "green is more than 256 statements behind");
-        return -1;
-    }
-    struct sh_stmt *st = calloc(1, sizeof(*st));
-    if (!st) {
-        suspend(sess, sh, "out of memory");
-        return -1;
-    }
-    sy_shadow_result_init(&st->blue);
-    sy_shadow_result_init(&st->green);
     if (text) {
         pg_fingerprint_full(text, len, st->fp, sizeof(st->fp), &st->fp_hash);
         st->volatile_stmt = (uint8_t)pg_sql_is_volatile(text, len);
@@ -541,7 +534,25 @@ static int push(struct sy_session *sess, struct pg_shadow *sh, const char *text,
         snprintf(st->fp, sizeof(st->fp), "(function call)");
         st->fp_hash = pg_fingerprint_hash(st->fp, strlen(st->fp));
     }
-    st->uncomparable = (uint8_t)uncomparable;
+}
+
+/* Queues a new statement, not yet named. Every answer of both servers from now until their
+ * ReadyForQuery is folded into it: an extended-protocol request is opened at its first message,
+ * so the rows a client reads before its Sync (Execute with a row limit, then Flush, as cursors
+ * and fetch sizes do) count on both sides. Returns it, or NULL after suspending. */
+static struct sh_stmt *push_open(struct sy_session *sess, struct pg_shadow *sh)
+{
+    if (sh->n == SHADOW_MAX_STMTS) {
+        suspend(sess, sh, "green is more than 256 statements behind");
+        return NULL;
+    }
+    struct sh_stmt *st = calloc(1, sizeof(*st));
+    if (!st) {
+        suspend(sess, sh, "out of memory");
+        return NULL;
+    }
+    sy_shadow_result_init(&st->blue);
+    sy_shadow_result_init(&st->green);
     st->inj_before = sh->inj_tail;
     st->fresh_tx = sh->fresh_next;
     sh->inj_tail = 0;
@@ -550,6 +561,17 @@ static int push(struct sy_session *sess, struct pg_shadow *sh, const char *text,
     sh->q[(sh->head + sh->n) % SHADOW_MAX_STMTS] = st;
     sh->n++;
     sy_shadow_report_bump(sess->proxy->shadow_report, SY_SHADOW_CTR_MIRRORED, 1);
+    return st;
+}
+
+static int push(struct sy_session *sess, struct pg_shadow *sh, const char *text, size_t len,
+                int uncomparable, int exact)
+{
+    struct sh_stmt *st = push_open(sess, sh);
+    if (!st)
+        return -1;
+    stmt_name(sess, st, text, len, exact);
+    st->uncomparable = (uint8_t)uncomparable;
     return 0;
 }
 
@@ -901,6 +923,21 @@ void pg_shadow_client_message(struct sy_session *sess, uint8_t type, const uint8
     case PG_FE_FUNCTION_CALL:
         push(sess, sh, NULL, 0, 0, 0);
         return;
+    case PG_FE_COPY_DATA:
+    case PG_FE_COPY_DONE:
+    case PG_FE_COPY_FAIL:
+    case PG_FE_TERMINATE:
+        return;
+    default:
+        break;
+    }
+    /* The extended protocol: the request's statement is queued at its first message. */
+    if (!sh->batch_open) {
+        if (!push_open(sess, sh))
+            return;
+        sh->batch_open = 1;
+    }
+    switch (type) {
     case PG_FE_PARSE:
         if (whole)
             on_parse(sh, m, len);
@@ -922,7 +959,9 @@ void pg_shadow_client_message(struct sy_session *sess, uint8_t type, const uint8
         return;
     case PG_FE_SYNC: {
         const char *t = sh->batch_has_text ? sh->batch_text : "(extended protocol, no Execute)";
-        push(sess, sh, t, strlen(t), sh->batch_uncomparable, 0);
+        struct sh_stmt *st = at(sh, sh->n - 1);
+        stmt_name(sess, st, t, strlen(t), 0);
+        st->uncomparable = (uint8_t)sh->batch_uncomparable;
         batch_reset(sh);
         return;
     }

@@ -10,6 +10,8 @@
 #  d. pgbench -C (a connection per transaction) with shadowing: at least 99 % of its
 #     statements compared, and the report's coverage adds up (seen = mirrored + not sampled +
 #     not running);
+#  f. twenty sessions reading a portal in pieces (Execute with a row limit, Flush, Sync, as
+#     cursors and JDBC's fetch size do): every statement compared, no divergence;
 #  e. reads mode: the same twenty one-statement sessions compared.
 set -euo pipefail
 : "${SY_BIN_DIR:?run through ctest}" "${SY_SOURCE_DIR:?run through ctest}"
@@ -104,6 +106,19 @@ check "d. pgbench -C: $compared of $seen statements compared (at least 99 %)" \
 sum=$(($(cov mirrored) + $(cov not_sampled) + $(cov not_running)))
 check "d. coverage adds up: seen $seen = mirrored + not sampled + not running ($sum)" [ "$sum" -eq "$seen" ]
 check "d. no divergence" [ "$(divergences)" -eq 0 ]
+
+# ---- f. a portal read in pieces (Execute with a row limit, Flush, then Sync) ----
+reset
+ok_rows=0
+for i in $(seq 20); do
+    n=$("$PY" "$src/tests/support/pg_cursor_client.py" 127.0.0.1 "$port" postgres shop \
+        "select g, md5(g::text) from generate_series(1, 25) g" 10 || true)
+    [ "$n" = 25 ] && ok_rows=$((ok_rows + 1))
+done
+settle 20 || true
+check "f. 20 sessions reading a portal 10 rows at a time: every one got its 25 rows ($ok_rows)" [ "$ok_rows" -eq 20 ]
+check "f. ... 20 compared (got $(cov compared)), no divergence ($(divergences))" \
+    [ "$(cov compared)" -eq 20 -a "$(divergences)" -eq 0 ]
 
 # ---- e. reads mode ----
 ctl shadow on reads >/dev/null
