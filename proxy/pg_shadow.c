@@ -100,6 +100,11 @@ struct pg_shadow {
     uint32_t skip_left; /* bytes of an oversized message still to skip */
     uint8_t counted;    /* counted in the report's sessions */
     uint8_t tx_skipped; /* reads mode: green's transaction failed on a refused write */
+    uint8_t tx_schema;  /* green's transaction failed on a statement its schema change broke */
+    uint8_t restart_pending; /* green's schema changed under a prepared statement: the shadow
+                                restarts (state replayed) once the queue has settled */
+    uint8_t created_refused; /* reads mode: green refused a CREATE of this session's (a
+                                temporary table ...), which later statements may use */
     /* reads mode: the read-only guard (above). */
     uint8_t guard;      /* on for this shadow connection */
     uint8_t req_open;   /* a client request has started and not ended */
@@ -340,13 +345,17 @@ static void batch_reset(struct pg_shadow *sh)
 }
 
 /* Stops shadowing the session for shadow_resume (or for good when resume is 0). */
-static void suspend(struct sy_session *sess, struct pg_shadow *sh, const char *why)
+static void suspend_for(struct sy_session *sess, struct pg_shadow *sh, const char *why,
+                        uint64_t resume_ms)
 {
     struct sy_proxy *p = sess->proxy;
     if (sh->n > 0)
         sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_SUSPENDED, sh->n);
-    sy_session_log(sess, SY_LOG_INFO, "shadow suspended for %llu ms: %s",
-                   (unsigned long long)p->cfg.shadow_resume_ms, why);
+    if (resume_ms)
+        sy_session_log(sess, SY_LOG_INFO, "shadow suspended for %llu ms: %s",
+                       (unsigned long long)resume_ms, why);
+    else
+        sy_session_log(sess, SY_LOG_DEBUG, "shadow restarts at the next idle point: %s", why);
     queue_clear(sh);
     batch_reset(sh);
     sh->skip_left = 0;
@@ -355,9 +364,16 @@ static void suspend(struct sy_session *sess, struct pg_shadow *sh, const char *w
     guard_reset(sh);
     early_free(sh);
     linger_unlink(sh);
+    sh->restart_pending = 0;
+    sh->tx_schema = 0; /* created_refused stays: the objects are still missing on green */
     sh->state = SH_SUSPENDED;
-    sh->resume_at_ms = loop_ms(sess) + p->cfg.shadow_resume_ms;
+    sh->resume_at_ms = loop_ms(sess) + resume_ms;
     pg_move_drop(sess); /* closes the shadow connection, reports nothing */
+}
+
+static void suspend(struct sy_session *sess, struct pg_shadow *sh, const char *why)
+{
+    suspend_for(sess, sh, why, sess->proxy->cfg.shadow_resume_ms);
 }
 
 /* ---- rechecks on blue (shadow_recheck.h) ----
@@ -623,6 +639,81 @@ static int after_skipped_write(const struct pg_shadow *sh, const struct sh_stmt 
 static size_t accepts_for(struct sy_proxy *p, const struct sh_stmt *st,
                           struct sy_shadow_accept *out, size_t cap);
 
+/* Whether the statement failed on green only because green's schema changed under a prepared
+ * statement: a cached plan whose result type changed (SQLSTATE 0A000, "cached plan must not
+ * change result type") on an extended-protocol execution that blue ran without that error. */
+static int schema_changed(const struct sh_stmt *st)
+{
+    return !st->text_hash && st->green.status == SY_SHADOW_ST_ERROR &&
+           strcmp(st->green.sqlstate, "0A000") == 0 && strcmp(st->blue.sqlstate, "0A000") != 0;
+}
+
+/* SQLSTATEs of a name that does not exist: what a statement gets on green when the object an
+ * earlier, refused CREATE of the session would have made is missing there. */
+static int undefined_object(const char *sqlstate)
+{
+    static const char *const codes[] = {"42P01", "42704", "42883", "42P02", "26000", "34000",
+                                        "3F000", "42703"};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (strcmp(sqlstate, codes[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static void log_schema_change(struct sy_session *sess)
+{
+    static uint64_t last_ms;
+    uint64_t now = uv_now(sess->proxy->loop);
+    if (last_ms && now - last_ms < 10000)
+        return;
+    last_ms = now;
+    sy_info("shadow: green's schema changed under prepared statements (cached plan must not "
+            "change result type); each shadow session concerned restarts and prepares them "
+            "again, counted as schema_change (session %llu first)", (unsigned long long)sess->id);
+}
+
+/* Differences that come from green's state in this session rather than from the statement. A
+ * schema change on green under a prepared statement is SCHEMA_CHANGE, and so is what fails after
+ * it in green's transaction (25P02, a COMMIT answered ROLLBACK); the session's shadow then
+ * restarts (its state replayed: the statements are prepared again against the new schema), so
+ * the change shows once per session, not at every execution. In reads mode, after green refused
+ * a CREATE of the session's (a temporary table, say), an error on green only that names a
+ * missing object is SKIPPED_WRITE: it depends on the refused write. */
+static enum sy_shadow_class session_class(struct sy_session *sess, struct pg_shadow *sh,
+                                          const struct sh_stmt *st, enum sy_shadow_class cls)
+{
+    if (st->fresh_tx)
+        sh->tx_schema = 0;
+    if (cls == SY_SHADOW_MATCH) {
+        if (st->green_status == 'I')
+            sh->tx_schema = 0;
+        return cls;
+    }
+    if (schema_changed(st)) {
+        sh->tx_schema = st->green_status == 'E';
+        sh->restart_pending = 1;
+        log_schema_change(sess);
+        return SY_SHADOW_SCHEMA_CHANGE;
+    }
+    if (sh->tx_schema) {
+        int aborted = st->green.status == SY_SHADOW_ST_ERROR &&
+                      strcmp(st->green.sqlstate, "25P02") == 0;
+        int rolled_back = strcmp(st->green.tag, "ROLLBACK") == 0 &&
+                          strcmp(st->blue.tag, "ROLLBACK") != 0;
+        if (st->green_status == 'I')
+            sh->tx_schema = 0;
+        if (aborted || rolled_back)
+            return SY_SHADOW_SCHEMA_CHANGE;
+    }
+    if (cls == SY_SHADOW_SKIPPED_WRITE && strncmp(st->blue.tag, "CREATE", 6) == 0)
+        sh->created_refused = 1;
+    if (sh->created_refused && cls != SY_SHADOW_SKIPPED_WRITE &&
+        st->green.status == SY_SHADOW_ST_ERROR && st->blue.status != SY_SHADOW_ST_ERROR &&
+        undefined_object(st->green.sqlstate))
+        return SY_SHADOW_SKIPPED_WRITE;
+    return cls;
+}
+
 static void compare_one(struct sy_session *sess, struct pg_shadow *sh, struct sh_stmt *st)
 {
     struct sy_proxy *p = sess->proxy;
@@ -646,6 +737,7 @@ static void compare_one(struct sy_session *sess, struct pg_shadow *sh, struct sh
     enum sy_shadow_class cls = sy_shadow_compare(&st->blue, &st->green, &h, &ex);
     if (cls != SY_SHADOW_MATCH && h.read_only_shadow && after_skipped_write(sh, st))
         cls = SY_SHADOW_SKIPPED_WRITE;
+    cls = session_class(sess, sh, st, cls);
     if (h.read_only_shadow) {
         if (st->fresh_tx)
             sh->tx_skipped = 0;
@@ -682,7 +774,9 @@ static void settle(struct sy_session *sess, struct pg_shadow *sh)
         sh->nblue--;
         sh->ngreen--;
     }
-    if (sh->lingering && sh->n == 0)
+    if (sh->restart_pending && sh->state == SH_ON && !sh->lingering)
+        suspend_for(sess, sh, "green's schema changed under a prepared statement", 0);
+    else if (sh->lingering && sh->n == 0)
         linger_done(sess, sh);
 }
 

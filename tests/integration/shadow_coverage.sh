@@ -12,7 +12,10 @@
 #     not running);
 #  f. twenty sessions reading a portal in pieces (Execute with a row limit, Flush, Sync, as
 #     cursors and JDBC's fetch size do): every statement compared, no divergence;
-#  e. reads mode: the same twenty one-statement sessions compared.
+#  g. green's schema changed under prepared statements (a fix applied while pgbench -M prepared
+#     runs): one schema_change per shadow session, then every answer matches;
+#  e. reads mode: the same twenty one-statement sessions compared;
+#  h. reads mode: a session's temporary table, which green refuses to create: nothing real.
 set -euo pipefail
 : "${SY_BIN_DIR:?run through ctest}" "${SY_SOURCE_DIR:?run through ctest}"
 src=$SY_SOURCE_DIR
@@ -120,6 +123,35 @@ check "f. 20 sessions reading a portal 10 rows at a time: every one got its 25 r
 check "f. ... 20 compared (got $(cov compared)), no divergence ($(divergences))" \
     [ "$(cov compared)" -eq 20 -a "$(divergences)" -eq 0 ]
 
+# ---- g. a schema change on green under prepared statements ----
+# green's migration made names.name varchar(10) where blue has varchar(20): every answer differs
+# in the column's type. The fix is applied on green while pgbench runs prepared statements on
+# it: each shadow session sees "cached plan must not change result type" once (schema_change),
+# restarts and prepares them again, and from then on its answers match.
+"$PSQL" -X -q -h 127.0.0.1 -p "$BLUE_PORT" -U postgres -d shop -c \
+    "create table names (id int primary key, name varchar(20)); insert into names select g, 'n' || g from generate_series(1, 5) g"
+"$PSQL" -X -q -h 127.0.0.1 -p "$GREEN_PORT" -U postgres -d shop -c \
+    "create table names (id int primary key, name varchar(10)); insert into names select g, 'n' || g from generate_series(1, 5) g"
+printf '\\set id random(1, 5)\nselect id, name from names where id = :id;\n' >"$W/names.sql"
+reset
+"$PGBENCH" -n -M prepared -f "$W/names.sql" -c 4 -T 7 "$APP" >"$W/pb.names" 2>&1 &
+pb_pid=$!
+sleep 2
+"$PSQL" -X -q -h 127.0.0.1 -p "$GREEN_PORT" -U postgres -d shop -c \
+    "alter table names alter column name type varchar(20)"
+sleep 2
+ctl --json shadow report >"$W/report.fix.json"
+reset
+wait "$pb_pid" && rc=0 || rc=$?
+check "g. pgbench -M prepared through the fix on green: exit $rc" [ "$rc" -eq 0 ]
+div() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['totals']['divergences']['$2'])" "$1"; }
+sc=$(div "$W/report.fix.json" schema_change)
+check "g. the schema change shows once per shadow session: schema_change $sc (1 to 8 for 4 clients)" \
+    [ "$sc" -ge 1 -a "$sc" -le 8 ]
+ctl --json shadow report >"$W/report.after.json"
+check "g. after the fix: compared $(cov compared), no divergence of any class ($(divergences))" \
+    [ "$(cov compared)" -gt 0 -a "$(divergences)" -eq 0 ]
+
 # ---- e. reads mode ----
 ctl shadow on reads >/dev/null
 reset
@@ -127,6 +159,21 @@ for i in $(seq 20); do q "select $i, count(*) from pgbench_branches" >/dev/null;
 settle 20 || true
 check "e. reads mode: twenty one-statement sessions, 20 compared (got $(cov compared))" [ "$(cov compared)" -eq 20 ]
 check "e. no divergence" [ "$(divergences)" -eq 0 ]
+
+# ---- h. reads mode: a session's temporary table (green refuses to create it) ----
+reset
+"$PSQL" -X -q -At "$APP" >/dev/null 2>&1 <<'SQL'
+create temp table scratch (x int);
+insert into scratch values (1), (2);
+select sum(x) from scratch;
+update scratch set x = x + 1;
+select count(*) from scratch;
+drop table scratch;
+SQL
+settle 6 || true
+real=$(ctl --json shadow report | "$PY" -c "import json,sys; print(json.load(sys.stdin)['totals']['divergences']['real'])")
+check "h. reads mode, a temporary table created, written, read and dropped: 6 compared ($(cov compared)), none real ($real)" \
+    [ "$(cov compared)" -eq 6 -a "$real" -eq 0 ]
 
 check "switchyard is still running" kill -0 "$sy_pid"
 check "its log has no sanitizer report" bash -c "! grep -q -e AddressSanitizer -e 'runtime error' '$W/sy.log'"
