@@ -639,6 +639,20 @@ static int after_skipped_write(const struct pg_shadow *sh, const struct sh_stmt 
 static size_t accepts_for(struct sy_proxy *p, const struct sh_stmt *st,
                           struct sy_shadow_accept *out, size_t cap);
 
+/* The report names the two sides as the user does: blue and green, whichever is live. The
+ * comparison itself is live against shadow, so after a switch (green live, blue shadowed) the
+ * example's values and the two latencies are swapped into their sides' places. */
+static void name_sides(struct sy_shadow_example *ex, struct sh_stmt *st)
+{
+    char t[sizeof(ex->blue)];
+    memcpy(t, ex->blue, sizeof(t));
+    memcpy(ex->blue, ex->green, sizeof(t));
+    memcpy(ex->green, t, sizeof(t));
+    uint64_t u = st->blue_us;
+    st->blue_us = st->green_us;
+    st->green_us = u;
+}
+
 /* Whether the statement failed on green only because green's schema changed under a prepared
  * statement: a cached plan whose result type changed (SQLSTATE 0A000, "cached plan must not
  * change result type") on an extended-protocol execution that blue ran without that error. */
@@ -746,6 +760,8 @@ static void compare_one(struct sy_session *sess, struct pg_shadow *sh, struct sh
         else if (st->green_status == 'I')
             sh->tx_skipped = 0;
     }
+    if (sess->side == SY_GREEN)
+        name_sides(&ex, st);
     uint64_t at_us = now_us();
     sy_shadow_report_add(p->shadow_report, st->fp, st->fp_hash, cls,
                          (int64_t)(st->blue_us - st->sent_us),

@@ -15,7 +15,8 @@
 #  g. green's schema changed under prepared statements (a fix applied while pgbench -M prepared
 #     runs): one schema_change per shadow session, then every answer matches;
 #  e. reads mode: the same twenty one-statement sessions compared;
-#  h. reads mode: a session's temporary table, which green refuses to create: nothing real.
+#  h. reads mode: a session's temporary table, which green refuses to create: nothing real;
+#  i. with green live (active = green) the report still names blue's answer blue.
 set -euo pipefail
 : "${SY_BIN_DIR:?run through ctest}" "${SY_SOURCE_DIR:?run through ctest}"
 src=$SY_SOURCE_DIR
@@ -174,6 +175,32 @@ settle 6 || true
 real=$(ctl --json shadow report | "$PY" -c "import json,sys; print(json.load(sys.stdin)['totals']['divergences']['real'])")
 check "h. reads mode, a temporary table created, written, read and dropped: 6 compared ($(cov compared)), none real ($real)" \
     [ "$(cov compared)" -eq 6 -a "$real" -eq 0 ]
+
+# ---- i. names: with green live (active = green), the report still calls blue's answer blue ----
+"$PSQL" -X -q -h 127.0.0.1 -p "$BLUE_PORT" -U postgres -d shop -c \
+    "create table labels (id int, v text); insert into labels values (1, 'blue-value')"
+"$PSQL" -X -q -h 127.0.0.1 -p "$GREEN_PORT" -U postgres -d shop -c \
+    "create table labels (id int, v text); insert into labels values (1, 'green-value')"
+port2=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+sed -e "s|^listen = .*|listen = 127.0.0.1:$port2|" -e "s|^admin_socket = .*|admin_socket = $W/admin2.sock|" \
+    -e "s|^shadow = .*|shadow = all\nactive = green\nstate_file = $W/state2.json|" "$W/sy.ini" >"$W/sy2.ini"
+"$SY_BIN_DIR/switchyard" -c "$W/sy2.ini" 2>>"$W/sy2.log" &
+sy2_pid=$!
+bg_pids+=("$sy2_pid")
+for _ in $(seq 100); do [ -S "$W/admin2.sock" ] && break; sleep 0.05; done
+"$PSQL" -X -At "host=127.0.0.1 port=$port2 user=postgres dbname=shop" -c "select v from labels" >"$W/labels.out"
+sleep 0.5
+"$SY_BIN_DIR/switchyardctl" -s "$W/admin2.sock" --json shadow report >"$W/report.labels.json"
+ex=$("$PY" -c "
+import json, sys
+r = json.load(open(sys.argv[1]))
+f = next(f for f in r['fingerprints'] if 'labels' in f['fingerprint'])
+e = f['examples']['real']
+print(e['blue'], e['green'])" "$W/report.labels.json" 2>/dev/null || true)
+check "i. green live: the client got green's answer ($(cat "$W/labels.out"))" [ "$(cat "$W/labels.out")" = green-value ]
+check "i. green live: the report's example names blue's value blue and green's green ($ex)" \
+    [ "$ex" = "'blue-value' 'green-value'" ]
+kill "$sy2_pid" 2>/dev/null || true
 
 check "switchyard is still running" kill -0 "$sy_pid"
 check "its log has no sanitizer report" bash -c "! grep -q -e AddressSanitizer -e 'runtime error' '$W/sy.log'"
