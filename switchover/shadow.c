@@ -228,7 +228,6 @@ static int feed_row_desc(struct sy_shadow_result *r, const uint8_t *body, size_t
     while ((rc = pg_be_row_desc_next(&c, &f)) == 1) {
         uint32_t type = f.type_oid < PG_FIRST_NORMAL_OID ? f.type_oid : PG_FIRST_NORMAL_OID;
         h = chain(h, hash_str(f.name) ^ ((uint64_t)type << 16 | f.format));
-        h = chain(h, (uint32_t)f.type_mod);
     }
     if (rc < 0)
         return rc;
@@ -599,40 +598,52 @@ static int have_column_accepts(const struct sy_shadow_hints *h)
     return 0;
 }
 
-/* Two columns' descriptions agree: name, format, type modifier, and type (user types, whose
-   OIDs differ between clusters, all agree). */
-static int column_same(const struct sy_shadow_column *cb, const struct sy_shadow_column *cg)
+/* Two columns' descriptions agree as the comparison sees them: name, format, and type (user
+   types, whose OIDs differ between clusters, all agree); with with_mod, the type modifier too.
+   (Without it, a modifier change shows in the values it changes: '1.234' against '1.2'.) */
+static int column_same(const struct sy_shadow_column *cb, const struct sy_shadow_column *cg,
+                       int with_mod)
 {
     return strcmp(cb->name, cg->name) == 0 && cb->format == cg->format &&
-           cb->type_mod == cg->type_mod &&
+           (!with_mod || cb->type_mod == cg->type_mod) &&
            (cb->type_oid == cg->type_oid ||
             (cb->type_oid >= PG_FIRST_NORMAL_OID && cg->type_oid >= PG_FIRST_NORMAL_OID));
 }
 
-/* Whether the row descriptions agree once the accepted columns' names, types and modifiers are
-   left out (formats must still agree). Descriptions that differ can only be told apart column
-   by column with one result set of at most SY_SHADOW_COLS_MAX columns: otherwise they do not
-   agree. */
+/*
+ * Whether the row descriptions agree once the accepted columns' names, types and modifiers are
+ * left out (formats must still agree). *by_meaning is set when rows may then be compared by
+ * meaning: every column that is not accepted was checked to have the same type, modifier and
+ * format on both sides (reading by meaning is one-to-one for one type and modifier, so it hides
+ * nothing there). Only one result set of at most SY_SHADOW_COLS_MAX columns can be checked
+ * column by column: otherwise the descriptions agree only when their hashes do, and rows are
+ * compared as bytes.
+ */
 static int columns_agree_accepting(const struct sy_shadow_result *b,
                                    const struct sy_shadow_result *g,
-                                   const struct sy_shadow_hints *h)
+                                   const struct sy_shadow_hints *h, int *by_meaning)
 {
+    *by_meaning = 0;
     if (b->nsets != g->nsets || b->ncols != g->ncols)
         return 0;
-    if (b->cols_hash == g->cols_hash)
-        return 1;
     if (b->nsets != 1 || b->ncols > SY_SHADOW_COLS_MAX)
-        return 0;
-    int accepted = 0;
+        return b->cols_hash == g->cols_hash;
+    int accepted = 0, mod_only = 0;
     for (uint32_t i = 0; i < b->ncols; i++) {
         const struct sy_shadow_column *cb = &b->cols[i], *cg = &g->cols[i];
-        if (column_same(cb, cg))
+        if (column_same(cb, cg, 1))
             continue;
-        if (cb->format != cg->format || !column_accepted(h, cb->name, cg->name))
+        if (cb->format == cg->format && column_accepted(h, cb->name, cg->name)) {
+            accepted = 1;
+            continue;
+        }
+        if (!column_same(cb, cg, 0))
             return 0;
-        accepted = 1;
+        mod_only = 1; /* not accepted, and not a difference by itself: rows as bytes */
     }
-    return accepted; /* the hashes differ for a reason the kept columns do not show: no */
+    *by_meaning = !mod_only;
+    /* Hashes that differ for a reason the kept columns do not show: no. */
+    return accepted || b->cols_hash == g->cols_hash;
 }
 
 /* Sums of rows read by meaning (the exact ones when no row needed another reading). */
@@ -657,8 +668,9 @@ static uint64_t canon_ordered(const struct sy_shadow_result *r)
  */
 static enum diff find_diff_accepting(const struct sy_shadow_result *b,
                                      const struct sy_shadow_result *g,
-                                     const struct sy_shadow_hints *h)
+                                     const struct sy_shadow_hints *h, int *by_meaning)
 {
+    *by_meaning = 0;
     if (b->malformed != g->malformed)
         return D_MALFORMED;
     if (b->status != g->status || strcmp(b->sqlstate, g->sqlstate) != 0)
@@ -668,10 +680,16 @@ static enum diff find_diff_accepting(const struct sy_shadow_result *b,
     int rows_returned = b->nsets > 0 || g->nsets > 0 || b->nrows > 0 || g->nrows > 0;
     if (!rows_returned && b->counts_hash != g->counts_hash)
         return D_ROWS_AFFECTED;
-    if (!columns_agree_accepting(b, g, h))
+    if (!columns_agree_accepting(b, g, h, by_meaning))
         return D_COLUMNS;
     if (b->nrows != g->nrows)
         return D_ROW_COUNT;
+    if (!*by_meaning) {
+        if (b->hash_sum != g->hash_sum || b->hash_sum_mixed != g->hash_sum_mixed)
+            return D_ROW_DATA;
+        if (b->hash_ordered != g->hash_ordered)
+            return D_ROW_ORDER;
+    }
     if (canon_sum(b) != canon_sum(g) || canon_sum_mixed(b) != canon_sum_mixed(g))
         return D_ROW_DATA;
     if (canon_ordered(b) != canon_ordered(g))
@@ -969,7 +987,7 @@ static void example_columns(const struct sy_shadow_result *b, const struct sy_sh
     char mb[32], mg[32];
     for (uint32_t i = 0; i < n && i < SY_SHADOW_COLS_MAX && b->nsets && g->nsets; i++) {
         const struct sy_shadow_column *cb = &b->cols[i], *cg = &g->cols[i];
-        if (column_same(cb, cg))
+        if (column_same(cb, cg, 0))
             continue;
         if (skip_accepted && cb->format == cg->format && column_accepted(h, cb->name, cg->name))
             continue;
@@ -985,10 +1003,10 @@ static void example_columns(const struct sy_shadow_result *b, const struct sy_sh
 }
 
 /* Fills ex with difference d. residual: d is what is left once the column accepts are applied
-   (columns other than the accepted ones, rows by meaning). */
+   (a column other than the accepted ones); by_meaning: rows were compared by meaning. */
 static void fill_example(const struct sy_shadow_result *b, const struct sy_shadow_result *g,
                          const struct sy_shadow_hints *h, enum diff d, enum sy_shadow_class cls,
-                         int residual, struct sy_shadow_example *ex)
+                         int residual, int by_meaning, struct sy_shadow_example *ex)
 {
     memset(ex, 0, sizeof(*ex));
     ex->row = -1;
@@ -1021,7 +1039,7 @@ static void fill_example(const struct sy_shadow_result *b, const struct sy_shado
     case D_COLUMNS: example_columns(b, g, h, residual, ex); break;
     case D_ROW_COUNT:
     case D_ROW_DATA:
-    case D_ROW_ORDER: example_rows(b, g, d, redact, residual, ex); break;
+    case D_ROW_ORDER: example_rows(b, g, d, redact, by_meaning, ex); break;
     }
 }
 
@@ -1033,14 +1051,14 @@ enum sy_shadow_class sy_shadow_compare(const struct sy_shadow_result *blue,
     static const struct sy_shadow_hints none;
     const struct sy_shadow_hints *h = hints ? hints : &none;
     enum diff d = find_diff(blue, green);
-    int residual = 0;
+    int residual = 0, by_meaning = 0;
     if (d != D_NONE && !h->shadow_failed && !blue->malformed && !green->malformed &&
         have_column_accepts(h)) {
-        enum diff left = find_diff_accepting(blue, green, h);
+        enum diff left = find_diff_accepting(blue, green, h, &by_meaning);
         if (left == D_NONE) {
             /* Everything that differs is accepted: ex shows what was. */
             if (ex)
-                fill_example(blue, green, h, d, SY_SHADOW_ACCEPTED, 0, ex);
+                fill_example(blue, green, h, d, SY_SHADOW_ACCEPTED, 0, 0, ex);
             return SY_SHADOW_ACCEPTED;
         }
         d = left;
@@ -1048,7 +1066,7 @@ enum sy_shadow_class sy_shadow_compare(const struct sy_shadow_result *blue,
     }
     enum sy_shadow_class cls = classify(blue, green, h, d);
     if (ex)
-        fill_example(blue, green, h, d, cls, residual, ex);
+        fill_example(blue, green, h, d, cls, residual, by_meaning, ex);
     if (cls == SY_SHADOW_REAL || cls == SY_SHADOW_ORDER_ONLY)
         cls = sy_shadow_accept_class(h->accepts, h->naccepts, cls);
     return cls;

@@ -244,8 +244,9 @@ struct sy_shadow_example {
  * Accepts (hints->accepts): unless shadow_failed or a side is malformed, the column accepts are
  * applied first: the columns are compared again with the accepted columns' names, types and type
  * modifiers left out (this needs one result set of at most SY_SHADOW_COLS_MAX columns on each
- * side when the descriptions differ), and the rows by meaning when their bytes differ (the
- * canon_* sums). When nothing is left, the class is ACCEPTED and ex describes what was accepted;
+ * side when the descriptions differ), and the rows by meaning (the canon_* sums) when every
+ * column not accepted has the same type, modifier and format on both sides (else as bytes:
+ * a modifier changed and not accepted shows in its values). When nothing is left, the class is ACCEPTED and ex describes what was accepted;
  * otherwise what is left is classified as above and ex describes it (a value that changed in
  * the accepted column, not the accepted type change). Then a whole-statement accept of the
  * resulting class (REAL, ORDER_ONLY, INCONCLUSIVE never comes from here) makes it ACCEPTED,

@@ -1071,10 +1071,24 @@ static void test_accept_numeric_scale(void **state)
     make_typed(&b, 2, names, oids, b_mods, 4, b_rows);
 
     make_typed(&g, 2, names, oids, g_mods, 4, g_rows);
-    check_accepting(&b, &g, NULL, 0, SY_SHADOW_REAL, "columns", "amount", &ex);
-    assert_string_equal(ex.blue, "amount type 1700(10,2) format 0");
-    assert_string_equal(ex.green, "amount type 1700(10,4) format 0");
-    check_accepting(&b, &g, &acc, 1, SY_SHADOW_ACCEPTED, "columns", "amount", &ex);
+    check_accepting(&b, &g, NULL, 0, SY_SHADOW_REAL, "row_data", "amount", &ex);
+    assert_string_equal(ex.blue, "'43.29'");
+    assert_string_equal(ex.green, "'43.2900'");
+    check_accepting(&b, &g, &acc, 1, SY_SHADOW_ACCEPTED, "row_data", "amount", &ex);
+    /* Accepting another column does not read this one by meaning: its modifier changed and
+     * nobody accepted that. */
+    struct sy_shadow_accept id = accept_col("id");
+    check_accepting(&b, &g, &id, 1, SY_SHADOW_REAL, "row_data", "amount", &ex);
+    sy_shadow_result_free(&g);
+
+    /* The modifier shows in a columns example when the type changed too (int to numeric). */
+    static const uint32_t g_oids[] = {1700, 1700};
+    static const int32_t g_mods2[] = {(12 << 16) + 4, (10 << 16 | 4) + 4};
+    make_typed(&g, 2, names, g_oids, g_mods2, 4, g_rows);
+    check_accepting(&b, &g, &acc, 1, SY_SHADOW_REAL, "columns", "id", &ex);
+    assert_string_equal(ex.green, "id type 1700(12,0) format 0");
+    struct sy_shadow_accept both[2] = {acc, id};
+    check_accepting(&b, &g, both, 2, SY_SHADOW_ACCEPTED, "columns", "id", &ex);
     sy_shadow_result_free(&g);
 
     make_typed(&g, 2, names, oids, g_mods, 4, g_changed);
