@@ -774,10 +774,64 @@ static void test_side_name(void **state)
     assert_string_equal(sy_side_name((enum sy_side)7), "unknown");
 }
 
+/* shadow_accept (repeatable, the words of switchyardctl shadow accept) and
+ * shadow_gate_inconclusive. */
+#define SW(line) "[switchyard]\nlisten = 127.0.0.1:6432\n" line "\n" SIDES
+static void test_shadow_accept(void **state)
+{
+    (void)state;
+    struct sy_config *cfg = malloc(sizeof(*cfg));
+    assert_non_null(cfg);
+    parse_ok("[switchyard]\nlisten = 127.0.0.1:6432\n"
+             "shadow_accept = select id,  v from widened where v = ? --column id\n"
+             "shadow_accept = e3983c63abf63391 --class order_only\n"
+             "shadow_accept = select ? --class inconclusive\n"
+             "shadow_gate_inconclusive = allow\n" SIDES, cfg);
+    assert_int_equal(cfg->nshadow_accept, 3);
+    assert_string_equal(cfg->shadow_accept[0].fingerprint, "select id, v from widened where v = ?");
+    assert_string_equal(cfg->shadow_accept[0].column, "id");
+    assert_string_equal(cfg->shadow_accept[0].cls, "real");
+    assert_int_equal(cfg->shadow_accept[0].has_hash, 0);
+    assert_int_equal(cfg->shadow_accept[1].has_hash, 1);
+    assert_true(cfg->shadow_accept[1].hash == 0xe3983c63abf63391ull);
+    assert_string_equal(cfg->shadow_accept[1].fingerprint, "");
+    assert_string_equal(cfg->shadow_accept[1].cls, "order_only");
+    assert_string_equal(cfg->shadow_accept[2].cls, "inconclusive");
+    assert_int_equal(cfg->shadow_gate_inconclusive_blocks, 0);
+    parse_ok(MINIMAL, cfg);
+    assert_int_equal(cfg->nshadow_accept, 0);
+    assert_int_equal(cfg->shadow_gate_inconclusive_blocks, 1);
+    free(cfg);
+    parse_err(SW("shadow_gate_inconclusive = maybe"), "t.ini:3: ",
+              "shadow_gate_inconclusive must be block or allow, not 'maybe'");
+    parse_err(SW("shadow_accept = --column id"), "t.ini:3: ", "shadow_accept: an accept needs a "
+              "fingerprint");
+    parse_err(SW("shadow_accept = select ? --class bogus"), "t.ini:3: ",
+              "--class takes real, order_only or inconclusive, not 'bogus'");
+    parse_err(SW("shadow_accept = select ? --column a --class order_only"), "t.ini:3: ",
+              "--column applies to class real only");
+    parse_err(SW("shadow_accept = select ? --column"), "t.ini:3: ", "--column needs a column name");
+    parse_err(SW("shadow_accept = select ? --class real --class real"), "t.ini:3: ",
+              "--class is given twice");
+    parse_err(SW("shadow_accept = select ? --column id x"), "t.ini:3: ", "unexpected word 'x'");
+    parse_err(SW("shadow_accept = select ? --column "
+                 "a234567890123456789012345678901234567890123456789012345678901234"),
+              "t.ini:3: ", "is longer than 63 bytes");
+    /* The words of the admin command go through the same parser. */
+    char *words[] = {"select", "?", "--column", "id"};
+    struct sy_shadow_accept_spec a;
+    char err[200];
+    assert_int_equal(sy_parse_shadow_accept(4, words, &a, err, sizeof(err)), 0);
+    assert_string_equal(a.fingerprint, "select ?");
+    assert_int_equal(sy_parse_shadow_accept(0, words, &a, err, sizeof(err)), -1);
+}
+#undef SW
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_valid),
+        cmocka_unit_test(test_shadow_accept),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_listen_many),
         cmocka_unit_test(test_listen_max),
