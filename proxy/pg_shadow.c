@@ -1228,77 +1228,83 @@ static int guard_failed(const uint8_t *body, size_t len)
     return pg_be_body_error(body, len, &f) < 0 || !f.sqlstate || strcmp(f.sqlstate, "25P02") != 0;
 }
 
-/* One whole message at the front of g, or 0 (need more), or -1 (oversized: being skipped). */
-static int green_message(struct pg_shadow *sh, struct sy_conn *g)
+/* The message at buf[0, avail): its length when whole, 0 (need more), -1 (oversized: its
+ * bytes are being skipped; *skip bytes of buf are skipped now), -2 (an invalid length). */
+static long green_message(struct pg_shadow *sh, const uint8_t *buf, size_t avail, size_t cap,
+                          size_t *skip)
 {
+    *skip = 0;
     if (sh->skip_left > 0) {
-        size_t n = g->len < sh->skip_left ? g->len : sh->skip_left;
-        sy_conn_consume(g, n);
+        size_t n = avail < sh->skip_left ? avail : sh->skip_left;
+        *skip = n;
         sh->skip_left -= (uint32_t)n;
         return sh->skip_left > 0 ? 0 : -1;
     }
-    if (g->len < 5)
+    if (avail < 5)
         return 0;
-    uint32_t l = pg_get_u32(g->buf + 1);
+    uint32_t l = pg_get_u32(buf + 1);
     if (l < 4)
         return -2;
     size_t total = (size_t)l + 1;
-    if (total > g->cap) {
+    if (total > cap) {
         /* Too large to hold whole: skip it, and the statement is not compared. */
-        size_t n = g->len;
-        sh->skip_left = (uint32_t)(total - n);
-        sy_conn_consume(g, n);
+        *skip = avail;
+        sh->skip_left = (uint32_t)(total - avail);
         return -1;
     }
-    return g->len >= total ? (int)total : 0;
+    return avail >= total ? (long)total : 0;
 }
 
+/* Green's answers: each whole message is read in place and the buffer is compacted once at the
+ * end (a memmove per message cost more than the reading itself on small answers). */
 int pg_shadow_green_data(struct sy_session *sess)
 {
     struct pg_shadow *sh = pg_sess_of(sess)->shadow;
     struct sy_conn *g = sess->standby;
     if (!sh || !g)
         return 0;
-    while (g->len > 0 && sh->state == SH_ON) {
+    size_t off = 0;
+    while (off < g->len && sh->state == SH_ON) {
         struct sh_stmt *st = sh->ngreen < sh->n ? at(sh, sh->ngreen) : NULL;
-        uint8_t type = g->buf[0];
-        int total = green_message(sh, g);
+        const uint8_t *m = g->buf + off;
+        uint8_t type = m[0];
+        size_t skip;
+        long total = green_message(sh, m, g->len - off, g->cap, &skip);
+        off += skip;
         if (total == 0)
-            return 0;
+            break;
         if (total == -2) {
             suspend(sess, sh, "green sent an invalid message");
-            return 0;
+            break;
         }
         if (total < 0) {
             if (st)
                 st->uncomparable = 1;
             continue;
         }
+        off += (size_t)total;
         uint16_t *inj = st ? &st->inj_before : &sh->inj_tail;
         if (*inj > 0) {
             /* The answer to a guard or a COMMIT of ours. */
             if (type == PG_BE_READY_FOR_QUERY) {
-                if (total >= 6 && g->buf[5] == 'I') {
+                if (total >= 6 && m[5] == 'I') {
                     if (st)
                         st->fresh_tx = 1;
                     else
                         sh->fresh_next = 1;
                 }
                 (*inj)--;
-            } else if (type == PG_BE_ERROR && guard_failed(g->buf + 5, (size_t)total - 5)) {
-                sy_conn_consume(g, (size_t)total);
+            } else if (type == PG_BE_ERROR && guard_failed(m + 5, (size_t)total - 5)) {
                 suspend(sess, sh, "green refused the read-only transaction shadowing runs in");
-                return 0;
+                break;
             }
-            sy_conn_consume(g, (size_t)total);
             continue;
         }
         if (type == PG_BE_READY_FOR_QUERY) {
-            uint8_t status = total >= 6 ? g->buf[5] : 0;
-            sy_conn_consume(g, (size_t)total);
+            uint8_t status = total >= 6 ? m[5] : 0;
             if (!st) {
                 suspend(sess, sh, "green answered a request it was not sent");
-                return 0;
+                break;
             }
             st->green_us = now_us();
             st->green_status = status;
@@ -1309,13 +1315,13 @@ int pg_shadow_green_data(struct sy_session *sess)
         }
         if (type == PG_BE_ERROR && !st) {
             suspend(sess, sh, "green ended the shadow connection");
-            return 0;
+            break;
         }
         if (st && type != PG_BE_NOTICE && type != PG_BE_NOTIFICATION &&
             type != PG_BE_PARAMETER_STATUS)
-            sy_shadow_result_feed(&st->green, type, g->buf + 5, (size_t)total - 5);
-        sy_conn_consume(g, (size_t)total);
+            sy_shadow_result_feed(&st->green, type, m + 5, (size_t)total - 5);
     }
+    sy_conn_consume(g, off);
     return 0;
 }
 
