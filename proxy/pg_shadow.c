@@ -35,6 +35,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -284,8 +285,11 @@ void sy_shadow_close(struct sy_proxy *p)
     }
 }
 
+static void stmt_cache_free(void);
+
 void sy_shadow_free_all(struct sy_proxy *p)
 {
+    stmt_cache_free();
     sy_shadow_report_destroy(p->shadow_report);
     p->shadow_report = NULL;
     free(p->shadow_accepts);
@@ -300,14 +304,55 @@ static struct sh_stmt *at(struct pg_shadow *sh, size_t i)
     return sh->q[(sh->head + i) % SHADOW_MAX_STMTS];
 }
 
+/* Statements freed are kept for reuse with their results' heap blocks (a few rows' worth), so a
+ * shadowed statement costs no allocation in the steady state. */
+#define STMT_CACHE_MAX 256
+#define STMT_CACHE_HEAP 8192 /* results holding more heap than this are not kept */
+static struct sh_stmt *stmt_cache[STMT_CACHE_MAX];
+static size_t nstmt_cache;
+
+static struct sh_stmt *stmt_new(void)
+{
+    if (nstmt_cache == 0) {
+        struct sh_stmt *st = calloc(1, sizeof(*st));
+        if (st) {
+            sy_shadow_result_init(&st->blue);
+            sy_shadow_result_init(&st->green);
+        }
+        return st;
+    }
+    struct sh_stmt *st = stmt_cache[--nstmt_cache];
+    memset(st, 0, offsetof(struct sh_stmt, blue)); /* what precedes the two results */
+    sy_shadow_result_reset(&st->blue);
+    sy_shadow_result_reset(&st->green);
+    return st;
+}
+
 static void stmt_free(struct sh_stmt *st)
 {
     if (!st)
         return;
     free(st->text);
+    st->text = NULL;
+    if (nstmt_cache < STMT_CACHE_MAX &&
+        sy_shadow_result_heap_bytes(&st->blue) + sy_shadow_result_heap_bytes(&st->green) <=
+            STMT_CACHE_HEAP) {
+        stmt_cache[nstmt_cache++] = st;
+        return;
+    }
     sy_shadow_result_free(&st->blue);
     sy_shadow_result_free(&st->green);
     free(st);
+}
+
+static void stmt_cache_free(void)
+{
+    while (nstmt_cache > 0) {
+        struct sh_stmt *st = stmt_cache[--nstmt_cache];
+        sy_shadow_result_free(&st->blue);
+        sy_shadow_result_free(&st->green);
+        free(st);
+    }
 }
 
 static void queue_clear(struct pg_shadow *sh)
@@ -562,13 +607,11 @@ static struct sh_stmt *push_open(struct sy_session *sess, struct pg_shadow *sh)
         suspend(sess, sh, "green is more than 256 statements behind");
         return NULL;
     }
-    struct sh_stmt *st = calloc(1, sizeof(*st));
+    struct sh_stmt *st = stmt_new();
     if (!st) {
         suspend(sess, sh, "out of memory");
         return NULL;
     }
-    sy_shadow_result_init(&st->blue);
-    sy_shadow_result_init(&st->green);
     st->inj_before = sh->inj_tail;
     st->fresh_tx = sh->fresh_next;
     sh->inj_tail = 0;
