@@ -266,7 +266,7 @@ enum sy_shadow_class sy_shadow_compare(const struct sy_shadow_result *blue,
  * and INCONCLUSIVE) in time buckets of 1/SY_SHADOW_GATE_BUCKETS of the gate's window (at least
  * 1 s; sy_shadow_report_set_window), so a count over the window is exact up to one bucket at
  * its start. Buckets older than the window are dropped when a comparison is added: at most 602
- * per fingerprint (10 KB).
+ * per fingerprint (16 bytes each; at most 16 KB allocated, as the array doubles).
  */
 #define SY_SHADOW_GATE_REAL 0         /* index in sy_shadow_gate_bucket.n */
 #define SY_SHADOW_GATE_INCONCLUSIVE 1
@@ -358,7 +358,9 @@ struct sy_shadow_report;
  * "(other)". Memory: at most (max_fingerprints + 1) * (sizeof(struct sy_shadow_fp) + 6 *
  * sizeof(struct sy_shadow_example)) plus an index of at most 24 bytes per fingerprint: 5.5 KB
  * per fingerprint seen, 8.4 KB for one with an example of every divergence class, so at most
- * about 35 MB for 4096 fingerprints (malloc overhead aside). Returns NULL when memory runs out.
+ * about 35 MB for 4096 fingerprints (malloc overhead aside), plus the gate's buckets: at most
+ * 16 KB more for a fingerprint with REAL or INCONCLUSIVE divergences in every second of the
+ * window. Returns NULL when memory runs out.
  */
 struct sy_shadow_report *sy_shadow_report_new(size_t max_fingerprints);
 /* Frees a report and everything in it. NULL is accepted. */

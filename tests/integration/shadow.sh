@@ -28,6 +28,11 @@
 #  f. the cutover gate (cutover_requires_clean_shadow = on): a dry run is not gated, a cutover is
 #     refused naming the fingerprint; the refusal leaves switchyard usable (shadow on, another
 #     cutover attempt), and after shadow reset the refusal no longer mentions shadow traffic.
+#  h. the gate counts, and accepting an intended change: green's widened.id is bigint (blue's
+#     int). 1,000 reads of it and 100 of prices: the gate refuses with exactly 1000 for that
+#     fingerprint, named first, with the total. shadow accept FINGERPRINT --column id: the next
+#     reads are class accepted and the gate passes; a value changed in that column on green
+#     still blocks. Bad accept arguments exit 2.
 set -euo pipefail
 : "${SY_BIN_DIR:?run through ctest}" "${SY_SOURCE_DIR:?run through ctest}"
 src=$SY_SOURCE_DIR
@@ -95,6 +100,8 @@ CREATE VIEW active_items AS SELECT id FROM items WHERE active;
 CREATE TABLE customers (id int PRIMARY KEY, name text, email text);
 INSERT INTO customers VALUES (1, 'ann', 'ann@example.com'), (2, 'bob', 'bob@example.com');
 INSERT INTO events SELECT g, 'e' || g FROM generate_series(1, 5) g;
+CREATE TABLE widened (id int PRIMARY KEY, v int);
+INSERT INTO widened SELECT g, g FROM generate_series(1, 50) g;
 CREATE INDEX orders_customer ON orders (customer_id);
 ANALYZE;
 GRANT ALL ON ALL TABLES IN SCHEMA public TO $APP_USER;
@@ -107,6 +114,8 @@ CREATE VIEW active_items AS SELECT id FROM items WHERE active OR id > 8;
 CREATE TABLE customers (id int PRIMARY KEY, name text);
 INSERT INTO customers VALUES (1, 'ann'), (2, 'bob');
 INSERT INTO events SELECT g, 'e' || g FROM generate_series(5, 1, -1) g;
+CREATE TABLE widened (id bigint PRIMARY KEY, v int);
+INSERT INTO widened SELECT g, g FROM generate_series(1, 50) g;
 ANALYZE;
 GRANT ALL ON ALL TABLES IN SCHEMA public TO $APP_USER;
 SQL
@@ -704,6 +713,83 @@ ctl shadow reset >/dev/null
 ctl cutover >"$W/gate3.out" 2>&1 && rc=0 || rc=$?
 check "after shadow reset the cutover is no longer refused for shadow traffic (exit $rc: $(tail -n 1 "$W/gate3.out" | cut -c 1-160))" \
     bash -c "! grep -q 'shadow traffic' '$W/gate3.out' && ! grep -q 'already under way' '$W/gate3.out' && grep -q 'replication' '$W/gate3.out'"
+
+# ---- h. the gate counts; accepting an intended change ----
+phase "h. the gate counts, and shadow accept"
+ctl shadow on all >/dev/null
+ctl shadow reset >/dev/null
+# Reads paced at 2 ms: unpaced, pgbench runs ahead of green by more than the 256 statements a
+# session may have waiting, or ends before green answered within shadow_timeout (1 s here), and
+# its shadowing is suspended (by design: the live path never waits), so not every statement
+# would be compared, and this case counts them exactly.
+printf '\\sleep 2 ms\nselect id, v from widened where v = 7;\n' >"$W/b/widened-paced.sql"
+printf '\\sleep 2 ms\nselect id, amount from prices order by id;\n' >"$W/b/prices-paced.sql"
+PW='select id, v from widened where v = ?'
+# wait_fp FINGERPRINT N: until the report has compared N statements of it (10 s at most).
+wait_fp() {
+    for _ in $(seq 1 100); do
+        report
+        [ "$(fp "$1" count)" = "$2" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+pb h1 -M simple -f "$W/b/widened-paced.sql" -c 1 -t 1000 && rc=0 || rc=$?
+check_pb h1 "$rc" "1,000 reads of the widened column"
+pb h2 -M simple -f "$W/b/prices-paced.sql" -c 1 -t 100 && rc=0 || rc=$?
+check_pb h2 "$rc" "100 reads of prices"
+wait_fp "$PW" 1000 || wait_fp "$PW" 1000 || true
+wait_fp "$P" 100 || true
+check "... all 1000 compared, all real ($(fp "$PW" count) compared, $(fp "$PW" divergences.real) real: $(fp "$PW" examples.real.what) $(fp "$PW" examples.real.column))" \
+    [ "$(fp "$PW" divergences.real)" = 1000 ]
+real_total=$(tot divergences.real)
+ctl cutover >"$W/gate-h.out" 2>&1 && rc=0 || rc=$?
+printf '%s\n' "found $real_total divergences" "the most first: [$PW] 1000, e.g. real columns column \"id\": blue id type 23 format 0 | green id type 20 format 0" "[$P] 100" >"$W/gate-h.want"
+check "cutover refused with the exact count ($real_total), that fingerprint first (exit $rc): $(head -c 400 "$W/gate-h.out")" \
+    bash -c "[ $rc -ne 0 ] && grep -qF \"\$(sed -n 2p '$W/gate-h.want')\" '$W/gate-h.out' && grep -qF \"\$(sed -n 1p '$W/gate-h.want')\" '$W/gate-h.out' && grep -qF \"\$(sed -n 3p '$W/gate-h.want')\" '$W/gate-h.out'"
+for bad in "shadow accept" "shadow accept x --class bogus" "shadow accept x --column" \
+    "shadow accept x --column id --class order_only" "shadow accept x --column id --column v" \
+    "shadow unaccept" "shadow accepts x"; do
+    # shellcheck disable=SC2086 # the words are meant to split
+    ctl $bad >"$W/bad-accept.out" 2>&1 && rc=0 || rc=$?
+    check "'$bad' is refused with exit 2 ($rc: $(head -c 160 "$W/bad-accept.out"))" [ "$rc" -eq 2 ]
+done
+ctl shadow unaccept "$PW" --column id >"$W/unaccept.out" 2>&1 && rc=0 || rc=$?
+check "unaccepting what was never accepted fails ($rc: $(head -c 120 "$W/unaccept.out"))" [ "$rc" -ne 0 ]
+ctl shadow accept "$PW" --column id >"$W/accept.out" 2>&1 && rc=0 || rc=$?
+check "shadow accept '$PW' --column id (exit $rc): $(head -n 1 "$W/accept.out")" \
+    bash -c "[ $rc -eq 0 ] && grep -qF 'column \"id\" (admin): $PW' '$W/accept.out'"
+ctl --json shadow accepts >"$W/accepts.json" 2>&1
+check "... listed by shadow accepts: $(head -c 200 "$W/accepts.json")" \
+    grep -qF '"column":"id","class":"real","source":"admin"' "$W/accepts.json"
+ctl shadow reset >/dev/null
+pb h3 -M simple -f "$W/b/widened-paced.sql" -c 1 -t 200 && rc=0 || rc=$?
+check_pb h3 "$rc" "200 more reads of the widened column"
+wait_fp "$PW" 200 || true
+check "... now accepted, not real ($(fp "$PW" divergences.accepted) accepted, $(fp "$PW" divergences.real) real, $(fp "$PW" count) compared; $(fp "$PW" examples.accepted.what) $(fp "$PW" examples.accepted.column))" \
+    [ "$(fp "$PW" divergences.accepted)" = 200 -a "$(fp "$PW" divergences.real)" = 0 ]
+check "... the report lists the accept ($("$PY" -c "import json; print(json.load(open('$W/report.json'))['accepts'])" | head -c 200))" \
+    "$PY" -c "import json,sys; a=json.load(open('$W/report.json'))['accepts']; sys.exit(0 if a and a[0]['column']=='id' else 1)"
+ctl cutover >"$W/gate-h2.out" 2>&1 && rc=0 || rc=$?
+check "the gate passes: the cutover stops for another reason (exit $rc: $(tail -n 1 "$W/gate-h2.out" | cut -c 1-160))" \
+    bash -c "! grep -q 'shadow traffic' '$W/gate-h2.out' && ! grep -q 'already under way' '$W/gate-h2.out' && grep -q 'replication' '$W/gate-h2.out'"
+# A value change in the accepted column on green: still real, and still gated.
+green "update widened set id = 1007 where v = 7" >/dev/null
+ctl shadow reset >/dev/null
+pb h4 -M simple -f "$W/b/widened-paced.sql" -c 1 -t 200 && rc=0 || rc=$?
+check_pb h4 "$rc" "200 reads after a value change on green"
+wait_fp "$PW" 200 || true
+check "... a changed value in the accepted column is real ($(fp "$PW" divergences.real) real, $(fp "$PW" divergences.accepted) accepted: $(fp "$PW" examples.real.what) $(fp "$PW" examples.real.column) $(fp "$PW" examples.real.blue) | $(fp "$PW" examples.real.green))" \
+    [ "$(fp "$PW" divergences.real)" = 200 -a "$(fp "$PW" examples.real.column)" = id -a "$(fp "$PW" examples.real.green)" = "'1007'" ]
+ctl cutover >"$W/gate-h3.out" 2>&1 && rc=0 || rc=$?
+printf '%s\n' "found 200 divergences" "[$PW] 200, e.g. real row_data column \"id\": blue '7' | green '1007'" >"$W/gate-h3.want"
+check "... and the gate refuses again (exit $rc: $(head -c 300 "$W/gate-h3.out"))" \
+    bash -c "[ $rc -ne 0 ] && grep -qF \"\$(sed -n 1p '$W/gate-h3.want')\" '$W/gate-h3.out' && grep -qF \"\$(sed -n 2p '$W/gate-h3.want')\" '$W/gate-h3.out'"
+green "update widened set id = 7 where v = 7" >/dev/null
+ctl shadow unaccept "$PW" --column id >/dev/null 2>&1 && rc=0 || rc=$?
+ctl shadow accepts >"$W/accepts-after.out" 2>&1 || true
+check "shadow unaccept removes it (exit $rc: $(head -n 1 "$W/accepts-after.out"))" \
+    bash -c "[ $rc -eq 0 ] && grep -q 'accepted: none' '$W/accepts-after.out'"
 
 if grep -E 'ERROR|out of memory' "$W/sy.log" >/dev/null; then
     not_ok "switchyard logged no error"
