@@ -14,6 +14,9 @@
 #   bench/shadow.sh [BUILD_DIR]      (default build/; a Release build: cmake -S . -B build
 #                                     -DCMAKE_BUILD_TYPE=Release && cmake --build build -j2)
 #
+# The coverage printed beside each mode is the report's compared / seen: with every session
+# shadowed, the share of the statements blue answered that were also compared with green.
+#
 # Environment: DURATION (seconds per run, default 10), CLIENTS (default 16), ROUNDS (default 2),
 # MODES (default "off reads all": all mirrors the same select-only traffic without the read-only
 # login, a reference for reads), STRACE (set: count Switchyard's system calls per transaction
@@ -134,7 +137,8 @@ run() {
     totals=$(ctl --json shadow report | python3 -c '
 import json, sys
 t = json.load(sys.stdin)["totals"]
-print(t["statements_mirrored"], t["compared"], t["matches"], t["sessions_shadowed"])')
+print(t["statements_mirrored"], t["compared"], t["matches"], t["sessions_shadowed"],
+      t["coverage"]["seen"])')
     echo "$mode $tps $lat $(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$tx" \
         'BEGIN { printf "%.2f", d * 1e6 / hz / n }') $tx $totals" >>"$T/results"
     printf '  round %d  %-6s tps %9.1f  latency %6.3f ms  proxy CPU %6.2f us/tx  mirrored %s\n' \
@@ -169,7 +173,7 @@ for m in modes:
     rs = [r for r in rows if r[0] == m]
     col = lambda i: statistics.median(float(r[i]) for r in rs)
     med[m] = dict(tps=col(1), lat=col(2), cpu=col(3), tx=col(4), mirrored=col(5), compared=col(6),
-                  matches=col(7), sessions=col(8))
+                  matches=col(7), sessions=col(8), seen=col(9))
 print("%-6s %10s %12s %16s %11s %10s %10s %9s" % ("mode", "tps", "latency ms", "proxy CPU us/tx",
       "mirrored", "compared", "matches", "sessions"))
 for m in modes:
@@ -187,6 +191,8 @@ if "off" in med:
         if v["mirrored"] > 0:
             per = (v["cpu"] - off["cpu"]) * v["tx"] / v["mirrored"]
             line += "  proxy CPU per mirrored statement %.2f us" % per
+            if v["seen"] > 0:
+                line += "  coverage: %.1f %% of statements compared" % (100.0 * v["compared"] / v["seen"])
         else:
             line += "  proxy CPU per mirrored statement: n/a (nothing was mirrored)"
         print(line)

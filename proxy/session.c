@@ -1239,13 +1239,17 @@ static void read_fd_limit(struct sy_proxy *p)
     }
     p->nofile_limit = (uint64_t)rl.rlim_cur;
     need = 2 * (uint64_t)p->cfg.max_client_conn + fd_reserve(p->nofile_limit);
-    if (need > p->nofile_limit)
-        sy_warn("the open file limit (%llu) is too low for max_client_conn = %u: each client "
-                "needs two descriptors; clients will be refused from about %llu on. Raise the "
-                "limit (ulimit -Hn, systemd LimitNOFILE=%llu) or lower max_client_conn",
-                (unsigned long long)p->nofile_limit, p->cfg.max_client_conn,
-                (unsigned long long)((p->nofile_limit - fd_reserve(p->nofile_limit)) / 2),
-                (unsigned long long)need);
+    if (need <= p->nofile_limit)
+        return;
+    /* A limit that holds nearly all of max_client_conn is worth a line, not a warning. */
+    uint64_t fits = (p->nofile_limit - fd_reserve(p->nofile_limit)) / 2;
+    enum sy_log_level lvl = fits * 10 >= (uint64_t)p->cfg.max_client_conn * 9 ? SY_LOG_INFO
+                                                                                : SY_LOG_WARN;
+    sy_log(lvl, "the open file limit (%llu) holds about %llu clients, fewer than max_client_conn "
+           "= %u (each needs two descriptors); the rest would be refused. Raise the limit "
+           "(ulimit -Hn, systemd LimitNOFILE=%llu) or lower max_client_conn",
+           (unsigned long long)p->nofile_limit, (unsigned long long)fits,
+           p->cfg.max_client_conn, (unsigned long long)need);
 }
 
 int sy_proxy_listen(struct sy_proxy *p)
