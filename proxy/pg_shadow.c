@@ -1380,6 +1380,19 @@ static int sampled(struct sy_proxy *p)
     return r % 1000000u < ppm;
 }
 
+/* Opens the session's shadow connection to the side that is not live. Returns 0, or -1 when it
+ * could not start (the session's shadow is then suspended for shadow_resume). */
+static int shadow_open(struct sy_session *sess, struct pg_shadow *sh)
+{
+    struct sy_proxy *p = sess->proxy;
+    enum sy_side to = (enum sy_side)!p->active;
+    if (pg_move_shadow_open(sess, to, p->shadow_mode == SY_SHADOW_READS) == 0)
+        return 0;
+    sh->state = SH_SUSPENDED;
+    sh->resume_at_ms = loop_ms(sess) + p->cfg.shadow_resume_ms;
+    return -1;
+}
+
 /* At an idle point: open the shadow, or read the state for it, when it is time. */
 static void maybe_start(struct sy_session *sess, struct pg_shadow *sh)
 {
@@ -1407,13 +1420,8 @@ static void maybe_start(struct sy_session *sess, struct pg_shadow *sh)
     if ((sh->state != SH_OFF && sh->state != SH_SUSPENDED) || ps->move || sess->standby ||
         loop_ms(sess) < sh->resume_at_ms)
         return;
-    enum sy_side to = (enum sy_side)!p->active;
-    if (pg_move_shadow_open(sess, to, p->shadow_mode == SY_SHADOW_READS) != 0) {
-        sh->state = SH_SUSPENDED;
-        sh->resume_at_ms = loop_ms(sess) + p->cfg.shadow_resume_ms;
-        return;
-    }
-    sh->state = SH_OPENING;
+    if (shadow_open(sess, sh) == 0)
+        sh->state = SH_OPENING;
 }
 
 /* Mirroring starts: what is sent to the session's server from now on goes to green too. */
@@ -1443,15 +1451,12 @@ void pg_shadow_login(struct sy_session *sess)
         sh->state = SH_NEVER;
         return;
     }
-    enum sy_side to = (enum sy_side)!p->active;
-    if (pg_move_shadow_open(sess, to, p->shadow_mode == SY_SHADOW_READS) != 0) {
-        sh->state = SH_SUSPENDED;
-        sh->resume_at_ms = loop_ms(sess) + p->cfg.shadow_resume_ms;
+    if (shadow_open(sess, sh) != 0)
         return;
-    }
     mirroring_on(sess, sh);
     sh->early_on = 1;
-    sy_session_log(sess, SY_LOG_DEBUG, "shadowing on %s from login", sy_side_name(to));
+    sy_session_log(sess, SY_LOG_DEBUG, "shadowing on %s from login",
+                   sy_side_name((enum sy_side)!p->active));
 }
 
 void pg_shadow_ready(struct sy_session *sess)

@@ -125,85 +125,68 @@ static void assert_proxy_fine(void)
     PQclear(r);
 }
 
-/* The client sends Terminate while a large result is on its way: what libpq's PQfinish does
- * after PQsendQuery. Repeated, since the freed memory is not always reused at once. */
-static void test_terminate_with_result_in_flight(void **state)
+/* How a client abandons a result it is not reading. */
+enum abandon {
+    AB_TERMINATE = 1, /* sends Terminate, then closes: what libpq's PQfinish does */
+    AB_CLOSE = 2,     /* closes (FIN) */
+    AB_RESET = 3,     /* closes with SO_LINGER 0 (RST) */
+    AB_GARBAGE = 4,   /* sends an invalid message, which fails the session */
+};
+
+/* n times: a session asks for a large result, reads its first bytes, then abandons it. Repeated,
+ * since freed memory is not always reused at once. */
+static void abandon_results(int n, const char *sql, enum abandon how)
 {
-    (void)state;
-    for (int i = 0; i < 10; i++) {
+    static const uint8_t term[5] = {'X', 0, 0, 0, 4}, junk[5] = {'z', 0, 0, 0, 4};
+    for (int i = 0; i < n; i++) {
         int fd = raw_login_small_rcvbuf(proxy.port);
-        send_query(fd, big_query);
+        send_query(fd, sql);
         read_some(fd, 8192, 2000);
         usleep(50000);
-        static const uint8_t term[5] = {'X', 0, 0, 0, 4};
-        assert_int_equal(h_send_all(fd, term, sizeof(term)), 0);
-        usleep(20000);
+        if (how == AB_TERMINATE || how == AB_GARBAGE) {
+            h_send_all(fd, how == AB_TERMINATE ? term : junk, 5);
+            usleep(how == AB_GARBAGE ? 100000 : 20000);
+        } else if (how == AB_RESET) {
+            struct linger l = {.l_onoff = 1, .l_linger = 0};
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+        }
         close(fd);
     }
     assert_proxy_fine();
+}
+
+static void test_terminate_with_result_in_flight(void **state)
+{
+    (void)state;
+    abandon_results(10, big_query, AB_TERMINATE);
     assert_true(h_log_contains(&proxy, "closing"));
 }
 
 static void test_close_with_result_in_flight(void **state)
 {
     (void)state;
-    for (int i = 0; i < 10; i++) {
-        int fd = raw_login_small_rcvbuf(proxy.port);
-        send_query(fd, big_query);
-        read_some(fd, 8192, 2000);
-        usleep(50000);
-        close(fd);
-    }
-    assert_proxy_fine();
+    abandon_results(10, big_query, AB_CLOSE);
 }
 
-/* RST instead of FIN. */
 static void test_reset_with_result_in_flight(void **state)
 {
     (void)state;
-    for (int i = 0; i < 5; i++) {
-        int fd = raw_login_small_rcvbuf(proxy.port);
-        send_query(fd, big_query);
-        read_some(fd, 8192, 2000);
-        usleep(50000);
-        struct linger l = {.l_onoff = 1, .l_linger = 0};
-        setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-        close(fd);
-    }
-    assert_proxy_fine();
+    abandon_results(5, big_query, AB_RESET);
 }
 
 /* An invalid message fails the session while the result is queued to the client. */
 static void test_garbage_with_result_in_flight(void **state)
 {
     (void)state;
-    for (int i = 0; i < 5; i++) {
-        int fd = raw_login_small_rcvbuf(proxy.port);
-        send_query(fd, big_query);
-        read_some(fd, 8192, 2000);
-        usleep(50000);
-        static const uint8_t junk[5] = {'z', 0, 0, 0, 4};
-        assert_int_equal(h_send_all(fd, junk, sizeof(junk)), 0);
-        usleep(100000);
-        close(fd);
-    }
-    assert_proxy_fine();
+    abandon_results(5, big_query, AB_GARBAGE);
     assert_true(h_log_contains(&proxy, "invalid message type 0x7a"));
 }
 
 static void test_copy_out_then_terminate(void **state)
 {
     (void)state;
-    for (int i = 0; i < 5; i++) {
-        int fd = raw_login_small_rcvbuf(proxy.port);
-        send_query(fd, "copy (select repeat('y', 1000) from generate_series(1, 20000)) to stdout");
-        read_some(fd, 8192, 2000);
-        usleep(50000);
-        static const uint8_t term[5] = {'X', 0, 0, 0, 4};
-        h_send_all(fd, term, sizeof(term));
-        close(fd);
-    }
-    assert_proxy_fine();
+    abandon_results(5, "copy (select repeat('y', 1000) from generate_series(1, 20000)) to stdout",
+                    AB_TERMINATE);
 }
 
 /* libpq itself: PQsendQuery, then PQfinish without reading. */
