@@ -50,7 +50,7 @@ static void check_request(const struct sy_admin_request *req)
         CHECK(!req->sw.has_timeout ||
               (req->sw.timeout_ms >= 1 && req->sw.timeout_ms <= SY_ADMIN_TIMEOUT_MAX_MS));
     if (req->cmd == SY_ADMIN_SHADOW) {
-        CHECK(req->shadow.op >= SY_ADMIN_SHADOW_STATUS && req->shadow.op <= SY_ADMIN_SHADOW_RESET);
+        CHECK(req->shadow.op >= SY_ADMIN_SHADOW_STATUS && req->shadow.op <= SY_ADMIN_SHADOW_ACCEPTS);
         CHECK(req->shadow.sample_ppm <= 1000000);
         CHECK(req->shadow.mode >= 0 && req->shadow.mode <= 2);
     }
