@@ -63,7 +63,7 @@ struct job {
     struct sy_pgctl_fence *fence; /* J_FENCE out, J_UNFENCE in */
     /* results */
     int ok;
-    char err[600];
+    char err[1100];
     int reachable[2];
     char side_err[2][256];
     struct sy_pgctl_probe probe[2];
@@ -79,6 +79,11 @@ struct job {
     sy_lsn target_lsn, applied_lsn;
     int nseq;
     uint64_t elapsed_ms;
+    /* The checks before anything is paused or fenced, and the replication's health (J_CHECK,
+     * J_PROBE; check_more, probe_health) */
+    char kept_roles[256];              /* J_CHECK: roles the fence leaves LOGIN (replication) */
+    struct sy_pgctl_subhealth health;  /* J_PROBE: the subscription of `repl` */
+    char health_cause[700];            /* J_PROBE: a schema or role problem found for `repl` */
 };
 
 struct watcher {
@@ -154,6 +159,17 @@ struct sy_switch {
     uint64_t fence_after_seq;       /* the fence waits until this snapshot is durable */
     int fence_waiting;
     uint64_t switch_after_seq;      /* the switch point waits until this one is */
+    /* The health of the replication running now (forward, or the window's reverse one): the
+     * cause of its failure for status, the log and rollback's refusal (apply_health). */
+    char health_sub[64];              /* the subscription the counts below are for */
+    int64_t health_apply, health_sync; /* its error counts at the last probe */
+    uint64_t health_err_ms;           /* when they last grew (0: never seen to) */
+    uint64_t health_noworker_ms;      /* since when no apply worker runs (0: one does) */
+    char repl_cause[800];             /* why it fails ("" when it works) */
+    char repl_cause_logged[800];
+    int health_window;                /* repl_cause is about the window's reverse replication */
+    int dry_skipped;                  /* dry run: sessions whose login waits for the warm unfence */
+    int dry_logins;                   /* dry run: sessions logged into the target and closed */
 };
 
 static struct sy_switch *sw_of(struct sy_proxy *p) { return p->sw; }
@@ -253,6 +269,71 @@ static void job_probe(struct sy_switch *sw, struct job *j)
         snprintf(j->skip_err, sizeof(j->skip_err), "failed");
 }
 
+/* One of check_more's checks: rc from a sy_pgctl_*_check (0 fine, 1 refused, -1 failed) turned
+ * into the check step's refusal, prefixed with what was checked. Returns rc != 0. */
+static int check_refused(struct job *j, int rc, const char *what, const char *why, const char *fix)
+{
+    if (rc == 0)
+        return 0;
+    snprintf(j->err, sizeof(j->err), "%s: %s%s", what, why, rc > 0 && fix ? fix : "");
+    return 1;
+}
+
+/*
+ * The checks that make a passing check step (and dry run) mean the cutover can fail only on what
+ * happens after it: every role the fence will touch, the roles replication depends on, and, for
+ * a logical replication, the schema and sequences in the direction the switch needs now and in
+ * the direction replication runs after it (the rollback window's reverse replication; after a
+ * rollback, the cutover's forward one again). Returns 0, or -1 with j->err set.
+ */
+static int check_more(struct sy_switch *sw, struct job *j)
+{
+    PGconn *from = sw->conn[j->from], *to = sw->conn[j->to];
+    const char *fs = sy_side_name(j->from), *ts = sy_side_name(j->to);
+    char e[sizeof(j->err) - 160], what[160];
+    int rc = sy_pgctl_fence_check(from, fs, j->t[j->from].user, j->kept_roles,
+                                  sizeof(j->kept_roles), e, sizeof(e));
+    if (check_refused(j, rc, "fence", e, NULL))
+        return -1;
+    if (j->repl.mode != SY_REPL_LOGICAL)
+        return 0;
+    snprintf(what, sizeof(what), "schema (replication %s -> %s, subscription %s)", fs, ts,
+             j->repl.subscription);
+    rc = sy_pgctl_schema_check(from, to, fs, ts, j->repl.subscription, e, sizeof(e));
+    if (check_refused(j, rc, what, e, NULL))
+        return -1;
+    rc = sy_pgctl_sub_roles_check(from, to, fs, ts, j->repl.subscription, e, sizeof(e));
+    if (check_refused(j, rc, "roles", e, NULL))
+        return -1;
+    rc = sy_pgctl_sequences_check(from, to, fs, ts, e, sizeof(e));
+    if (check_refused(j, rc, "sequences", e, NULL))
+        return -1;
+    if (j->rollback && j->forward.mode == SY_REPL_LOGICAL && j->reverse == SY_REVERSE_AUTO) {
+        /* After the rollback the cutover's forward subscription (on `from`) resumes. */
+        snprintf(what, sizeof(what), "schema (replication %s -> %s after the rollback, "
+                 "subscription %s)", ts, fs, j->forward.subscription);
+        rc = sy_pgctl_schema_check(to, from, ts, fs, j->forward.subscription, e, sizeof(e));
+        if (check_refused(j, rc, what, e, NULL))
+            return -1;
+        rc = sy_pgctl_sub_roles_check(to, from, ts, fs, j->forward.subscription, e, sizeof(e));
+        if (check_refused(j, rc, "roles (after the rollback)", e, NULL))
+            return -1;
+    } else if (!j->rollback && j->reverse == SY_REVERSE_AUTO) {
+        /* The rollback window's reverse replication: FOR ALL TABLES from `to` back to `from`. */
+        snprintf(what, sizeof(what), "schema (the rollback window's reverse replication %s -> "
+                 "%s)", ts, fs);
+        rc = sy_pgctl_schema_check(to, from, ts, fs, NULL, e, sizeof(e));
+        if (check_refused(j, rc, what, e, "; or cut over without a rollback window "
+                          "(reverse_replication = off)"))
+            return -1;
+        rc = sy_pgctl_sequences_check(to, from, ts, fs, e, sizeof(e));
+        if (check_refused(j, rc, "sequences (for a rollback)", e, "; or cut over without a "
+                          "rollback window (reverse_replication = off)"))
+            return -1;
+    }
+    return 0;
+}
+
 static void job_check(struct sy_switch *sw, struct job *j)
 {
     job_probe(sw, j);
@@ -290,6 +371,16 @@ static void job_check(struct sy_switch *sw, struct job *j)
                  "pid %d (user %s, application '%s') has been open %.1f s; end it or wait",
                  sy_side_name(j->from), old[0].pid, old[0].user, old[0].application,
                  old[0].xact_age_s);
+        return;
+    }
+    if (check_more(sw, j) != 0) {
+        ctl_check(sw, j->from);
+        ctl_check(sw, j->to);
+        return;
+    }
+    if (j->health_cause[0]) { /* given by run_step: the last probe saw the replication fail */
+        snprintf(j->err, sizeof(j->err), "the replication %s -> %s fails, so the catch-up "
+                 "would: %s", sy_side_name(j->from), sy_side_name(j->to), j->health_cause);
         return;
     }
     if (j->reverse == SY_REVERSE_AUTO && !j->rollback && !j->dry_run &&
@@ -401,6 +492,31 @@ static void job_switch(struct sy_switch *sw, struct job *j)
     j->ok = 1;
 }
 
+/* J_PROBE's second half: the health of the logical replication running now (`repl`, from the
+ * active side: forward before a cutover, the window's reverse one after it): its subscription's
+ * worker, error counts and owner, and whether the schema and roles still let it apply
+ * (health_cause), so that a failure is reported with its cause before anyone needs it. */
+static void probe_health(struct sy_switch *sw, struct job *j)
+{
+    if (!j->reachable[0] || !j->reachable[1] || j->repl.mode != SY_REPL_LOGICAL ||
+        !sw->conn[j->from] || !sw->conn[j->to])
+        return;
+    const char *fs = sy_side_name(j->from), *ts = sy_side_name(j->to);
+    char e[sizeof(j->health_cause) - 40];
+    if (sy_pgctl_sub_health(sw->conn[j->to], ts, j->repl.subscription, &j->health, e,
+                            sizeof(e)) != 0)
+        return;
+    int rc = sy_pgctl_schema_check(sw->conn[j->from], sw->conn[j->to], fs, ts,
+                                   j->repl.subscription, e, sizeof(e));
+    if (rc == 0)
+        rc = sy_pgctl_sub_roles_check(sw->conn[j->from], sw->conn[j->to], fs, ts,
+                                      j->repl.subscription, e, sizeof(e));
+    if (rc > 0)
+        snprintf(j->health_cause, sizeof(j->health_cause), "%s", e);
+    ctl_check(sw, j->from);
+    ctl_check(sw, j->to);
+}
+
 static void job_run(struct sy_switch *sw, struct job *j)
 {
     uint64_t t0 = hr_ms();
@@ -410,7 +526,10 @@ static void job_run(struct sy_switch *sw, struct job *j)
      * keep an abort from lifting the fence on the other one. */
     sy_pgctl_set_timeout(j->timeout_ms ? j->timeout_ms : 10000);
     switch (j->kind) {
-    case J_PROBE: job_probe(sw, j); break;
+    case J_PROBE:
+        job_probe(sw, j);
+        probe_health(sw, j);
+        break;
     case J_CHECK: job_check(sw, j); break;
     case J_FENCE:
         c = ctl_conn(sw, j, j->side, j->err, sizeof(j->err));
@@ -799,6 +918,23 @@ static void pause_stats(struct sy_switch *sw)
     sw->p99_pause = p->pause_ms[i > 0 ? i - 1 : 0];
 }
 
+/* The report's part about the checks before the pause: a dry run's real logins, and whether the
+ * rollback window's reverse replication was found able to apply. */
+static void report_checks(struct sy_switch *sw, struct json_object *o)
+{
+    const struct sy_cutover *co = &sw->co;
+    if (co->opt.dry_run && (co->entered & (1u << SY_CO_WARM))) {
+        json_object_object_add(o, "sessions_logged_in", json_object_new_int(sw->dry_logins));
+        if (sw->dry_skipped)
+            json_object_object_add(o, "sessions_login_after_unfence",
+                                   json_object_new_int(sw->dry_skipped));
+    }
+    if (co->done && !co->opt.rollback && sw->window_open)
+        json_object_object_add(o, "rollback_check", json_object_new_string(
+            "the reverse replication's schema, roles and sequences were checked before the "
+            "pause; status says at once if it fails later (rollback_not_possible)"));
+}
+
 static struct json_object *report(struct sy_switch *sw)
 {
     const struct sy_cutover *co = &sw->co;
@@ -831,6 +967,7 @@ static struct json_object *report(struct sy_switch *sw)
     json_object_object_add(o, "sessions_closed", json_object_new_int64(sw->sessions_closed));
     json_object_object_add(o, "sessions_forced", json_object_new_int64(sw->sessions_forced));
     json_object_object_add(o, "sessions_warm_read", json_object_new_int64(sw->warm_reads));
+    report_checks(sw, o);
     if (sw->unmovable_report[0])
         json_object_object_add(o, "unmovable", json_object_new_string(sw->unmovable_report));
     if (sw->fence_lsn) {
@@ -919,6 +1056,8 @@ enum {
 
 /* The warm step ends when every standby is ready and every session had its warm-up read, or
  * did not reach an idle point for WARM_READ_WAIT_MS (its read inside the pause is slower). */
+static void dry_warm_end(struct sy_switch *sw);
+
 static void warm_check(struct sy_switch *sw)
 {
     if (!sw->running || sw->co.step != SY_CO_WARM || sw->warming > 0 || sw->session_error[0] ||
@@ -934,6 +1073,10 @@ static void warm_check(struct sy_switch *sw)
         waiting += s->move_state == MS_WARM && s->warm_read == 1;
     if (waiting && now - sw->warm_since_ms < WARM_READ_WAIT_MS)
         return;
+    if (sw->co.opt.dry_run) {
+        dry_warm_end(sw);
+        return;
+    }
     if (!sw->slot_marked) {
         /* The slot the switch point will advance on the target, advanced now. */
         sw->slot_marked = 1;
@@ -968,8 +1111,40 @@ static void warm_read(struct sy_switch *sw, struct sy_session *s)
     }
 }
 
+/* A dry run's warm step logs every session into the target for real, except the sessions whose
+ * role the target's recorded fence (an earlier switch's) holds: the real warm step gives those
+ * LOGIN back first, which a dry run does not do. Returns 1 for such a session (counted). */
+static int dry_skip(struct sy_switch *sw, const struct sy_session *s)
+{
+    if (!sw->co.opt.dry_run || !sw->fenced[sw->to])
+        return 0;
+    for (int i = 0; i < sw->fence[sw->to].nroles; i++)
+        if (strcmp(sw->fence[sw->to].roles[i], s->user) == 0) {
+            sw->dry_skipped++;
+            return 1;
+        }
+    return 0;
+}
+
+/* The end of a dry run's warm step: every login worked; the connections are closed again. */
+static void dry_warm_end(struct sy_switch *sw)
+{
+    sw->dry_logins = 0;
+    for (struct sy_session *s = sw->p->sessions; s; s = s->next) {
+        if (s->move_state == MS_NONE)
+            continue;
+        sw->dry_logins += s->move_state == MS_WARM;
+        sw->p->ops->standby_drop(s);
+        s->move_state = MS_NONE;
+        s->warm_read = 0;
+    }
+    step_done(sw, SY_CO_WARM, 1, NULL);
+}
+
 static void open_standby(struct sy_switch *sw, struct sy_session *s)
 {
+    if (s->move_state == MS_NONE && session_movable(s) && s->side == sw->from && dry_skip(sw, s))
+        return;
     if (s->move_state != MS_NONE || !session_movable(s) || s->side != sw->from)
         return;
     if (sw->p->ops->standby_open(s, sw->to) != 0) {
@@ -993,6 +1168,14 @@ static void start_warm(struct sy_switch *sw)
         warm_check(sw);
     else
         progress(sw, "opening a connection to the new side for every session");
+}
+
+/* A dry run's warm step: the logins alone (no fence plan, no state file, no unfence, no warm-up
+ * read), so that a dry run that passes has logged every session into the target. */
+static void dry_warm(struct sy_switch *sw)
+{
+    sw->dry_skipped = sw->dry_logins = 0;
+    start_warm(sw);
 }
 
 /*
@@ -1250,10 +1433,16 @@ static void run_step(struct sy_switch *sw)
             j->reverse = p->cfg.rollback_window_ms > 0 ? p->cfg.reverse_replication : SY_REVERSE_OFF;
             j->max_tx_age_s = (double)p->cfg.max_transaction_age_ms / 1000.0;
             j->max_lag = p->cfg.max_lag_bytes;
+            if (!j->rollback && !sw->health_window)
+                snprintf(j->health_cause, sizeof(j->health_cause), "%.699s", sw->repl_cause);
         }
         submit_step_job(sw, j);
         break;
     case SY_CO_WARM:
+        if (sw->co.opt.dry_run) {
+            dry_warm(sw); /* real logins to the target, nothing recorded or changed */
+            break;
+        }
         /* On disk before the fence may be applied (the fence step waits for it), so that a
          * restart knows to look for one; written now, while nothing is paused. */
         sw->fence_after_seq = state_write(sw, "fencing", p->active);
@@ -1464,6 +1653,86 @@ static void leftover_retry(struct sy_switch *sw)
     j->to = (enum sy_side)!sw->leftover_sub;
     sw->leftover_queued = 1;
     job_submit(sw, j);
+}
+
+/* After a probe: the cause of the running replication's failure, from its subscription's health
+ * (probe_health), kept for status and for refusing a switch, and logged when it changes: with a
+ * rollback window open, as "rollback not possible: <cause>". */
+static void apply_health(struct sy_switch *sw, const struct job *j)
+{
+    const struct sy_pgctl_subhealth *h = &j->health;
+    uint64_t now = uv_now(sw->p->loop);
+    char cause[sizeof(sw->repl_cause)] = "";
+    const char *sub = sw->repl.subscription, *side = sy_side_name(j->to);
+    if (!sw->have_repl) {
+        if (sw->window_open)
+            snprintf(cause, sizeof(cause), "a control connection fails (%s)",
+                     j->side_err[0][0] ? j->side_err[0] : j->side_err[1]);
+    } else if (sw->window_open && (sw->repl.mode != SY_REPL_LOGICAL || !h->found)) {
+        snprintf(cause, sizeof(cause), "the reverse replication from %s to %s is gone (%s); "
+                 "it is set up by a cutover only", sy_side_name(j->from), side,
+                 sw->repl.problem[0] ? sw->repl.problem : "no subscription found");
+    } else if (sw->repl.mode == SY_REPL_LOGICAL && h->found) {
+        if (strcmp(sw->health_sub, sub) != 0) { /* another subscription: its own counts */
+            snprintf(sw->health_sub, sizeof(sw->health_sub), "%s", sub);
+            sw->health_apply = h->apply_errors;
+            sw->health_sync = h->sync_errors;
+            sw->health_err_ms = sw->health_noworker_ms = 0;
+        }
+        if (h->apply_errors > sw->health_apply || h->sync_errors > sw->health_sync)
+            sw->health_err_ms = now;
+        sw->health_apply = h->apply_errors;
+        sw->health_sync = h->sync_errors;
+        sw->health_noworker_ms = h->worker ? 0 : sw->health_noworker_ms ? sw->health_noworker_ms : now;
+        if (!h->enabled)
+            snprintf(cause, sizeof(cause), "subscription %s on %s is disabled; ALTER "
+                     "SUBSCRIPTION %s ENABLE on %s", sub, side, sub, side);
+        else if (!h->owner_login)
+            snprintf(cause, sizeof(cause), "role %s owns subscription %s on %s but cannot log "
+                     "in, so its apply worker cannot start; ALTER ROLE %s LOGIN on %s",
+                     h->owner, sub, side, h->owner, side);
+        else if (j->health_cause[0])
+            snprintf(cause, sizeof(cause), "%s", j->health_cause);
+        else if (sw->health_err_ms && now - sw->health_err_ms < 15000)
+            snprintf(cause, sizeof(cause), "the apply worker of subscription %s on %s keeps "
+                     "failing (%lld apply errors, %lld table copy errors in "
+                     "pg_stat_subscription_stats)%s%s; %s's server log says why (often a unique "
+                     "or foreign key violation from a row written on both sides, or a "
+                     "permission); it retries by itself once that is fixed", sub, side,
+                     (long long)h->apply_errors, (long long)h->sync_errors,
+                     h->not_ready[0] ? "; tables not copied yet: " : "", h->not_ready, side);
+        else if (sw->health_noworker_ms && now - sw->health_noworker_ms >= 10000)
+            snprintf(cause, sizeof(cause), "no apply worker has run for subscription %s on %s "
+                     "for %llu s; check %s's server log and max_logical_replication_workers",
+                     sub, side, (unsigned long long)((now - sw->health_noworker_ms) / 1000), side);
+    }
+    sw->health_window = sw->window_open;
+    snprintf(sw->repl_cause, sizeof(sw->repl_cause), "%s", cause);
+    if (cause[0] && sw->have_repl)
+        snprintf(sw->repl.problem, sizeof(sw->repl.problem), "%.255s", cause);
+    if (strcmp(cause, sw->repl_cause_logged) == 0)
+        return;
+    if (cause[0] && sw->window_open)
+        sy_error("rollback not possible: %s", cause);
+    else if (cause[0])
+        sy_warn("replication %s -> %s fails: %s", sy_side_name(j->from), side, cause);
+    else if (sw->window_open)
+        sy_info("rollback possible again: the reverse replication %s -> %s works",
+                sy_side_name(j->from), side);
+    else
+        sy_info("replication %s -> %s works again", sy_side_name(j->from), side);
+    snprintf(sw->repl_cause_logged, sizeof(sw->repl_cause_logged), "%s", cause);
+}
+
+/* A switch refused before it starts because the replication it needs fails now (apply_health's
+ * cause, from the same direction: the window's reverse replication for a rollback). */
+static const char *health_refusal(struct sy_switch *sw, int rollback, char *buf, size_t cap)
+{
+    if (!sw->repl_cause[0] || sw->health_window != rollback)
+        return NULL;
+    snprintf(buf, cap, "%s%s", rollback ? "rollback not possible: " : "the replication to the "
+             "other side fails, so a cutover would fail at its catch-up: ", sw->repl_cause);
+    return buf;
 }
 
 static void apply_probe(struct sy_switch *sw, const struct job *j)
@@ -1699,6 +1968,7 @@ static void ctl_done(struct sy_worker *w, struct sy_work *item)
     if (j->kind == J_PROBE) {
         sw->probe_queued = 0;
         apply_probe(sw, j);
+        apply_health(sw, j);
         leftover_retry(sw);
     } else if (j->kind == J_COMMIT || j->kind == J_REVERSE_CLEANUP) {
         /* after the fact: nothing streams it */
@@ -1749,7 +2019,7 @@ void sy_switch_standby_ready(struct sy_session *sess)
     }
     sess->move_state = MS_WARM;
     sw->warming--;
-    if (sw->co.step == SY_CO_WARM) {
+    if (sw->co.step == SY_CO_WARM && !sw->co.opt.dry_run) {
         sess->warm_read = 1;
         warm_read(sw, sess); /* at once when it is idle, else at its next idle point */
     }
@@ -1893,9 +2163,14 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
     if (!rollback && sw->window_open)
         return err_obj("a rollback window is open: 'commit' it (or 'rollback') before another "
                        "cutover");
-    if (!opt.dry_run && !rollback) {
+    if (!rollback) { /* the dry run too: it says whether the cutover would pass */
         char why[2048]; /* the gate names up to 5 fingerprints with an example each */
         if (sy_shadow_gate(p, why, sizeof(why)) != 0)
+            return err_obj(why);
+    }
+    {
+        char why[sizeof(sw->repl_cause) + 100];
+        if (rollback && health_refusal(sw, rollback, why, sizeof(why)))
             return err_obj(why);
     }
     memset(&sw->co, 0, sizeof(sw->co));
@@ -1991,6 +2266,19 @@ int sy_switch_running(struct sy_proxy *p)
     return sw && sw->running;
 }
 
+/* Whether a rollback can work now, as the last health probe saw the reverse replication. */
+static void rollback_status(struct sy_switch *sw, struct json_object *o)
+{
+    int known = sw->probed_ms && sw->health_window;
+    json_object_object_add(o, "rollback_possible",
+                           known ? json_object_new_boolean(!sw->repl_cause[0]) : NULL);
+    if (known && sw->repl_cause[0]) {
+        char why[sizeof(sw->repl_cause) + 32];
+        snprintf(why, sizeof(why), "rollback not possible: %s", sw->repl_cause);
+        json_object_object_add(o, "rollback_not_possible", json_object_new_string(why));
+    }
+}
+
 void sy_switch_status(struct sy_proxy *p, struct json_object *status)
 {
     struct sy_switch *sw = sw_of(p);
@@ -2017,14 +2305,18 @@ void sy_switch_status(struct sy_proxy *p, struct json_object *status)
             }
         }
     }
-    if (sw->have_repl)
-        json_object_object_add(status, "replication",
-                               repl_json(&sw->repl, sy_side_name(p->active),
-                                         sy_side_name((enum sy_side)!p->active)));
-    if (sw->have_reverse)
+    if (sw->have_repl) {
+        /* From the active side: during a rollback window, the reverse replication. */
+        struct json_object *r = repl_json(&sw->repl, sy_side_name(p->active),
+                                          sy_side_name((enum sy_side)!p->active));
+        if (sw->repl_cause[0])
+            json_object_object_add(r, "error", json_object_new_string(sw->repl_cause));
+        json_object_object_add(status, "replication", r);
+    }
+    if (sw->have_reverse) /* towards the active side (the window's disabled forward one) */
         json_object_object_add(status, "reverse_replication",
-                               repl_json(&sw->reverse_repl, sy_side_name(p->active),
-                                         sy_side_name((enum sy_side)!p->active)));
+                               repl_json(&sw->reverse_repl, sy_side_name((enum sy_side)!p->active),
+                                         sy_side_name(p->active)));
     struct json_object *o = json_object_new_object();
     json_object_object_add(o, "state", json_object_new_string(
         sw->running ? sy_co_step_name(sw->co.step) : "idle"));
@@ -2035,6 +2327,7 @@ void sy_switch_status(struct sy_proxy *p, struct json_object *status)
         uint64_t now = unix_ms();
         json_object_object_add(o, "rollback_window_left_s", json_object_new_int64(
             sw->window_until_unix_ms > now ? (int64_t)((sw->window_until_unix_ms - now) / 1000) : 0));
+        rollback_status(sw, o);
     }
     if (sw->leftover) {
         char what[200];

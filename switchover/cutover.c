@@ -96,8 +96,9 @@ enum sy_co_action sy_cutover_done(struct sy_cutover *co, enum sy_co_step step, i
         return fail(co, reason, now);
     switch (step) {
     case SY_CO_CHECK:
-        return enter(co, co->opt.dry_run ? SY_CO_DONE : SY_CO_WARM, now);
-    case SY_CO_WARM: return enter(co, SY_CO_DRAIN, now);
+        return enter(co, SY_CO_WARM, now);
+    case SY_CO_WARM: /* a dry run logs in to the target too, then stops */
+        return enter(co, co->opt.dry_run ? SY_CO_DONE : SY_CO_DRAIN, now);
     case SY_CO_DRAIN: return enter(co, SY_CO_FENCE, now);
     case SY_CO_FENCE: return enter(co, SY_CO_CATCHUP, now);
     case SY_CO_CATCHUP: return enter(co, SY_CO_SEQUENCES, now);

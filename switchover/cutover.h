@@ -10,7 +10,7 @@
  * A switch moves every session from one side to the other:
  *   CHECK -> WARM -> DRAIN -> FENCE -> CATCHUP -> SEQUENCES -> MOVE -> SWITCH -> DONE
  * A failure at any step aborts: UNFENCE (only if the fence was applied) -> RESTORE -> ABORTED.
- * A dry run stops after CHECK.
+ * A dry run stops after WARM (its logins to the new side are real, then closed).
  */
 #ifndef SY_CUTOVER_H
 #define SY_CUTOVER_H
@@ -67,7 +67,7 @@ struct sy_cutover {
     int forced;                  /* stragglers were ended once already */
     int done;                    /* the switch happened */
     enum sy_co_step failed_step; /* the step that failed (SY_CO_IDLE if none) */
-    char reason[512];            /* why it aborted */
+    char reason[1100];           /* why it aborted */
     char unfence_error[256];     /* the fence could not be lifted: an operator must act */
 };
 

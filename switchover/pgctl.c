@@ -33,6 +33,7 @@
  *     applied_lsn is the largest of the three.
  */
 #include "pgctl.h"
+#include "schema.h"
 
 #include <inttypes.h>
 #include <poll.h>
@@ -662,7 +663,18 @@ int sy_pgctl_long_transactions(PGconn *c, const char *side, double min_age_s,
 
 /* ---- fence ---- */
 
-/* Switches every role that can log in, but keep_role and the current user, to NOLOGIN in one
+/* A role replication depends on, as a condition on a pg_roles row r: a subscription's owner
+ * (its apply worker runs as it, and cannot start once the role is NOLOGIN) or the role a
+ * walsender is connected as (a subscription elsewhere, or a standby, logs in as it). The fence
+ * leaves these able to log in and ends only their client sessions (docs/runbook.md). */
+#define FENCE_REPLICATION_ROLE_OF(r)                                                               \
+    "(" r ".oid IN (SELECT subowner FROM pg_catalog.pg_subscription) OR " r ".rolname IN "     \
+    "(SELECT usename FROM pg_catalog.pg_stat_activity WHERE backend_type = 'walsender' "          \
+    "AND usename IS NOT NULL))"
+#define FENCE_REPLICATION_ROLE FENCE_REPLICATION_ROLE_OF("pg_catalog.pg_roles")
+
+/* Switches every role that can log in, but keep_role, the current user and the roles
+ * replication depends on (FENCE_REPLICATION_ROLE), to NOLOGIN in one
  * transaction and one round trip (it runs inside the pause); records them in out->roles. The
  * listing and the changes see one snapshot (repeatable read), so what is recorded is exactly
  * what was changed. */
@@ -674,7 +686,7 @@ static int fence_roles(PGconn *c, const char *side, const char *keep_role,
         query_error(c, NULL, side, "fence the roles", err, errlen);
         return -1;
     }
-    char sql[1400];
+    char sql[1900];
     snprintf(sql, sizeof(sql),
              "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; "
              "SET LOCAL switchyard.fence_keep = %s; "
@@ -682,7 +694,7 @@ static int fence_roles(PGconn *c, const char *side, const char *keep_role,
              "SELECT pg_catalog.array_agg(rolname ORDER BY rolname) INTO names "
              "FROM pg_catalog.pg_roles WHERE rolcanlogin "
              "AND rolname <> pg_catalog.current_setting('switchyard.fence_keep') "
-             "AND rolname <> current_user; "
+             "AND rolname <> current_user AND NOT " FENCE_REPLICATION_ROLE "; "
              "IF coalesce(pg_catalog.array_length(names, 1), 0) > %d THEN RAISE EXCEPTION "
              "'%% roles can log in, more than the %d a fence can record; make the roles that "
              "need no login NOLOGIN', pg_catalog.array_length(names, 1); END IF; "
@@ -1167,4 +1179,365 @@ int sy_pgctl_reverse_teardown(PGconn *old_active, PGconn *new_active, const char
     return forward_logical(forward)
                ? forward_resume(old_active, new_active, old_side, new_side, forward, err, errlen)
                : 0;
+}
+
+/* ---- checks before anything is paused or fenced (issue 13) ---- */
+
+/* The columns schema_cols reads: schema, table, column, format_type, attnotnull, and whether an
+ * insert may leave the column out (a default, an identity or a generated column). */
+#define SCHEMA_COLUMNS                                                                             \
+    "n.nspname, c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), "          \
+    "a.attnotnull, a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' "
+#define SCHEMA_JOIN                                                                                \
+    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "         \
+    "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 "                      \
+    "AND NOT a.attisdropped "
+#define SCHEMA_USER_TABLES                                                                         \
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)' "
+
+/* Runs sql (n parameters) and turns its rows (SCHEMA_COLUMNS) into a malloc'd array. */
+static int schema_cols(PGconn *c, const char *side, const char *sql, int n,
+                       const char *const *vals, struct sy_schema_col **out, size_t *count,
+                       char *err, size_t errlen)
+{
+    *out = NULL;
+    *count = 0;
+    PGresult *r = run(c, side, "read the replicated tables' columns", sql, n, vals, err, errlen);
+    if (!r)
+        return -1;
+    size_t rows = (size_t)PQntuples(r);
+    struct sy_schema_col *v = calloc(rows + 1, sizeof(*v));
+    if (!v) {
+        PQclear(r);
+        seterr(err, errlen, "%s: out of memory while reading the schema", side);
+        return -1;
+    }
+    for (size_t i = 0; i < rows; i++) {
+        get_str(r, (int)i, 0, v[i].schema, sizeof(v[i].schema));
+        get_str(r, (int)i, 1, v[i].table, sizeof(v[i].table));
+        get_str(r, (int)i, 2, v[i].column, sizeof(v[i].column));
+        get_str(r, (int)i, 3, v[i].type, sizeof(v[i].type));
+        v[i].not_null = get_bool(r, (int)i, 4);
+        v[i].has_default = get_bool(r, (int)i, 5);
+    }
+    PQclear(r);
+    *out = v;
+    *count = rows;
+    return 0;
+}
+
+/* What the sender publishes: the publications `subscription` on rcv subscribes to (their
+ * column lists on PostgreSQL 15 and later), or every table a FOR ALL TABLES publication would
+ * send (subscription NULL). Generated columns are not sent. *found 0: no such subscription. */
+static int schema_sent(PGconn *snd, PGconn *rcv, const char *snd_side, const char *rcv_side,
+                       const char *subscription, struct sy_schema_col **out, size_t *count,
+                       int *found, char *err, size_t errlen)
+{
+    *found = 1;
+    if (!subscription)
+        return schema_cols(snd, snd_side,
+                           "SELECT " SCHEMA_COLUMNS SCHEMA_JOIN
+                           "WHERE c.relkind = 'r' AND c.relpersistence = 'p' "
+                           "AND c.oid >= 16384 AND a.attgenerated = '' AND " SCHEMA_USER_TABLES,
+                           0, NULL, out, count, err, errlen);
+    const char *p[] = {subscription};
+    PGresult *r = run(rcv, rcv_side, "read the subscription's publications",
+                      "SELECT subpublications::text FROM pg_catalog.pg_subscription "
+                      "WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database "
+                      "WHERE datname = current_database())",
+                      1, p, err, errlen);
+    if (!r)
+        return -1;
+    char pubs[1024] = "";
+    *found = PQntuples(r) == 1;
+    if (*found)
+        get_str(r, 0, 0, pubs, sizeof(pubs));
+    PQclear(r);
+    if (!*found) {
+        *out = NULL;
+        *count = 0;
+        return 0;
+    }
+    const char *q[] = {pubs};
+    return schema_cols(snd, snd_side,
+                       PQserverVersion(snd) >= 150000
+                           ? "SELECT DISTINCT " SCHEMA_COLUMNS SCHEMA_JOIN
+                             "JOIN pg_catalog.pg_publication_tables p ON p.schemaname = n.nspname "
+                             "AND p.tablename = c.relname AND a.attname = ANY (p.attnames) "
+                             "WHERE p.pubname = ANY ($1::text[]) AND a.attgenerated = ''"
+                           : "SELECT DISTINCT " SCHEMA_COLUMNS SCHEMA_JOIN
+                             "JOIN pg_catalog.pg_publication_tables p ON p.schemaname = n.nspname "
+                             "AND p.tablename = c.relname "
+                             "WHERE p.pubname = ANY ($1::text[]) AND a.attgenerated = ''",
+                       1, q, out, count, err, errlen);
+}
+
+/* Tables a FOR ALL TABLES publication on c would publish that have no replica identity: once
+ * published, every UPDATE and DELETE on them fails on c (the application's and the apply
+ * worker's alike). Appends one problem per table (up to three) to out; returns how many. */
+static int identity_problems(PGconn *c, const char *side, char *out, size_t cap, char *err,
+                             size_t errlen)
+{
+    PGresult *r = run(c, side, "read the tables' replica identities",
+                      "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c "
+                      "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                      "WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND c.oid >= 16384 AND "
+                      "n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                      "AND n.nspname !~ '^pg_(toast|temp)' AND (c.relreplident = 'n' OR "
+                      "(c.relreplident = 'd' AND NOT EXISTS (SELECT FROM pg_catalog.pg_index i "
+                      "WHERE i.indrelid = c.oid AND i.indisprimary)) OR "
+                      "(c.relreplident = 'i' AND NOT EXISTS (SELECT FROM pg_catalog.pg_index i "
+                      "WHERE i.indrelid = c.oid AND i.indisreplident))) ORDER BY 1",
+                      0, NULL, err, errlen);
+    if (!r)
+        return -1;
+    int n = PQntuples(r);
+    for (int i = 0; i < n && i < 3; i++) {
+        size_t len = strlen(out);
+        snprintf(out + len, cap - len,
+                 "%stable %s on %s has no replica identity (no primary key): published by the "
+                 "reverse replication (FOR ALL TABLES), every UPDATE and DELETE on it would fail "
+                 "on %s; add a primary key or ALTER TABLE %s REPLICA IDENTITY FULL",
+                 len ? "; " : "", PQgetvalue(r, i, 0), side, side, PQgetvalue(r, i, 0));
+    }
+    PQclear(r);
+    return n;
+}
+
+int sy_pgctl_schema_check(PGconn *snd, PGconn *rcv, const char *snd_side, const char *rcv_side,
+                          const char *subscription, char *err, size_t errlen)
+{
+    struct sy_schema_col *s = NULL, *r = NULL;
+    size_t ns = 0, nr = 0;
+    int found = 0;
+    if (schema_sent(snd, rcv, snd_side, rcv_side, subscription, &s, &ns, &found, err, errlen) != 0)
+        return -1;
+    if (!found)
+        return 0;
+    if (schema_cols(rcv, rcv_side,
+                    "SELECT " SCHEMA_COLUMNS SCHEMA_JOIN
+                    "WHERE c.relkind IN ('r', 'p') AND " SCHEMA_USER_TABLES,
+                    0, NULL, &r, &nr, err, errlen) != 0) {
+        free(s);
+        return -1;
+    }
+    char problems[1600];
+    int n = sy_schema_compare(s, ns, r, nr, snd_side, rcv_side, problems, sizeof(problems));
+    free(s);
+    free(r);
+    if (!subscription) {
+        int k = identity_problems(snd, snd_side, problems, sizeof(problems), err, errlen);
+        if (k < 0)
+            return -1;
+        n += k;
+    }
+    if (n == 0)
+        return 0;
+    seterr(err, errlen, "%d schema problem%s for replication from %s to %s: %s", n,
+           n == 1 ? "" : "s", snd_side, rcv_side, problems);
+    return 1;
+}
+
+int sy_pgctl_sequences_check(PGconn *src, PGconn *dst, const char *src_side,
+                             const char *dst_side, char *err, size_t errlen)
+{
+    PGresult *s = run(src, src_side, "read the sequences",
+                      "SELECT schemaname || '.' || sequencename, data_type::text, "
+                      "last_value::text FROM pg_catalog.pg_sequences ORDER BY 1",
+                      0, NULL, err, errlen);
+    if (!s)
+        return -1;
+    PGresult *d = run(dst, dst_side, "read the sequences",
+                      "SELECT schemaname || '.' || sequencename, data_type::text, "
+                      "min_value::text, max_value::text FROM pg_catalog.pg_sequences ORDER BY 1",
+                      0, NULL, err, errlen);
+    if (!d) {
+        PQclear(s);
+        return -1;
+    }
+    char problems[1200] = "";
+    int n = 0;
+    for (int i = 0, j = 0; i < PQntuples(s); i++) {
+        const char *name = PQgetvalue(s, i, 0);
+        while (j < PQntuples(d) && strcmp(PQgetvalue(d, j, 0), name) < 0)
+            j++;
+        char one[400] = "";
+        if (j >= PQntuples(d) || strcmp(PQgetvalue(d, j, 0), name) != 0) {
+            snprintf(one, sizeof(one), "sequence %s is on %s but not on %s: the sequences step "
+                     "(inside the pause, after the fence) could not set it; create it on %s "
+                     "(CREATE SEQUENCE %s AS %s)", name, src_side, dst_side, dst_side, name,
+                     PQgetvalue(s, i, 1));
+        } else if (!sy_schema_type_accepts(PQgetvalue(s, i, 1), PQgetvalue(d, j, 1))) {
+            snprintf(one, sizeof(one), "sequence %s is %s on %s but %s on %s; make it %s on %s "
+                     "(ALTER SEQUENCE %s AS %s)", name, PQgetvalue(s, i, 1), src_side,
+                     PQgetvalue(d, j, 1), dst_side, PQgetvalue(s, i, 1), dst_side, name,
+                     PQgetvalue(s, i, 1));
+        } else if (!PQgetisnull(s, i, 2) &&
+                   (strtoll(PQgetvalue(s, i, 2), NULL, 10) > strtoll(PQgetvalue(d, j, 3), NULL, 10) ||
+                    strtoll(PQgetvalue(s, i, 2), NULL, 10) < strtoll(PQgetvalue(d, j, 2), NULL, 10))) {
+            snprintf(one, sizeof(one), "sequence %s is at %s on %s, outside %s..%s on %s; widen "
+                     "its MINVALUE/MAXVALUE on %s", name, PQgetvalue(s, i, 2), src_side,
+                     PQgetvalue(d, j, 2), PQgetvalue(d, j, 3), dst_side, dst_side);
+        }
+        if (!one[0])
+            continue;
+        size_t len = strlen(problems);
+        if (n++ < 3)
+            snprintf(problems + len, sizeof(problems) - len, "%s%s", len ? "; " : "", one);
+    }
+    PQclear(s);
+    PQclear(d);
+    if (n == 0)
+        return 0;
+    seterr(err, errlen, "%d sequence problem%s from %s to %s: %s", n, n == 1 ? "" : "s", src_side,
+           dst_side, problems);
+    return 1;
+}
+
+/* The user a conninfo string logs in as ("" when it names none). */
+static void conninfo_user(const char *conninfo, char *out, size_t cap)
+{
+    out[0] = '\0';
+    PQconninfoOption *o = PQconninfoParse(conninfo, NULL);
+    for (PQconninfoOption *x = o; x && x->keyword; x++)
+        if (strcmp(x->keyword, "user") == 0 && x->val)
+            snprintf(out, cap, "%s", x->val);
+    PQconninfoFree(o);
+}
+
+int sy_pgctl_sub_roles_check(PGconn *pub, PGconn *sub, const char *pub_side, const char *sub_side,
+                             const char *subscription, char *err, size_t errlen)
+{
+    const char *p[] = {subscription};
+    PGresult *r = run(sub, sub_side, "read the subscription's roles",
+                      "SELECT o.rolname, o.rolcanlogin, s.subconninfo "
+                      "FROM pg_catalog.pg_subscription s "
+                      "JOIN pg_catalog.pg_roles o ON o.oid = s.subowner WHERE s.subname = $1 "
+                      "AND s.subdbid = (SELECT oid FROM pg_catalog.pg_database "
+                      "WHERE datname = current_database())",
+                      1, p, err, errlen);
+    if (!r)
+        return -1;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return 0; /* no such subscription: the replication check says so */
+    }
+    char owner[64], user[64];
+    get_str(r, 0, 0, owner, sizeof(owner));
+    int owner_login = get_bool(r, 0, 1);
+    conninfo_user(PQgetvalue(r, 0, 2), user, sizeof(user));
+    PQclear(r);
+    if (!owner_login) {
+        seterr(err, errlen, "role %s owns subscription %s on %s but cannot log in (NOLOGIN), so "
+               "its apply worker cannot start; ALTER ROLE %s LOGIN on %s (a fence never takes "
+               "LOGIN from a subscription's owner now)", owner, subscription, sub_side, owner,
+               sub_side);
+        return 1;
+    }
+    if (!user[0])
+        return 0; /* libpq's default user: nothing to look up by name */
+    const char *q[] = {user};
+    r = run(pub, pub_side, "read the replication role",
+            "SELECT rolcanlogin, rolreplication OR rolsuper FROM pg_catalog.pg_roles "
+            "WHERE rolname = $1",
+            1, q, err, errlen);
+    if (!r)
+        return -1;
+    int exists = PQntuples(r) == 1, login = exists && get_bool(r, 0, 0),
+        repl = exists && get_bool(r, 0, 1);
+    PQclear(r);
+    if (exists && login && repl)
+        return 0;
+    seterr(err, errlen, "subscription %s on %s connects to %s as role %s, which %s on %s; %s",
+           subscription, sub_side, pub_side, user,
+           !exists ? "does not exist" : !login ? "cannot log in (NOLOGIN)" : "has neither "
+           "REPLICATION nor SUPERUSER", pub_side,
+           !exists ? "create it there" : !login ? "ALTER ROLE ... LOGIN there" : "ALTER ROLE ... "
+           "REPLICATION there");
+    return 1;
+}
+
+int sy_pgctl_fence_check(PGconn *c, const char *side, const char *keep_role, char *kept,
+                         size_t keptcap, char *err, size_t errlen)
+{
+    const char *p[] = {str(keep_role)};
+    PGresult *r = run(c, side, "read the roles a fence would change",
+                      "SELECT count(*) FILTER (WHERE NOT " FENCE_REPLICATION_ROLE "), "
+                      "string_agg(rolname, ', ' ORDER BY rolname) FILTER (WHERE "
+                      FENCE_REPLICATION_ROLE "), "
+                      "(SELECT string_agg(DISTINCT a.usename || ' (pid ' || a.pid || ')', ', ') "
+                      " FROM pg_catalog.pg_stat_activity a JOIN pg_catalog.pg_roles k "
+                      " ON k.rolname = a.usename WHERE a.backend_type = 'client backend' "
+                      " AND a.pid <> pg_catalog.pg_backend_pid() AND k.rolname <> $1 "
+                      " AND k.rolname <> current_user AND " FENCE_REPLICATION_ROLE_OF("k") ") "
+                      "FROM pg_catalog.pg_roles WHERE rolcanlogin AND rolname <> $1 "
+                      "AND rolname <> current_user",
+                      1, p, err, errlen);
+    if (!r)
+        return -1;
+    long n = atol(PQgetvalue(r, 0, 0));
+    get_str(r, 0, 1, kept, keptcap);
+    char clients[300];
+    get_str(r, 0, 2, clients, sizeof(clients));
+    PQclear(r);
+    if (n > SY_FENCE_MAX_ROLES) {
+        seterr(err, errlen, "%s: %ld roles can log in, more than the %d a fence can record; make "
+               "the roles that need no login NOLOGIN", side, n, SY_FENCE_MAX_ROLES);
+        return 1;
+    }
+    if (clients[0]) {
+        seterr(err, errlen, "%s: client sessions are logged in as roles that replication depends "
+               "on (%s), which the fence leaves able to log in so that replication keeps "
+               "running: after the fence they could still write to %s; give replication roles "
+               "of their own (used by nothing else), or end those sessions", side, clients,
+               side);
+        return 1;
+    }
+    return 0;
+}
+
+int sy_pgctl_sub_health(PGconn *c, const char *side, const char *subscription,
+                        struct sy_pgctl_subhealth *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    const char *p[] = {subscription};
+    int stats = PQserverVersion(c) >= 150000;
+    PGresult *r = run(c, side, "read the subscription's health",
+                      stats ? "SELECT s.subenabled, o.rolname, o.rolcanlogin, "
+                              "(SELECT count(*) FROM pg_catalog.pg_stat_subscription w "
+                              " WHERE w.subid = s.oid AND w.relid IS NULL AND w.pid IS NOT NULL), "
+                              "COALESCE(t.apply_error_count, 0), COALESCE(t.sync_error_count, 0), "
+                              "(SELECT string_agg(r.srrelid::regclass::text, ', ') "
+                              " FROM pg_catalog.pg_subscription_rel r WHERE r.srsubid = s.oid "
+                              " AND r.srsubstate <> 'r') "
+                              "FROM pg_catalog.pg_subscription s "
+                              "JOIN pg_catalog.pg_roles o ON o.oid = s.subowner "
+                              "LEFT JOIN pg_catalog.pg_stat_subscription_stats t ON t.subid = s.oid "
+                              "WHERE s.subname = $1 AND s.subdbid = (SELECT oid FROM "
+                              "pg_catalog.pg_database WHERE datname = current_database())"
+                            : "SELECT s.subenabled, o.rolname, o.rolcanlogin, "
+                              "(SELECT count(*) FROM pg_catalog.pg_stat_subscription w "
+                              " WHERE w.subid = s.oid AND w.relid IS NULL AND w.pid IS NOT NULL), "
+                              "0, 0, (SELECT string_agg(r.srrelid::regclass::text, ', ') "
+                              " FROM pg_catalog.pg_subscription_rel r WHERE r.srsubid = s.oid "
+                              " AND r.srsubstate <> 'r') "
+                              "FROM pg_catalog.pg_subscription s "
+                              "JOIN pg_catalog.pg_roles o ON o.oid = s.subowner "
+                              "WHERE s.subname = $1 AND s.subdbid = (SELECT oid FROM "
+                              "pg_catalog.pg_database WHERE datname = current_database())",
+                      1, p, err, errlen);
+    if (!r)
+        return -1;
+    if (PQntuples(r) == 1) {
+        out->found = 1;
+        out->enabled = get_bool(r, 0, 0);
+        get_str(r, 0, 1, out->owner, sizeof(out->owner));
+        out->owner_login = get_bool(r, 0, 2);
+        out->worker = atoi(PQgetvalue(r, 0, 3)) > 0;
+        out->apply_errors = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
+        out->sync_errors = strtoll(PQgetvalue(r, 0, 5), NULL, 10);
+        get_str(r, 0, 6, out->not_ready, sizeof(out->not_ready));
+    }
+    PQclear(r);
+    return 0;
 }

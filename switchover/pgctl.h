@@ -219,4 +219,52 @@ int sy_pgctl_reverse_stop(PGconn *old_active, PGconn *new_active, const char *na
  */
 int sy_pgctl_slot_skip(PGconn *c, const char *slot, int mark, char *err, size_t errlen);
 
+/* ---- checks before anything is paused or fenced, and replication health ----
+ * The sy_pgctl_*_check functions return 0 when all is well, 1 with err holding the refusal (what
+ * is wrong, where, and the fix), or -1 when a query failed (err says why). */
+
+/*
+ * Schema compatibility of the replication from snd to rcv (switchover/schema.h): every table and
+ * column snd sends exists on rcv with a type that accepts it, and rcv has no NOT NULL column
+ * without a default that snd does not send. What snd sends: the publications of `subscription`
+ * (on rcv; a missing subscription is not checked), or with subscription NULL every table a FOR
+ * ALL TABLES publication on snd would publish (Switchyard's reverse publication), whose tables
+ * must also have a replica identity (else UPDATE and DELETE fail on snd once published).
+ */
+int sy_pgctl_schema_check(PGconn *snd, PGconn *rcv, const char *snd_side, const char *rcv_side,
+                          const char *subscription, char *err, size_t errlen);
+
+/* Every sequence on src exists on dst with a type that holds src's value and src's value within
+ * dst's MINVALUE..MAXVALUE (the sequences step sets them all inside the pause). */
+int sy_pgctl_sequences_check(PGconn *src, PGconn *dst, const char *src_side,
+                             const char *dst_side, char *err, size_t errlen);
+
+/* The roles `subscription` (on sub) needs: its owner can log in on sub (its apply worker runs as
+ * it), and the user its connection string names exists on pub, can log in and has REPLICATION
+ * (or SUPERUSER). */
+int sy_pgctl_sub_roles_check(PGconn *pub, PGconn *sub, const char *pub_side, const char *sub_side,
+                             const char *subscription, char *err, size_t errlen);
+
+/*
+ * What a fence of c would do, checked before it: at most SY_FENCE_MAX_ROLES roles to change, and
+ * no client session logged in as a role replication depends on (subscription owners, walsender
+ * roles), which the fence leaves able to log in. kept gets those roles' names (", " between).
+ */
+int sy_pgctl_fence_check(PGconn *c, const char *side, const char *keep_role, char *kept,
+                         size_t keptcap, char *err, size_t errlen);
+
+/* A subscription's health on the side that holds it. */
+struct sy_pgctl_subhealth {
+    int found;            /* the subscription exists in this database */
+    int enabled;          /* subenabled */
+    int worker;           /* its apply worker runs now */
+    int owner_login;      /* its owner can log in (else the apply worker cannot start) */
+    char owner[64];
+    int64_t apply_errors; /* pg_stat_subscription_stats (PostgreSQL 15 and later; else 0) */
+    int64_t sync_errors;
+    char not_ready[256];  /* tables still being copied (", " between) */
+};
+int sy_pgctl_sub_health(PGconn *c, const char *side, const char *subscription,
+                        struct sy_pgctl_subhealth *out, char *err, size_t errlen);
+
 #endif

@@ -185,10 +185,19 @@ static void test_dry_run(void **state)
     o.dry_run = 1;
     struct sy_cutover co;
     sy_cutover_begin(&co, &o, 0);
-    assert_int_equal(sy_cutover_done(&co, SY_CO_CHECK, 1, NULL, 7), SY_CO_ACT_FINISHED);
+    /* The dry run logs every session into the target too (warm), then stops before the pause. */
+    assert_int_equal(sy_cutover_done(&co, SY_CO_CHECK, 1, NULL, 7), SY_CO_ACT_RUN_STEP);
+    assert_int_equal(co.step, SY_CO_WARM);
+    assert_int_equal(sy_cutover_done(&co, SY_CO_WARM, 1, NULL, 9), SY_CO_ACT_FINISHED);
     assert_int_equal(co.step, SY_CO_DONE);
     assert_false(co.done); /* nothing switched */
     assert_int_equal(co.paused_at_ms, 0);
+    /* A login that fails in the dry run's warm step: the dry run fails, nothing was held. */
+    sy_cutover_begin(&co, &o, 0);
+    sy_cutover_done(&co, SY_CO_CHECK, 1, NULL, 7);
+    sy_cutover_done(&co, SY_CO_WARM, 0, "session 3 (user app): password authentication failed", 8);
+    assert_int_equal(co.step, SY_CO_RESTORE);
+    assert_false(sy_cutover_holding(&co));
     sy_cutover_begin(&co, &o, 0);
     sy_cutover_done(&co, SY_CO_CHECK, 0, "green lags", 7);
     assert_int_equal(co.step, SY_CO_RESTORE);
