@@ -234,15 +234,17 @@ static int locks_take(const struct sy_config *cfg)
     snprintf(what, sizeof(what), "admin_socket %s", cfg->admin_socket);
     if (lock_take(what, path) != 0)
         return -1;
-    if (!cfg->state_file[0])
-        return 0;
-    if (strlen(cfg->state_file) + sizeof(".lock") > sizeof(path)) {
-        sy_error("state_file %s is too long to put a .lock beside it; use a shorter path",
-                 cfg->state_file);
+    char state[SY_PATH_MAX + 8];
+    if (cfg->state_file[0])
+        snprintf(state, sizeof(state), "%s", cfg->state_file);
+    else if (sy_switch_default_state_path(cfg->admin_socket, state, sizeof(state)) != 0)
+        return 0; /* falls back to <admin_socket>.state, covered by the socket's lock */
+    if (strlen(state) + sizeof(".lock") > sizeof(path)) {
+        sy_error("state_file %s is too long to put a .lock beside it; use a shorter path", state);
         return -1;
     }
-    snprintf(path, sizeof(path), "%s.lock", cfg->state_file);
-    snprintf(what, sizeof(what), "state_file %s", cfg->state_file);
+    snprintf(path, sizeof(path), "%s.lock", state);
+    snprintf(what, sizeof(what), "state_file %s", state);
     return lock_take(what, path);
 }
 
@@ -426,6 +428,9 @@ int main(int argc, char **argv)
     }
     if (sy_proxy_listen(&proxy) != 0 || sy_admin_start(&proxy) != 0)
         return 1;
+    /* Before the switch starts: with no state file it holds logins until its check is done. */
+    uv_timer_init(proxy.loop, &proxy.pause_timer);
+    proxy.pause_timer.data = &proxy;
     if (sy_auth_query_start(&proxy, pg_auth_query_done) != 0 || sy_switch_start(&proxy) != 0 ||
         sy_pool_start(&proxy) != 0 || sy_shadow_init(&proxy) != 0)
         return 1;
@@ -437,8 +442,6 @@ int main(int argc, char **argv)
     uv_signal_start(&sig_hup, on_signal, SIGHUP);
     uv_timer_init(proxy.loop, &health_timer);
     uv_timer_init(proxy.loop, &shutdown_timer);
-    uv_timer_init(proxy.loop, &proxy.pause_timer);
-    proxy.pause_timer.data = &proxy;
     uv_timer_start(&health_timer, on_health_timer, 0, HEALTH_INTERVAL_MS);
     sy_info("switchyard %s started: protocol %s, active side %s (%s:%d)", SY_VERSION,
             proxy.ops->name, sy_side_name(proxy.active), proxy.cfg.server[proxy.active].host,

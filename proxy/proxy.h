@@ -209,6 +209,9 @@ struct sy_proxy {
     uint32_t *pause_ms;
     uint32_t npause, pause_cap;
     struct sy_switch *sw;     /* the cutover / rollback driver (switch.c) */
+    /* Not "": logins are refused with this message (57P03) instead of being routed: the start
+     * could not confirm with the databases which side is live (switch.c, docs/runbook.md). */
+    char route_hold[512];
     /* Shadow traffic (pg_shadow.c): the mode and sample in force (the config's, or set with
      * switchyardctl shadow), the report, and when blue last acknowledged a write. */
     enum sy_shadow_mode shadow_mode;

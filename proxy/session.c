@@ -792,6 +792,10 @@ static void on_server_connect(uv_connect_t *req, int status)
 int sy_session_connect_server(struct sy_session *sess)
 {
     struct sy_proxy *p = sess->proxy;
+    if (p->route_hold[0]) {
+        sy_session_fail(sess, "57P03", p->route_hold);
+        return -1;
+    }
     sess->side = p->active;
     struct sy_pooled *e = sy_pool_take(sess);
     if (!e)

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -43,6 +44,9 @@ enum job_kind {
     J_REVERSE_CLEANUP = 10, /* after a rollback's switch: drop the stopped reverse replication */
     J_SLOT_MARK = 11, /* end of warm: the slot the switch point advances, advanced now */
     J_LEFTOVER = 12, /* retry removing reverse replication an earlier removal could not */
+    J_RECOVER = 13,  /* undo what an interrupted or aborted switch recorded (the "pending") */
+    J_FENCE_PLAN = 14, /* warm: the roles the fence may change, recorded before it runs */
+    J_VERIFY = 15,   /* at start: which side the databases say is live */
 };
 
 
@@ -79,6 +83,13 @@ struct job {
     sy_lsn target_lsn, applied_lsn;
     int nseq;
     uint64_t elapsed_ms;
+    /* J_RECOVER: what to undo (from the pending record), and what it did */
+    int to_unfenced, switch_repl, reverse_on, refenced;
+    char fwd_sub[64];
+    struct sy_pgctl_fence *refence;    /* out: the fence put back on `to` */
+    /* J_VERIFY: the side the databases say is live (-1 unknown, -2 contradictory), and why */
+    int live;
+    char verdict[400];
     /* The checks before anything is paused or fenced, and the replication's health (J_CHECK,
      * J_PROBE; check_more, probe_health) */
     char kept_roles[256];              /* J_CHECK: roles the fence leaves LOGIN (replication) */
@@ -159,6 +170,29 @@ struct sy_switch {
     uint64_t fence_after_seq;       /* the fence waits until this snapshot is durable */
     int fence_waiting;
     uint64_t switch_after_seq;      /* the switch point waits until this one is */
+    /* Write-ahead record of a switch's database changes (the state file's "pending"): each
+     * change is recorded, durably, before it is made, and the record goes at the switch point
+     * or once J_RECOVER has undone it all (after an abort, or a restart). */
+    int pend, pend_rollback;
+    enum sy_side pend_from, pend_to;
+    int pend_reverse;               /* the reverse subscription may exist on pend_from */
+    int pend_to_unfenced;           /* pend_to's earlier fence may have been lifted */
+    int pend_switch_repl;           /* the switch step's replication changes may be made */
+    char pend_fwd_sub[64];          /* the forward subscription (on the cutover's target) */
+    struct sy_pgctl_fence pend_plan; /* roles the fence on pend_from may change */
+    int recover_queued;
+    char recover_err[256];          /* the last failure logged */
+    uint64_t switching_seq;         /* the snapshot with pend_switch_repl */
+    /* A change waiting for its record to be durable (after_poll). */
+    uint64_t after_seq;
+    struct job *after_job;          /* submitted then (NULL: start_warm) */
+    int after_waiting;
+    /* The start's cross-check with the databases (J_VERIFY). */
+    int verify_queued, verified, start_paused;
+    /* Test builds: SWITCHYARD_TEST_STOP_AT=op:step[:before] freezes the driver there. */
+    char hook[64];
+    int hook_stopped;
+    uv_timer_t hook_timer;
     /* The health of the replication running now (forward, or the window's reverse one): the
      * cause of its failure for status, the log and rollback's refusal (apply_health). */
     char health_sub[64];              /* the subscription the counts below are for */
@@ -492,6 +526,123 @@ static void job_switch(struct sy_switch *sw, struct job *j)
     j->ok = 1;
 }
 
+/* Undoes what an interrupted switch may have changed, in the order that never leaves two
+ * writable sides: the target's earlier fence back first, then replication as it was before the
+ * switch step (a cutover: the reverse subscription dropped, then the forward one enabled; a
+ * rollback: the forward one disabled, then the reverse one enabled), the old side's own fence
+ * lifted last. Every part is idempotent: it runs again until it all succeeded. */
+static void job_recover(struct sy_switch *sw, struct job *j)
+{
+    PGconn *f = ctl_conn(sw, j, j->from, j->err, sizeof(j->err));
+    PGconn *t = f ? ctl_conn(sw, j, j->to, j->err, sizeof(j->err)) : NULL;
+    const char *fs = sy_side_name(j->from), *ts = sy_side_name(j->to);
+    if (!t)
+        return;
+    if (j->to_unfenced && j->refence && !j->refenced) {
+        if (sy_pgctl_fence(t, ts, j->t[j->to].user, NULL, 0, 5000, j->refence, j->err,
+                           sizeof(j->err)) != 0)
+            return;
+        j->refenced = 1;
+    }
+    if (j->switch_repl && j->rollback) {
+        if ((j->fwd_sub[0] && sy_pgctl_sub_set_enabled(f, fs, j->fwd_sub, 0, j->err,
+                                                       sizeof(j->err)) != 0) ||
+            sy_pgctl_sub_set_enabled(t, ts, REVERSE_NAME, 1, j->err, sizeof(j->err)) != 0)
+            return;
+    } else if (j->switch_repl || j->reverse_on) {
+        if (sy_pgctl_reverse_teardown(f, t, REVERSE_NAME, NULL, j->err, sizeof(j->err)) != 0)
+            return;
+        if (j->switch_repl && j->fwd_sub[0] &&
+            sy_pgctl_sub_set_enabled(t, ts, j->fwd_sub, 1, j->err, sizeof(j->err)) != 0)
+            return;
+    }
+    if (j->fence && j->fence->nroles > 0 &&
+        sy_pgctl_unfence(f, fs, j->fence, j->err, sizeof(j->err)) != 0)
+        return;
+    j->ok = 1;
+}
+
+/* Warm: the roles that can log in on `from` now, a superset of what its fence will change. */
+static void job_fence_plan(struct sy_switch *sw, struct job *j)
+{
+    PGconn *c = ctl_conn(sw, j, j->from, j->err, sizeof(j->err));
+    j->ok = c && j->fence &&
+            sy_pgctl_roles(c, sy_side_name(j->from), 1, j->t[j->from].user, j->fence, j->err,
+                           sizeof(j->err)) == 0;
+}
+
+/* One side's vote: s looks passive (a standby, a replication target, or fenced). */
+static void vote(struct job *j, enum sy_side live, int *votes, const char *why)
+{
+    votes[live]++;
+    size_t n = strlen(j->verdict);
+    if (n < sizeof(j->verdict) - 2)
+        snprintf(j->verdict + n, sizeof(j->verdict) - n, "%s%s", n ? "; " : "", why);
+}
+
+/* Whether a role that can log in on one side exists on the other without LOGIN (a fence). */
+static int fenced_against(const struct sy_pgctl_fence *login, const struct sy_pgctl_fence *nologin)
+{
+    for (int i = 0; i < login->nroles; i++)
+        for (int k = 0; k < nologin->nroles; k++)
+            if (strcmp(login->roles[i], nologin->roles[k]) == 0)
+                return 1;
+    return 0;
+}
+
+/* At start: which side the databases say is live, from three signals (a standby is not live;
+ * the side replication runs from is; a fenced side is not). All signals must agree. */
+static void job_verify(struct sy_switch *sw, struct job *j)
+{
+    struct sy_pgctl_fence *roles = calloc(4, sizeof(*roles)); /* login, nologin per side */
+    int votes[2] = {0, 0};
+    j->live = -1;
+    job_probe(sw, j);
+    if (!roles)
+        return;
+    for (int s = 0; s < 2; s++) {
+        if (!j->reachable[s])
+            continue;
+        if (j->probe[s].in_recovery)
+            vote(j, (enum sy_side)!s, votes, s ? "green is a standby" : "blue is a standby");
+        if (sy_pgctl_roles(sw->conn[s], sy_side_name((enum sy_side)s), 1, j->t[s].user,
+                           &roles[2 * s], j->err, sizeof(j->err)) != 0 ||
+            sy_pgctl_roles(sw->conn[s], sy_side_name((enum sy_side)s), 0, j->t[s].user,
+                           &roles[2 * s + 1], j->err, sizeof(j->err)) != 0)
+            j->reachable[s] = 0;
+    }
+    if (j->reachable[0] && j->reachable[1]) {
+        for (int s = 0; s < 2; s++) {
+            enum sy_side src = (enum sy_side)s, dst = (enum sy_side)!s;
+            struct sy_pgctl_repl r;
+            char why[160];
+            if (sy_pgctl_repl_state(sw->conn[src], sw->conn[dst], sy_side_name(src),
+                                    sy_side_name(dst), &r, j->err, sizeof(j->err)) == 0 &&
+                r.mode == SY_REPL_LOGICAL && r.enabled) {
+                snprintf(why, sizeof(why), "replication runs from %s to %s (subscription %s)",
+                         sy_side_name(src), sy_side_name(dst), r.subscription);
+                vote(j, src, votes, why);
+            }
+            if (fenced_against(&roles[2 * src], &roles[2 * dst + 1])) {
+                snprintf(why, sizeof(why), "%s is fenced (roles that log in to %s are NOLOGIN "
+                         "there)", sy_side_name(dst), sy_side_name(src));
+                vote(j, src, votes, why);
+            }
+        }
+        j->live = votes[0] && votes[1] ? -2 : votes[0] ? SY_BLUE : votes[1] ? SY_GREEN : -1;
+    } else if (votes[0] || votes[1]) {
+        j->live = votes[0] && votes[1] ? -2 : votes[0] ? SY_BLUE : SY_GREEN;
+    } else {
+        /* One side alone: it may be live when it is a primary that lets roles log in. */
+        for (int s = 0; s < 2; s++)
+            if (j->reachable[s] && roles[2 * s].nroles > 0 && !j->reachable[!s])
+                snprintf(j->verdict, sizeof(j->verdict), "only %s answers (%s)",
+                         sy_side_name((enum sy_side)s), j->side_err[!s]);
+    }
+    free(roles);
+    j->ok = 1;
+}
+
 /* J_PROBE's second half: the health of the logical replication running now (`repl`, from the
  * active side: forward before a cutover, the window's reverse one after it): its subscription's
  * worker, error counts and owner, and whether the schema and roles still let it apply
@@ -552,6 +703,9 @@ static void job_run(struct sy_switch *sw, struct job *j)
     }
     case J_SWITCH: job_switch(sw, j); break;
     case J_SLOT_MARK: job_slot_mark(sw, j); break;
+    case J_RECOVER: job_recover(sw, j); break;
+    case J_FENCE_PLAN: job_fence_plan(sw, j); break;
+    case J_VERIFY: job_verify(sw, j); break;
     case J_COMMIT:
     case J_REVERSE_DROP:
     case J_REVERSE_CLEANUP:
@@ -686,6 +840,8 @@ static int state_durable(struct sy_switch *sw, uint64_t seq)
     return r;
 }
 
+static struct json_object *pend_json(const struct sy_switch *sw);
+
 /* Queues the state (phase: "idle", "fencing", "switching") for the writer thread and returns
  * its seq (0 when it could not even be built, which is logged). Without the thread (not
  * started yet, or stopped) it is written here. */
@@ -713,6 +869,8 @@ static uint64_t state_write(struct sy_switch *sw, const char *phase, enum sy_sid
     fence_json(o, "fence_green", &sw->fence[SY_GREEN]);
     json_object_object_add(o, "fenced_blue", json_object_new_boolean(sw->fenced[SY_BLUE]));
     json_object_object_add(o, "fenced_green", json_object_new_boolean(sw->fenced[SY_GREEN]));
+    if (sw->pend)
+        json_object_object_add(o, "pending", pend_json(sw));
     const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
     size_t plen = strlen(sw->state_path), tlen = strlen(text);
     char *buf = malloc(plen + tlen + 2);
@@ -765,11 +923,95 @@ static void fence_from_json(struct json_object *o, const char *key, struct sy_pg
                  json_object_get_string(json_object_array_get_idx(arr, i)));
 }
 
+/* The write-ahead record of a running (or interrupted) switch's database changes. */
+static struct json_object *pend_json(const struct sy_switch *sw)
+{
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "operation",
+                           json_object_new_string(sw->pend_rollback ? "rollback" : "cutover"));
+    json_object_object_add(o, "from", json_object_new_string(sy_side_name(sw->pend_from)));
+    json_object_object_add(o, "to", json_object_new_string(sy_side_name(sw->pend_to)));
+    json_object_object_add(o, "reverse_prepared", json_object_new_boolean(sw->pend_reverse));
+    json_object_object_add(o, "to_unfenced", json_object_new_boolean(sw->pend_to_unfenced));
+    json_object_object_add(o, "switch_replication", json_object_new_boolean(sw->pend_switch_repl));
+    json_object_object_add(o, "forward_subscription", json_object_new_string(sw->pend_fwd_sub));
+    fence_json(o, "fence_plan", &sw->pend_plan);
+    return o;
+}
+
+static int jbool(struct json_object *o, const char *key)
+{
+    struct json_object *v;
+    return json_object_object_get_ex(o, key, &v) && json_object_get_boolean(v);
+}
+
+static void pend_from_json(struct sy_switch *sw, struct json_object *o)
+{
+    struct json_object *v;
+    sw->pend = 1;
+    sw->pend_rollback = json_object_object_get_ex(o, "operation", &v) &&
+                        strcmp(json_object_get_string(v), "rollback") == 0;
+    sw->pend_from = json_object_object_get_ex(o, "from", &v) &&
+                            strcmp(json_object_get_string(v), "green") == 0 ? SY_GREEN : SY_BLUE;
+    sw->pend_to = (enum sy_side)!sw->pend_from;
+    sw->pend_reverse = jbool(o, "reverse_prepared");
+    sw->pend_to_unfenced = jbool(o, "to_unfenced");
+    sw->pend_switch_repl = jbool(o, "switch_replication");
+    if (json_object_object_get_ex(o, "forward_subscription", &v))
+        snprintf(sw->pend_fwd_sub, sizeof(sw->pend_fwd_sub), "%s", json_object_get_string(v));
+    fence_from_json(o, "fence_plan", &sw->pend_plan);
+}
+
+/* Makes dir and its missing parents (mode 0700). 0, or -1 with errno set. */
+static int mkdir_p(char *dir)
+{
+    for (char *q = dir + 1; *q; q++) {
+        if (*q != '/')
+            continue;
+        *q = 0;
+        int rc = mkdir(dir, 0700);
+        *q = '/';
+        if (rc != 0 && errno != EEXIST)
+            return -1;
+    }
+    return mkdir(dir, 0700) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+int sy_switch_default_state_path(const char *admin_socket, char *out, size_t cap)
+{
+    char dir[SY_PATH_MAX], name[SY_PATH_MAX];
+    const char *sd = getenv("STATE_DIRECTORY"), *xdg = getenv("XDG_STATE_HOME");
+    const char *home = getenv("HOME");
+    /* systemd's StateDirectory= (its first entry), else /var/lib/switchyard for root or when
+     * writable, else the user's XDG state directory: never /tmp, which a reboot empties. */
+    if (sd && sd[0]) {
+        snprintf(dir, sizeof(dir), "%.*s", (int)strcspn(sd, ":"), sd);
+    } else if (geteuid() == 0 || access("/var/lib/switchyard", W_OK) == 0) {
+        snprintf(dir, sizeof(dir), "/var/lib/switchyard");
+    } else if (xdg && xdg[0] == '/') {
+        snprintf(dir, sizeof(dir), "%s/switchyard", xdg);
+    } else if (home && home[0] == '/') {
+        snprintf(dir, sizeof(dir), "%s/.local/state/switchyard", home);
+    } else {
+        return -1;
+    }
+    /* One file per admin_socket (each daemon has its own): its path, '/' as '-'. */
+    size_t n = 0;
+    for (const char *c = admin_socket; *c && n + 1 < sizeof(name); c++)
+        if (!(n == 0 && *c == '/'))
+            name[n++] = *c == '/' ? '-' : *c;
+    name[n] = 0;
+    if (mkdir_p(dir) != 0)
+        return -1;
+    return snprintf(out, cap, "%s/%s.state", dir, name) < (int)cap ? 0 : -1;
+}
+
 static void state_path_init(struct sy_switch *sw, const struct sy_config *cfg)
 {
     if (cfg->state_file[0])
         snprintf(sw->state_path, sizeof(sw->state_path), "%s", cfg->state_file);
-    else
+    else if (sy_switch_default_state_path(cfg->admin_socket, sw->state_path,
+                                          sizeof(sw->state_path)) != 0)
         snprintf(sw->state_path, sizeof(sw->state_path), "%s.state", cfg->admin_socket);
 }
 
@@ -797,7 +1039,13 @@ int sy_switch_load_state(struct sy_proxy *p)
                      sw->state_path, sy_side_name(p->cfg.active));
             return -1;
         }
-        return 0; /* first start */
+        /* No record: the databases are asked which side is live before anyone is routed
+         * (sy_switch_start, J_VERIFY). */
+        sw->start_paused = 1;
+        sy_info("state file %s does not exist: checking with both databases which side is "
+                "live before routing (config: active = %s)", sw->state_path,
+                sy_side_name(p->cfg.active));
+        return 0;
     }
     struct json_object *v;
     const char *active = json_object_object_get_ex(o, "active", &v) ? json_object_get_string(v) : "";
@@ -824,6 +1072,15 @@ int sy_switch_load_state(struct sy_proxy *p)
                                    ? (uint64_t)json_object_get_int64(v) : 0;
     sw->window_from = json_object_object_get_ex(o, "window_from", &v) &&
                               strcmp(json_object_get_string(v), "green") == 0 ? SY_GREEN : SY_BLUE;
+    if (json_object_object_get_ex(o, "pending", &v) && json_object_is_type(v, json_type_object)) {
+        pend_from_json(sw, v);
+        sy_warn("the state file records a %s from %s to %s whose database changes may have to "
+                "be undone (%s%s%s): done as soon as both sides answer", sw->pend_rollback ?
+                "rollback" : "cutover", sy_side_name(sw->pend_from), sy_side_name(sw->pend_to),
+                sw->pend_to_unfenced ? "the fence on the target lifted; " : "",
+                sw->pend_switch_repl ? "replication switched; " : "",
+                sw->pend_reverse ? "reverse replication prepared" : "fence");
+    }
     if (json_object_object_get_ex(o, "reverse_leftover_subscription_on", &v)) {
         sw->leftover = 1;
         sw->leftover_sub = strcmp(json_object_get_string(v), "green") == 0 ? SY_GREEN : SY_BLUE;
@@ -1061,7 +1318,7 @@ static void dry_warm_end(struct sy_switch *sw);
 static void warm_check(struct sy_switch *sw)
 {
     if (!sw->running || sw->co.step != SY_CO_WARM || sw->warming > 0 || sw->session_error[0] ||
-        sw->job_out)
+        sw->job_out || sw->after_waiting)
         return;
     uint64_t now = uv_now(sw->p->loop);
     if (!sw->warm_since_ms)
@@ -1178,6 +1435,226 @@ static void dry_warm(struct sy_switch *sw)
     start_warm(sw);
 }
 
+/* ---- write-ahead: a change waits for its record; recovery; the start's check ---- */
+
+static void job_drop(struct sy_work *item);
+
+/* Submits j (NULL: start_warm) for the running step once the snapshot seq is on disk; a
+ * snapshot that cannot be written fails the step. */
+static void after_poll(struct sy_switch *sw)
+{
+    if (!sw->after_waiting)
+        return;
+    int d = sw->after_seq ? state_durable(sw, sw->after_seq) : -1;
+    if (d == 0)
+        return;
+    struct job *j = sw->after_job;
+    sw->after_waiting = 0;
+    sw->after_job = NULL;
+    if (!sw->running || d < 0) {
+        if (j)
+            job_drop(&j->work);
+        if (sw->running) {
+            state_report_failure(sw);
+            step_done(sw, sw->co.step, 0, "the state file could not be written (see the log)");
+        }
+        return;
+    }
+    if (j)
+        submit_step_job(sw, j);
+    else
+        start_warm(sw);
+}
+
+static void after_durable(struct sy_switch *sw, uint64_t seq, struct job *j)
+{
+    sw->after_seq = seq;
+    sw->after_job = j;
+    sw->after_waiting = 1;
+    after_poll(sw);
+}
+
+static void fence_merge(struct sy_pgctl_fence *into, const struct sy_pgctl_fence *f)
+{
+    for (int i = 0; i < f->nroles && into->nroles < SY_FENCE_MAX_ROLES; i++) {
+        int have = 0;
+        for (int k = 0; k < into->nroles && !have; k++)
+            have = strcmp(into->roles[k], f->roles[i]) == 0;
+        if (!have)
+            snprintf(into->roles[into->nroles++], sizeof(into->roles[0]), "%s", f->roles[i]);
+    }
+}
+
+/* Queues J_RECOVER for the pending record (in the background: nothing waits for it). during:
+ * the abort of the running switch, which has resumed its clients already. */
+static void recover_submit(struct sy_switch *sw, int during)
+{
+    if (!sw->pend || sw->recover_queued || (sw->running && !during))
+        return;
+    struct job *j = job_new(sw, J_RECOVER);
+    if (!j)
+        return;
+    j->from = sw->pend_from;
+    j->to = sw->pend_to;
+    j->rollback = sw->pend_rollback;
+    j->to_unfenced = sw->pend_to_unfenced;
+    j->switch_repl = sw->pend_switch_repl;
+    j->reverse_on = sw->pend_reverse;
+    snprintf(j->fwd_sub, sizeof(j->fwd_sub), "%s", sw->pend_fwd_sub);
+    j->fence = calloc(1, sizeof(*j->fence));
+    j->refence = j->to_unfenced ? calloc(1, sizeof(*j->refence)) : NULL;
+    if (!j->fence || (j->to_unfenced && !j->refence)) {
+        job_drop(&j->work);
+        return;
+    }
+    fence_merge(j->fence, &sw->fence[j->from]);
+    fence_merge(j->fence, &sw->pend_plan);
+    sw->recover_queued = 1;
+    job_submit(sw, j);
+}
+
+static void recover_done(struct sy_switch *sw, const struct job *j)
+{
+    struct sy_proxy *p = sw->p;
+    sw->recover_queued = 0;
+    if (j->refenced && j->refence) {
+        /* Recorded at once: a retry must not fence it again (it would record nothing). */
+        sw->fence[j->to] = *j->refence;
+        sw->fenced[j->to] = 1;
+        sw->pend_to_unfenced = 0;
+    }
+    if (!j->ok) {
+        if (strcmp(sw->recover_err, j->err) != 0)
+            sy_error("the database changes of the interrupted %s from %s to %s are not undone "
+                     "yet (retried every health_interval; a cutover waits for it): %s",
+                     j->rollback ? "rollback" : "cutover", sy_side_name(j->from),
+                     sy_side_name(j->to), j->err);
+        snprintf(sw->recover_err, sizeof(sw->recover_err), "%.250s", j->err);
+        if (j->refenced)
+            state_write(sw, "idle", p->active);
+        return;
+    }
+    sw->pend = 0;
+    sw->pend_reverse = sw->pend_switch_repl = 0;
+    sw->recover_err[0] = 0;
+    if (j->from == p->active) {
+        sw->fenced[j->from] = 0;
+        memset(&sw->fence[j->from], 0, sizeof(sw->fence[j->from]));
+    }
+    sy_info("the database changes of the interrupted %s are undone: %s is live and unfenced%s%s",
+            j->rollback ? "rollback" : "cutover", sy_side_name(j->from),
+            j->refenced ? ", the fence on the other side is back" : "",
+            j->switch_repl ? ", replication runs from it again" : "");
+    state_write(sw, "idle", p->active);
+}
+
+static void verify_submit(struct sy_switch *sw)
+{
+    if (sw->verify_queued || sw->verified)
+        return;
+    struct job *j = job_new(sw, J_VERIFY);
+    if (!j)
+        return;
+    j->timeout_ms = 3000;
+    sw->verify_queued = 1;
+    job_submit(sw, j);
+}
+
+/* The start's check: route only to a side the databases do not contradict. Without a state
+ * file that is the config's active; with one, the side it names. Otherwise logins are refused
+ * with what the databases say and what to do, and the check repeats every health_interval. */
+static void verify_done(struct sy_switch *sw, const struct job *j)
+{
+    struct sy_proxy *p = sw->p;
+    char msg[sizeof(p->route_hold)];
+    sw->verify_queued = 0;
+    int nofile = sw->start_paused || (p->route_hold[0] && access(sw->state_path, F_OK) != 0);
+    enum sy_side want = nofile ? p->cfg.active : p->active;
+    const char *src = nofile ? "the config's active (there is no state file)" : "the state file";
+    msg[0] = 0;
+    if (sw->pend) {
+        /* An interrupted switch: its recovery decides, from the record. */
+    } else if (j->live == -2) {
+        snprintf(msg, sizeof(msg), "switchyard does not route: the databases contradict each "
+                 "other about which side is live (%.100s); %s names %s. Check both sides, then set "
+                 "active in the config, remove %.100s and reload (SIGHUP)", j->verdict, src,
+                 sy_side_name(want), sw->state_path);
+    } else if (j->live >= 0 && (enum sy_side)j->live != want) {
+        snprintf(msg, sizeof(msg), "switchyard does not route: %s names %s, but the databases "
+                 "say %s is live (%.100s). If %s is right, set active = %s in the config, remove "
+                 "%.150s and reload (SIGHUP)", src, sy_side_name(want), sy_side_name(j->live),
+                 j->verdict, sy_side_name(j->live), sy_side_name(j->live), sw->state_path);
+    }
+    if (msg[0]) {
+        if (strcmp(msg, p->route_hold) != 0)
+            sy_error("%s", msg);
+        snprintf(p->route_hold, sizeof(p->route_hold), "%s", msg);
+    } else {
+        if (nofile) {
+            p->active = want;
+            state_write(sw, "idle", p->active);
+        }
+        if (j->live < 0 && !(j->reachable[0] && j->reachable[1]))
+            sy_warn("start: routing to %s without a full check against the databases (blue: "
+                    "%s; green: %s)", sy_side_name(p->active),
+                    j->reachable[0] ? "answers" : j->side_err[0],
+                    j->reachable[1] ? "answers" : j->side_err[1]);
+        sy_info("start: routing to %s (%s%s)", sy_side_name(p->active),
+                j->live >= 0 ? "the databases agree: " : "no sign of another live side",
+                j->live >= 0 ? j->verdict : "");
+        p->route_hold[0] = 0;
+        sw->verified = 1;
+    }
+    if (sw->start_paused) {
+        sw->start_paused = 0;
+        sy_proxy_resume(p, "the start's check is done");
+    }
+}
+
+/* Test builds only (SWITCHYARD_TEST_STOP_AT=op:step, op:step:before, see docs/testing.md): the
+ * driver stops for good at that point, so that a test can kill the process there. */
+static void run_step(struct sy_switch *sw);
+static void on_tick(uv_timer_t *t);
+
+static void hook_go(uv_timer_t *t)
+{
+    struct sy_switch *sw = t->data;
+    const char *go = getenv("SWITCHYARD_TEST_GO_FILE");
+    if (!go || access(go, F_OK) != 0)
+        return;
+    unlink(go);
+    uv_timer_stop(t);
+    if (!sw->running)
+        return;
+    sy_warn("test hook: the switch goes on");
+    uv_timer_start(&sw->tick, on_tick, TICK_MS, TICK_MS);
+    run_step(sw);
+}
+
+static int hook_at(struct sy_switch *sw, const char *when)
+{
+#ifdef SY_TEST_HOOKS
+    char want[64];
+    if (!sw->hook[0] || sw->hook_stopped)
+        return 0;
+    snprintf(want, sizeof(want), "%s:%s%s%s", op_name(sw), sy_co_step_name(sw->co.step),
+             when[0] ? ":" : "", when);
+    if (strcmp(want, sw->hook) != 0)
+        return 0;
+    sw->hook_stopped = 1;
+    uv_timer_stop(&sw->tick);
+    sy_warn("test hook: the switch stopped at %s (SWITCHYARD_TEST_STOP_AT)", want);
+    /* With SWITCHYARD_TEST_GO_FILE (":before" only): goes on once that file exists. */
+    if (strcmp(when, "before") == 0 && getenv("SWITCHYARD_TEST_GO_FILE"))
+        uv_timer_start(&sw->hook_timer, hook_go, 10, 10);
+    return 1;
+#else
+    (void)sw;
+    (void)when;
+    return 0;
+#endif
+}
+
 /*
  * unmovable_sessions = wait: the drain reads each idle session's state itself (the fence step
  * does it otherwise) and counts a session drained only once its state was read and can move. A
@@ -1286,6 +1763,7 @@ static void move_check(struct sy_switch *sw)
 }
 
 static void switch_commit(struct sy_switch *sw);
+static int rollback_drops_reverse(const struct sy_switch *sw);
 
 /* Goes on with the switch point once its state is durable (called again by on_async). */
 static void switch_wait(struct sy_switch *sw)
@@ -1299,7 +1777,18 @@ static void switch_wait(struct sy_switch *sw)
         return;
     }
     state_report_failure(sw);
+    sw->pend = 1; /* still the old side: the switch's changes are to be undone */
+    if (rollback_drops_reverse(sw))
+        sw->leftover = 0;
     step_done(sw, SY_CO_SWITCH, 0, "the state file could not be written (see the log)");
+}
+
+/* A rollback whose switch stopped the reverse replication Switchyard set up: it is dropped
+ * after the switch point. */
+static int rollback_drops_reverse(const struct sy_switch *sw)
+{
+    return sw->co.opt.rollback && sw->p->cfg.reverse_replication == SY_REVERSE_AUTO &&
+           sw->p->cfg.rollback_window_ms > 0 && sw->run_repl.mode == SY_REPL_LOGICAL;
 }
 
 /* The switch point: the new side becomes active and every session moves. */
@@ -1318,6 +1807,13 @@ static void switch_sessions(struct sy_switch *sw)
     sw->fenced[sw->from] = 1;
     sw->fenced[sw->to] = 0;
     memset(&sw->fence[sw->to], 0, sizeof(sw->fence[sw->to]));
+    /* Nothing is to be undone past the switch point; a rollback's reverse replication, stopped,
+     * is to be dropped (J_REVERSE_CLEANUP after the switch point), recorded as a leftover. */
+    sw->pend = 0;
+    if (rollback_drops_reverse(sw)) {
+        sw->leftover = 1;
+        sw->leftover_sub = sw->to;
+    }
     /* The new side is active once that is on disk: the sessions move when it is. */
     sw->switch_after_seq = state_write(sw, "idle", sw->to);
     if (!sw->switch_after_seq) {
@@ -1332,6 +1828,14 @@ static void switch_commit(struct sy_switch *sw)
 {
     struct sy_proxy *p = sw->p;
     p->active = sw->to;
+    if (rollback_drops_reverse(sw)) {
+        struct job *c = job_new(sw, J_REVERSE_CLEANUP);
+        if (c) {
+            c->from = sw->to; /* the side holding the reverse subscription */
+            c->to = sw->from;
+            job_submit(sw, c);
+        }
+    }
     for (struct sy_session *s = p->sessions, *next; s; s = next) {
         next = s->next;
         s->pause_exempt = 0;
@@ -1374,6 +1878,14 @@ static void restore(struct sy_switch *sw)
     sw->warming = sw->preparing = 0;
     sw->fence_waiting = 0;
     sw->switch_after_seq = 0;
+    if (sw->after_waiting) {
+        sw->after_waiting = 0;
+        if (sw->after_job)
+            job_drop(&sw->after_job->work);
+        sw->after_job = NULL;
+    }
+    if (sw->to_unfenced)
+        sw->pend_to_unfenced = 1;
     if (p->paused) {
         sy_proxy_resume(p, "the switch aborted");
         pause_stats(sw);
@@ -1382,28 +1894,14 @@ static void restore(struct sy_switch *sw)
     restore_control(sw);
 }
 
-/* The database half of an abort, one job at a time: the reverse replication the check step
- * prepared, then the target's old fence if this switch lifted it. */
+/* The database half of an abort (the reverse replication the check step prepared, the
+ * target's old fence if this switch lifted it, replication as it was) is what the pending
+ * record lists: J_RECOVER undoes it in the background, retried until done, so that a frozen
+ * side keeps neither the clients nor the command waiting. */
 static void restore_control(struct sy_switch *sw)
 {
-    if (sw->reverse_prepared) {
-        struct job *j = job_new(sw, J_REVERSE_DROP);
-        sw->reverse_prepared = 0;
-        if (j) {
-            submit_step_job(sw, j);
-            return;
-        }
-    }
-    if (sw->to_unfenced) {
-        /* The target's old fence was lifted for this switch: put it back. */
-        struct job *j = job_new(sw, J_FENCE);
-        if (j) {
-            j->side = sw->to;
-            j->fence = calloc(1, sizeof(*j->fence));
-            submit_step_job(sw, j);
-            return;
-        }
-    }
+    sw->reverse_prepared = 0;
+    recover_submit(sw, 1);
     step_done(sw, SY_CO_RESTORE, 1, NULL);
 }
 
@@ -1424,6 +1922,8 @@ static void run_step(struct sy_switch *sw)
     struct sy_proxy *p = sw->p;
     struct job *j;
     progress(sw, NULL);
+    if (hook_at(sw, "before"))
+        return;
     switch (sw->co.step) {
     case SY_CO_CHECK:
         j = job_new(sw, J_CHECK);
@@ -1436,6 +1936,12 @@ static void run_step(struct sy_switch *sw)
             if (!j->rollback && !sw->health_window)
                 snprintf(j->health_cause, sizeof(j->health_cause), "%.699s", sw->repl_cause);
         }
+        if (j && j->reverse == SY_REVERSE_AUTO && !j->rollback && !j->dry_run) {
+            /* The check may create the reverse replication: recorded first. */
+            sw->pend = sw->pend_reverse = 1;
+            after_durable(sw, state_write(sw, "checking", p->active), j);
+            break;
+        }
         submit_step_job(sw, j);
         break;
     case SY_CO_WARM:
@@ -1443,26 +1949,19 @@ static void run_step(struct sy_switch *sw)
             dry_warm(sw); /* real logins to the target, nothing recorded or changed */
             break;
         }
-        /* On disk before the fence may be applied (the fence step waits for it), so that a
-         * restart knows to look for one; written now, while nothing is paused. */
-        sw->fence_after_seq = state_write(sw, "fencing", p->active);
-        if (sw->fenced[sw->to] && sw->fence[sw->to].nroles > 0) {
-            /* The target was fenced by an earlier switch: its users must be able to log in. */
-            j = job_new(sw, J_UNFENCE);
-            if (j) {
-                j->side = sw->to;
-                j->fence = calloc(1, sizeof(*j->fence));
-                if (j->fence)
-                    *j->fence = sw->fence[sw->to];
-            }
-            submit_step_job(sw, j);
-            break;
+        /* First the roles the fence may change; then "fencing" (with them, and with the
+         * target's fence about to be lifted) on disk before anything is changed. */
+        j = job_new(sw, J_FENCE_PLAN);
+        if (j && !(j->fence = calloc(1, sizeof(*j->fence)))) {
+            job_drop(&j->work);
+            j = NULL;
         }
-        start_warm(sw);
+        submit_step_job(sw, j);
         break;
     case SY_CO_DRAIN:
         sy_proxy_pause(p, 0);
         p->npause = 0;
+        hook_at(sw, "");
         break; /* the tick checks */
     case SY_CO_FENCE:
         /* Every session is held and idle: read and replay their state now, while the control
@@ -1496,6 +1995,9 @@ static void run_step(struct sy_switch *sw)
         if (j) {
             j->rollback = sw->co.opt.rollback;
             j->reverse = p->cfg.rollback_window_ms > 0 ? p->cfg.reverse_replication : SY_REVERSE_OFF;
+            /* Its replication changes were recorded with the fence ("switching"). */
+            after_durable(sw, sw->switching_seq, j);
+            break;
         }
         submit_step_job(sw, j);
         break;
@@ -1805,6 +2307,33 @@ static void step_job_done(struct sy_switch *sw, struct job *j)
         }
         step_done(sw, SY_CO_CHECK, j->ok, j->err);
         return;
+    case J_FENCE_PLAN: {
+        if (!j->ok || !j->fence) {
+            step_done(sw, SY_CO_WARM, 0, j->err[0] ? j->err : "out of memory");
+            return;
+        }
+        sw->pend = 1;
+        sw->pend_plan = *j->fence;
+        struct job *u = NULL;
+        if (sw->fenced[sw->to] && sw->fence[sw->to].nroles > 0) {
+            /* The target was fenced by an earlier switch: its users must be able to log in.
+             * Recorded first: a restart that stays on the old side fences it again. */
+            sw->pend_to_unfenced = 1;
+            u = job_new(sw, J_UNFENCE);
+            if (!u || !(u->fence = calloc(1, sizeof(*u->fence)))) {
+                if (u)
+                    job_drop(&u->work);
+                step_done(sw, SY_CO_WARM, 0, "out of memory");
+                return;
+            }
+            u->side = sw->to;
+            *u->fence = sw->fence[sw->to];
+        }
+        /* On disk before the fence may be applied too (the fence step waits for it). */
+        sw->fence_after_seq = state_write(sw, "fencing", sw->p->active);
+        after_durable(sw, sw->fence_after_seq, u);
+        return;
+    }
     case J_UNFENCE:
         if (step == SY_CO_WARM) {
             if (!j->ok) {
@@ -1829,11 +2358,20 @@ static void step_job_done(struct sy_switch *sw, struct job *j)
         if (j->fence)
             sw->fence[sw->from] = *j->fence;
         sw->fenced[sw->from] = 1;
+        if (j->ok) {
+            /* From here on the switch step may change replication: recorded with the fence's
+             * roles, and the switch step waits until this snapshot is durable. */
+            sw->pend_switch_repl = 1;
+            snprintf(sw->pend_fwd_sub, sizeof(sw->pend_fwd_sub), "%s",
+                     sw->co.opt.rollback ? sw->window_forward.subscription
+                                         : sw->run_repl.mode == SY_REPL_LOGICAL
+                                               ? sw->run_repl.subscription : "");
+        }
         step_done(sw, SY_CO_FENCE, j->ok, j->err);
         /* The roles the fence changed are made durable while the control thread runs the next
          * step (they must be before the switch point, which is steps away). */
         if (sw->running)
-            state_write(sw, "switching", sw->p->active);
+            sw->switching_seq = state_write(sw, "switching", sw->p->active);
         return;
     case J_CATCHUP:
         sw->fence_lsn = j->target_lsn;
@@ -1857,15 +2395,8 @@ static void step_job_done(struct sy_switch *sw, struct job *j)
             return;
         }
         sw->reverse_prepared = 0; /* it is the rollback window's reverse replication now */
-        if (sw->co.opt.rollback && j->reverse == SY_REVERSE_AUTO &&
-            j->repl.mode == SY_REPL_LOGICAL) {
-            struct job *c = job_new(sw, J_REVERSE_CLEANUP);
-            if (c) {
-                c->from = sw->to; /* the side holding the reverse subscription */
-                c->to = sw->from;
-                job_submit(sw, c);
-            }
-        }
+        if (hook_at(sw, ""))
+            return;
         switch_sessions(sw);
         return;
     case J_REVERSE_DROP:
@@ -1882,6 +2413,7 @@ static void job_drop(struct sy_work *item)
 {
     struct job *j = (struct job *)item;
     free(j->fence);
+    free(j->refence);
     job_free(j);
 }
 
@@ -1972,8 +2504,18 @@ static void ctl_done(struct sy_worker *w, struct sy_work *item)
         leftover_retry(sw);
     } else if (j->kind == J_COMMIT || j->kind == J_REVERSE_CLEANUP) {
         /* after the fact: nothing streams it */
-        if (!j->ok)
+        if (!j->ok) {
             leftover_failed(sw, j, j->kind == J_COMMIT ? "commit" : "rollback");
+        } else if (sw->leftover && sw->leftover_sub == j->from && !sw->leftover_queued) {
+            sw->leftover = 0; /* recorded before it ran: now done */
+            state_write(sw, "idle", sw->p->active);
+        }
+    } else if (j->kind == J_RECOVER) {
+        recover_done(sw, j);
+    } else if (j->kind == J_VERIFY) {
+        verify_done(sw, j);
+    } else if (j->step_job && sw->running && hook_at(sw, "")) {
+        sw->job_out = 0; /* stopped for good: a test kills the process now */
     } else if (j->kind == J_LEFTOVER) {
         leftover_done(sw, j);
     } else if (!j->step_job) {
@@ -2000,6 +2542,8 @@ static void on_async(uv_async_t *h)
     }
     if (sw->running && sw->co.step == SY_CO_SWITCH && sw->switch_after_seq)
         switch_wait(sw);
+    if (sw->running)
+        after_poll(sw);
 }
 
 /* ---- reports from sessions ---- */
@@ -2142,8 +2686,10 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
     char why_args[256];
     if (sy_admin_switch_args(argc, argv, &args, why_args, sizeof(why_args)) != 0)
         return err_obj(why_args);
-    if (args.has_timeout)
+    if (args.has_timeout) {
         opt.drain_timeout_ms = args.timeout_ms;
+        opt.pause_limit_ms = args.timeout_ms; /* the whole pause, whatever a server does */
+    }
     opt.dry_run = args.dry_run;
     opt.force = args.force;
     if (!sw || !sw->ctl.started)
@@ -2155,6 +2701,15 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
                        "is slow to answer); retry in a few seconds");
     if (p->shutting_down)
         return err_obj("switchyard is shutting down");
+    if (p->route_hold[0])
+        return err_obj(p->route_hold);
+    if (sw->pend) {
+        char why[400];
+        snprintf(why, sizeof(why), "the database changes of an interrupted %s are not undone "
+                 "yet%s%s; retry once both sides answer", sw->pend_rollback ? "rollback" :
+                 "cutover", sw->recover_err[0] ? ": " : "", sw->recover_err);
+        return err_obj(why);
+    }
     if (p->paused)
         return err_obj("switchyard is paused by hand; 'resume' first");
     if (rollback && !sw->window_open)
@@ -2186,6 +2741,17 @@ struct json_object *sy_switch_cmd_cutover(struct sy_proxy *p, struct sy_admin_co
     sw->nseq = 0;
     sw->to_unfenced = sw->reverse_prepared = 0;
     sw->held_at_report = sw->max_pause = sw->p99_pause = 0;
+    /* The write-ahead record of this switch (in force from its first change). */
+    sw->pend = 0;
+    sw->pend_rollback = rollback;
+    sw->pend_from = p->active;
+    sw->pend_to = (enum sy_side)!p->active;
+    sw->pend_reverse = sw->pend_to_unfenced = sw->pend_switch_repl = 0;
+    sw->pend_fwd_sub[0] = 0;
+    memset(&sw->pend_plan, 0, sizeof(sw->pend_plan));
+    sw->switching_seq = 0;
+    sw->after_waiting = 0;
+    sw->hook_stopped = 0;
     sw->check_lag = 0;
     sw->check_lag_s = -1;
     memset(&sw->run_repl, 0, sizeof(sw->run_repl));
@@ -2228,9 +2794,12 @@ struct json_object *sy_switch_cmd_commit(struct sy_proxy *p, int argc, char **ar
         return err_obj("out of memory");
     j->from = sw->window_from;
     j->to = p->active;
-    job_submit(sw, j);
     sw->window_open = 0;
+    /* The drop is recorded as a leftover until it is done. */
+    sw->leftover = 1;
+    sw->leftover_sub = sw->window_from;
     state_write(sw, "idle", p->active);
+    job_submit(sw, j);
     sy_info("commit: the rollback window is closed; the reverse replication is being removed");
     struct json_object *o = json_object_new_object();
     json_object_object_add(o, "result", json_object_new_string("committed"));
@@ -2354,8 +2923,12 @@ static void on_health(uv_timer_t *t)
         sy_info("the rollback window expired (rollback_window_expiry = commit): committing");
         json_object_put(sy_switch_cmd_commit(p, 0, NULL));
     }
-    /* An interrupted switch left a fence on the active side: lift it. */
-    if (!sw->running && sw->fenced[p->active] && sw->fence[p->active].nroles > 0) {
+    if (!sw->verified)
+        verify_submit(sw);
+    recover_submit(sw, 0);
+    /* An interrupted switch left a fence on the active side: lift it (J_RECOVER does, with
+     * the rest, when the state file holds its record). */
+    if (!sw->running && !sw->pend && sw->fenced[p->active] && sw->fence[p->active].nroles > 0) {
         struct job *j = job_new(sw, J_UNFENCE);
         if (j) {
             j->side = p->active;
@@ -2394,7 +2967,8 @@ int sy_switch_start(struct sy_proxy *p)
     sw->async.data = sw;
     uv_timer_init(p->loop, &sw->health_timer);
     uv_timer_init(p->loop, &sw->tick);
-    sw->health_timer.data = sw->tick.data = sw;
+    uv_timer_init(p->loop, &sw->hook_timer);
+    sw->health_timer.data = sw->tick.data = sw->hook_timer.data = sw;
     sw->ctl.run = ctl_run;
     sw->ctl.done = ctl_done;
     sw->ctl.drop = job_drop;
@@ -2408,6 +2982,22 @@ int sy_switch_start(struct sy_proxy *p)
         return -1;
     }
     sw->writer_started = 1;
+#ifdef SY_TEST_HOOKS
+    const char *hook = getenv("SWITCHYARD_TEST_STOP_AT");
+    if (hook && hook[0]) {
+        snprintf(sw->hook, sizeof(sw->hook), "%s", hook);
+        sy_warn("test hook: a switch stops at %s (SWITCHYARD_TEST_STOP_AT)", sw->hook);
+    }
+#endif
+    sy_info("state file: %s", sw->state_path);
+    if (sw->start_paused) {
+        /* No state file: logins wait until the databases confirm the config's side. */
+        snprintf(p->route_hold, sizeof(p->route_hold), "switchyard is checking with both "
+                 "databases which side is live (it has no state file); retry in a moment");
+        sy_proxy_pause(p, 0);
+    }
+    verify_submit(sw);
+    recover_submit(sw, 0);
     /* health_interval = 0: no probes (the control connections open only for a switch). */
     if (p->cfg.health_interval_ms > 0)
         uv_timer_start(&sw->health_timer, on_health, 10, p->cfg.health_interval_ms);
@@ -2433,4 +3023,5 @@ void sy_switch_stop(struct sy_proxy *p)
     uv_close((uv_handle_t *)&sw->async, NULL);
     uv_close((uv_handle_t *)&sw->health_timer, NULL);
     uv_close((uv_handle_t *)&sw->tick, NULL);
+    uv_close((uv_handle_t *)&sw->hook_timer, NULL);
 }

@@ -21,6 +21,11 @@ void sy_switch_stop(struct sy_proxy *p);
 /* Reads the state file (before listening): sets p->active to the side really active and
  * remembers fences and an interrupted switch. Returns 0, or -1 on a file that cannot be used. */
 int sy_switch_load_state(struct sy_proxy *p);
+/* The state file's path when state_file is not set: $STATE_DIRECTORY (systemd), else
+ * /var/lib/switchyard (root, or writable), else $XDG_STATE_HOME/switchyard or
+ * ~/.local/state/switchyard; the name is admin_socket's path with '/' as '-', plus ".state".
+ * The directory is made when missing. Returns 0, or -1 when there is no such directory. */
+int sy_switch_default_state_path(const char *admin_socket, char *out, size_t cap);
 
 /* Admin commands. A long command (cutover, rollback) streams progress lines to a and ends with
  * its report; it returns NULL then. Otherwise the reply object is returned. */

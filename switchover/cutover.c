@@ -28,14 +28,42 @@ static uint64_t step_timeout(const struct sy_cutover *co, enum sy_co_step step)
     }
 }
 
+/* The time an abort keeps for itself out of pause_limit_ms: lifting the fence (one round trip
+ * to the old side) and resuming the clients. */
+static uint64_t pause_reserve(const struct sy_cutover *co)
+{
+    uint64_t r = co->opt.pause_limit_ms / 4;
+    return r > 400 ? 400 : r;
+}
+
+/* A step inside the pause ends early enough that an abort after it still resumes the clients
+ * within pause_limit_ms; the abort's own UNFENCE ends at the limit itself (or very soon, when
+ * the limit is already over). A server that freezes cannot stretch the pause. */
+static uint64_t pause_deadline(const struct sy_cutover *co, enum sy_co_step step, uint64_t now,
+                               uint64_t deadline)
+{
+    if (!co->opt.pause_limit_ms || !co->paused_at_ms || co->resumed_at_ms)
+        return deadline;
+    uint64_t end = co->limit_from_ms + co->opt.pause_limit_ms, lim;
+    if (step >= SY_CO_DRAIN && step <= SY_CO_SWITCH)
+        lim = end - pause_reserve(co);
+    else if (step == SY_CO_UNFENCE)
+        lim = end > now + 100 ? end : now + 100;
+    else
+        return deadline;
+    if (lim < now)
+        lim = now;
+    return lim < deadline ? lim : deadline;
+}
+
 static enum sy_co_action enter(struct sy_cutover *co, enum sy_co_step step, uint64_t now)
 {
     co->step = step;
     co->entered |= 1u << step;
     co->step_started_ms = now;
-    co->deadline_ms = now + step_timeout(co, step);
     if (step == SY_CO_DRAIN)
-        co->paused_at_ms = now;
+        co->paused_at_ms = co->limit_from_ms = now;
+    co->deadline_ms = pause_deadline(co, step, now, now + step_timeout(co, step));
     if (step == SY_CO_FENCE)
         co->fenced = 1; /* from its start: a fence that times out may still land, so an abort
                            always tries to lift it (lifting nothing is harmless) */
@@ -118,7 +146,9 @@ enum sy_co_action sy_cutover_tick(struct sy_cutover *co, uint64_t now)
         return SY_CO_ACT_NONE;
     if (co->step == SY_CO_DRAIN && co->opt.force && !co->forced) {
         co->forced = 1;
-        co->deadline_ms = now + co->opt.step_timeout_ms;
+        /* --force: what was open at the limit is ended; the limit counts again from here. */
+        co->limit_from_ms = now;
+        co->deadline_ms = pause_deadline(co, SY_CO_DRAIN, now, now + co->opt.step_timeout_ms);
         return SY_CO_ACT_FORCE;
     }
     char why[96];

@@ -50,6 +50,8 @@ struct sy_co_options {
     uint64_t drain_timeout_ms;
     uint64_t catchup_timeout_ms;
     uint64_t step_timeout_ms; /* every other step */
+    uint64_t pause_limit_ms;  /* cutover --timeout: the whole pause, the abort's included, ends
+                                 within this (0: each step has only its own timeout) */
 };
 
 struct sy_cutover {
@@ -61,6 +63,7 @@ struct sy_cutover {
     uint64_t step_ms[SY_CO_NSTEPS]; /* how long each step took */
     uint32_t entered;            /* bit (1 << step) for every step that started */
     uint64_t paused_at_ms;       /* when DRAIN began (0 if it never did) */
+    uint64_t limit_from_ms;      /* pause_limit_ms counts from here (DRAIN, or --force's end) */
     uint64_t resumed_at_ms;
     uint64_t finished_ms;
     int fenced;                  /* the fence is in force: an abort must lift it */

@@ -1181,6 +1181,52 @@ int sy_pgctl_reverse_teardown(PGconn *old_active, PGconn *new_active, const char
                : 0;
 }
 
+/* ---- recovery of an interrupted switch, and the liveness check at start ---- */
+
+int sy_pgctl_sub_set_enabled(PGconn *c, const char *side, const char *name, int enable,
+                             char *err, size_t errlen)
+{
+    const char *p[] = {name};
+    PGresult *r = run(c, side, "look up a subscription",
+                      "SELECT subenabled FROM pg_subscription WHERE subname = $1 AND subdbid = "
+                      "(SELECT oid FROM pg_database WHERE datname = current_database())",
+                      1, p, err, errlen);
+    if (!r)
+        return -1;
+    int exists = PQntuples(r) == 1, enabled = exists && get_bool(r, 0, 0);
+    PQclear(r);
+    if (!exists)
+        return 0;
+    if (enable)
+        return enabled ? 0
+                       : exec_ident(c, side, "enable a subscription", "ALTER SUBSCRIPTION ",
+                                    name, " ENABLE", err, errlen);
+    if (enabled && exec_ident(c, side, "disable a subscription", "ALTER SUBSCRIPTION ", name,
+                              " DISABLE", err, errlen) != 0)
+        return -1;
+    return wait_worker_gone(c, side, name, err, errlen);
+}
+
+int sy_pgctl_roles(PGconn *c, const char *side, int login, const char *keep_role,
+                   struct sy_pgctl_fence *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    const char *p[] = {login ? "t" : "f", str(keep_role)};
+    PGresult *r = run(c, side, "list the roles",
+                      "SELECT rolname FROM pg_catalog.pg_roles WHERE rolcanlogin = $1::bool "
+                      "AND rolname <> $2 AND rolname <> current_user AND rolname !~ '^pg_' "
+                      "ORDER BY rolname",
+                      2, p, err, errlen);
+    if (!r)
+        return -1;
+    int n = PQntuples(r);
+    for (int i = 0; i < n && i < SY_FENCE_MAX_ROLES; i++)
+        get_str(r, i, 0, out->roles[i], sizeof(out->roles[i]));
+    out->nroles = n < SY_FENCE_MAX_ROLES ? n : SY_FENCE_MAX_ROLES;
+    PQclear(r);
+    return 0;
+}
+
 /* ---- checks before anything is paused or fenced (issue 13) ---- */
 
 /* The columns schema_cols reads: schema, table, column, format_type, attnotnull, and whether an

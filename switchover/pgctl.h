@@ -219,6 +219,23 @@ int sy_pgctl_reverse_stop(PGconn *old_active, PGconn *new_active, const char *na
  */
 int sy_pgctl_slot_skip(PGconn *c, const char *slot, int mark, char *err, size_t errlen);
 
+/*
+ * ALTER SUBSCRIPTION <name> ENABLE (enable 1) or DISABLE (enable 0, then its apply worker is
+ * ended and waited for) on c, when the subscription exists in c's database and is not already
+ * so. A missing subscription is not an error. Returns 0 or -1 with err set.
+ */
+int sy_pgctl_sub_set_enabled(PGconn *c, const char *side, const char *name, int enable,
+                             char *err, size_t errlen);
+
+/*
+ * The roles (pg_* roles, keep_role and the current user left out) that can log in (login 1) or
+ * cannot (login 0), by name, into out->roles (at most SY_FENCE_MAX_ROLES). With login 1 this is
+ * a superset of what a fence would change now: a restart gives LOGIN back to such a list when a
+ * crash hit the fence before the roles it changed were recorded. Returns 0 or -1.
+ */
+int sy_pgctl_roles(PGconn *c, const char *side, int login, const char *keep_role,
+                   struct sy_pgctl_fence *out, char *err, size_t errlen);
+
 /* ---- checks before anything is paused or fenced, and replication health ----
  * The sy_pgctl_*_check functions return 0 when all is well, 1 with err holding the refusal (what
  * is wrong, where, and the fix), or -1 when a query failed (err says why). */

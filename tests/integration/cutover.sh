@@ -98,13 +98,14 @@ check "... the long transaction committed without an error" [ "$rc" -eq 0 ]
 check "... its row is on blue" [ "$(blue "select count(*) from acks where id = -1")" = 1 ]
 check "... blue is still active" [ "$(active)" = blue ]
 
-# The state file cannot be written (its directory is gone): nothing is fenced before the file
-# says a fence may be applied, so the cutover aborts there and blue never lost a login.
+# The state file cannot be written (its directory is gone): nothing is changed on a database
+# before the file records it, so the cutover aborts at the check (whose reverse replication is
+# recorded first) and blue never lost a login.
 rm -rf "$W/state"
 ctl cutover >"$W/abort0.out" 2>&1 && rc=0 || rc=$?
 mkdir -p "$W/state"
-check "the state file cannot be written: cutover aborts at the fence, before fencing" \
-    bash -c "[ $rc -ne 0 ] && tail -n1 '$W/abort0.out' | grep -q '\"reason\":\"fence: the state file could not be written'"
+check "the state file cannot be written: cutover aborts at the check, before any change (the reverse replication is recorded first)" \
+    bash -c "[ $rc -ne 0 ] && tail -n1 '$W/abort0.out' | grep -q '\"reason\":\"check: the state file could not be written'"
 check "... the log names the file and the error" grep -q "cannot write the state file $W/state/switchyard.state" "$W/sy.log"
 check "... still on blue, $APP_USER logs into blue directly, clients through switchyard work" \
     bash -c "[ \"\$('$SY_BIN_DIR/switchyardctl' -s '$W/admin.sock' --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"active\"])')\" = blue ] && '$PSQL' -X -Atq 'host=127.0.0.1 port=$BLUE_PORT user=$APP_USER dbname=shop' -c 'select 1' >/dev/null && '$PSQL' -X -Atq '$APP' -c 'select 1' >/dev/null"
