@@ -380,11 +380,15 @@ static void job_check(struct sy_switch *sw, struct job *j)
         }
     }
     if (j->repl.mode == SY_REPL_NONE || j->repl.problem[0]) {
-        snprintf(j->err, sizeof(j->err), "no usable replication from %s to %s: %s%s",
+        /* The last probe's cause, when it saw one, says more than "still copying" does. */
+        snprintf(j->err, sizeof(j->err), "no usable replication from %s to %s: %s%s%s",
                  sy_side_name(j->from), sy_side_name(j->to),
                  j->repl.problem[0] ? j->repl.problem : "no subscription or standby found",
-                 j->rollback ? " (a rollback needs the reverse replication the cutover set up)"
-                             : " (set up a subscription on the target, see docs/runbook.md)");
+                 j->health_cause[0] ? "; cause: " : "", j->health_cause);
+        if (!j->health_cause[0])
+            snprintf(j->err + strlen(j->err), sizeof(j->err) - strlen(j->err), "%s",
+                     j->rollback ? " (a rollback needs the reverse replication the cutover set up)"
+                                 : " (set up a subscription on the target, see docs/runbook.md)");
         return;
     }
     if (j->repl.lag_bytes < 0 || (uint64_t)j->repl.lag_bytes > j->max_lag) {
