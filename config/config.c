@@ -984,9 +984,27 @@ static int cfg_set_shadow_resume(struct cfg_parser *p, const char *v)
     return cfg_value_duration(p, v, 0, &p->cfg->shadow_resume_ms);
 }
 
+/* Deprecated: no time window decides a class any more (the lag check does, bounded by
+ * shadow_lag_check_timeout). Still parsed, so that a config holding it keeps loading; the proxy
+ * logs that it has no effect (shadow_lag_window_ms is then not 0). */
 static int cfg_set_shadow_lag_window(struct cfg_parser *p, const char *v)
 {
     return cfg_value_duration(p, v, 1, &p->cfg->shadow_lag_window_ms);
+}
+
+/* A lag check holds a snapshot open on blue and waits for green: up to a minute. */
+#define CFG_LAG_CHECK_TIMEOUT_MAX_MS 60000u
+
+static int cfg_set_shadow_lag_check_timeout(struct cfg_parser *p, const char *v)
+{
+    if (cfg_value_duration(p, v, 0, &p->cfg->shadow_lag_check_timeout_ms) != 0)
+        return -1;
+    char show[CFG_SHOW_MAX];
+    if (p->cfg->shadow_lag_check_timeout_ms == 0 ||
+        p->cfg->shadow_lag_check_timeout_ms > CFG_LAG_CHECK_TIMEOUT_MAX_MS)
+        return cfg_fail(p, "shadow_lag_check_timeout = %s is out of range; use 1ms to 60s",
+                        cfg_show_value(p, v, show));
+    return 0;
 }
 
 static int cfg_on_off(struct cfg_parser *p, const char *v, int *out)
@@ -1236,6 +1254,7 @@ static const struct cfg_key cfg_switchyard_keys[] = {
     {"shadow_timeout", cfg_set_shadow_timeout, 0},
     {"shadow_resume", cfg_set_shadow_resume, 0},
     {"shadow_lag_window", cfg_set_shadow_lag_window, 0},
+    {"shadow_lag_check_timeout", cfg_set_shadow_lag_check_timeout, 0},
     {"shadow_redact", cfg_set_shadow_redact, 0},
     {"cutover_requires_clean_shadow", cfg_set_shadow_gate, 0},
     {"shadow_gate_window", cfg_set_shadow_gate_window, 0},
@@ -1578,7 +1597,8 @@ void sy_config_defaults(struct sy_config *cfg)
     cfg->shadow_queue = (uint32_t)CFG_MB;
     cfg->shadow_timeout_ms = 5000;
     cfg->shadow_resume_ms = 10000;
-    cfg->shadow_lag_window_ms = 1000;
+    cfg->shadow_lag_window_ms = 0; /* deprecated: not set */
+    cfg->shadow_lag_check_timeout_ms = 5000;
     cfg->shadow_gate_window_ms = 600000;
     cfg->shadow_gate_inconclusive_blocks = 1;
     cfg->shadow_recheck = 1;

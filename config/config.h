@@ -175,7 +175,8 @@ struct sy_config {
     uint32_t shadow_queue;              /* shadow_queue = 1MB: bytes queued to green per session */
     uint64_t shadow_timeout_ms;         /* shadow_timeout = 5s: green's answer, else suspended */
     uint64_t shadow_resume_ms;          /* shadow_resume = 10s: a suspended session tries again */
-    uint64_t shadow_lag_window_ms;      /* shadow_lag_window = 1s: see docs/shadow.md */
+    uint64_t shadow_lag_window_ms;      /* deprecated, no effect: 0 unless the config sets it */
+    uint64_t shadow_lag_check_timeout_ms; /* shadow_lag_check_timeout = 5s: see docs/shadow.md */
     int shadow_redact;                  /* shadow_redact = off: values left out of the report */
     int cutover_requires_clean_shadow;  /* cutover_requires_clean_shadow = off */
     uint64_t shadow_gate_window_ms;     /* shadow_gate_window = 10m */

@@ -70,6 +70,9 @@ struct sh_stmt {
     uint32_t text_len;  /* its length (simple queries) */
     char *text;         /* a copy of it, kept only for a fingerprint that wants a recheck */
     uint8_t volatile_stmt;
+    uint8_t ext_ok;       /* an extended request whose text and parameters are kept (lag) */
+    uint8_t *params;      /* its Bind's parameters (lag checks), or NULL */
+    uint32_t params_len;
     uint8_t uncomparable; /* a message too large to summarize whole passed */
     uint8_t blue_done, green_done;
     uint8_t green_status; /* green's ReadyForQuery: 'I', 'T' or 'E' */
@@ -97,6 +100,11 @@ struct pg_shadow {
     char batch_text[FP_MAX];
     int batch_has_text, batch_uncomparable;
     uint8_t batch_open; /* the request's statement is queued (its last one, at the queue's end) */
+    /* Lag checks: the request's Bind parameters, copied only once some extended-protocol
+     * fingerprint wants them (lag_params_wanted), and whether the request can be run again. */
+    uint8_t *bind_params;
+    uint32_t bind_len, bind_cap;
+    uint8_t batch_binds, batch_execs, batch_nolag;
     /* Green's reader. */
     uint32_t skip_left; /* bytes of an oversized message still to skip */
     uint8_t counted;    /* counted in the report's sessions */
@@ -195,6 +203,7 @@ struct self_seen {
     uint8_t nondeterministic;
     /* Rechecks (below). */
     uint8_t wants_text;   /* push() keeps the exact text of this fingerprint's statements */
+    uint8_t wants_lag;    /* ... for its lag checks too (reads mode), and a Bind's parameters */
     uint8_t recheck_busy; /* a recheck of it is pending */
     uint8_t npending;
     uint8_t agreed;       /* rechecks in a row whose runs agreed (each doubles the interval) */
@@ -251,6 +260,7 @@ static uint64_t loop_ms(struct sy_session *s) { return uv_now(s->proxy->loop); }
 
 static void recheck_done(struct sy_proxy *p, void *data, enum sy_recheck_verdict v,
                          const char *detail);
+static void lag_done(struct sy_proxy *p, const struct sy_lag_out *o);
 
 int sy_shadow_init(struct sy_proxy *p)
 {
@@ -267,6 +277,12 @@ int sy_shadow_init(struct sy_proxy *p)
         return -1;
     uv_unref((uv_handle_t *)&linger_timer);
     linger_timer_open = 1;
+    if (p->cfg.shadow_lag_window_ms)
+        sy_warn("config: shadow_lag_window has no effect any more: a divergence is "
+                "replication_lag only when a lag check proves it (shadow_lag_check_timeout); "
+                "remove the line");
+    if (sy_lag_start(p, lag_done) != 0)
+        return -1;
     return sy_recheck_start(p, recheck_done);
 }
 
@@ -334,6 +350,8 @@ static void stmt_free(struct sh_stmt *st)
         return;
     free(st->text);
     st->text = NULL;
+    free(st->params);
+    st->params = NULL;
     if (nstmt_cache < STMT_CACHE_MAX &&
         sy_shadow_result_heap_bytes(&st->blue) + sy_shadow_result_heap_bytes(&st->green) <=
             STMT_CACHE_HEAP) {
@@ -384,6 +402,8 @@ static void early_free(struct pg_shadow *sh)
 
 static void batch_reset(struct pg_shadow *sh)
 {
+    sh->bind_len = 0;
+    sh->batch_binds = sh->batch_execs = sh->batch_nolag = 0;
     sh->batch_has_text = sh->batch_uncomparable = 0;
     sh->batch_open = 0;
     sh->batch_text[0] = 0;
@@ -450,10 +470,17 @@ struct recheck_note {
 
 static void keep_text(struct sy_proxy *p, struct sh_stmt *st, const char *text, size_t len)
 {
-    if (!p->cfg.shadow_recheck || len > RECHECK_TEXT_MAX)
+    if (len > RECHECK_TEXT_MAX)
         return;
     const struct self_seen *e = &self_table[st->fp_hash % SELF_SLOTS];
-    if (e->fp_hash != st->fp_hash || !e->wants_text || e->nondeterministic)
+    if (e->fp_hash == st->fp_hash && e->nondeterministic)
+        return;
+    /* reads mode: every read's text is kept (a malloc and a copy), so that even the first data
+     * difference of a fingerprint can have its lag check. */
+    int read = p->shadow_mode == SY_SHADOW_READS &&
+               (strncmp(st->fp, "select ", 7) == 0 || strncmp(st->fp, "with ", 5) == 0 ||
+                strncmp(st->fp, "values ", 7) == 0 || strncmp(st->fp, "table ", 6) == 0);
+    if (!read && !(p->cfg.shadow_recheck && e->fp_hash == st->fp_hash && e->wants_text))
         return;
     st->text = malloc(len + 1);
     if (st->text) {
@@ -578,6 +605,97 @@ static void recheck_done(struct sy_proxy *p, void *data, enum sy_recheck_verdict
     free(n);
 }
 
+/* ---- lag checks (shadow_recheck.h; the rule: switchover/shadow_lag.h) ----
+ *
+ * reads mode: a data difference (rows affected, row count, row data) is counted inconclusive and
+ * handed to the lag check, which reruns the statement on blue, on green once green has applied
+ * blue's position as of that rerun, and on blue again, and proves it replication_lag or real (or
+ * nondeterministic), or leaves it inconclusive. It needs the exact text (and a Bind's
+ * parameters): as for rechecks, the first such divergence of a fingerprint only marks it
+ * (wants_lag), and from then on its statements keep their text (and parameters) until compared.
+ */
+
+/* Some extended-protocol fingerprint wants its Binds' parameters kept: until then no Bind is
+ * copied at all. */
+static int lag_params_wanted;
+
+/* A read that can be run again: its exact text is kept (a simple Query's, or an extended
+ * request's single Bind and Execute with every row, its parameters kept), its fingerprint starts
+ * with SELECT, WITH, VALUES or TABLE, and blue answered it with rows. */
+static int lag_checkable(const struct sh_stmt *st)
+{
+    static const char *const verbs[] = {"select ", "with ", "values ", "table "};
+    if (!st->text || (!st->text_hash && !st->ext_ok))
+        return 0;
+    int read = 0;
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]) && !read; i++)
+        read = strncmp(st->fp, verbs[i], strlen(verbs[i])) == 0;
+    return read && st->blue.status == SY_SHADOW_ST_OK && strcmp(st->blue.tag, "SELECT") == 0;
+}
+
+/* A data difference counted inconclusive at at_us: queue its lag check (or count why not). */
+static void lag_consider(struct sy_session *sess, const struct sh_stmt *st,
+                         const struct sy_shadow_example *ex, uint64_t at_us,
+                         const struct sy_shadow_accept *acc, size_t nacc)
+{
+    struct sy_proxy *p = sess->proxy;
+    struct self_seen *e = &self_table[st->fp_hash % SELF_SLOTS];
+    if (e->fp_hash != st->fp_hash) {
+        memset(e, 0, sizeof(*e));
+        e->fp_hash = st->fp_hash;
+    }
+    e->wants_lag = 1;
+    if (!st->text_hash)
+        lag_params_wanted = 1;
+    if (!lag_checkable(st)) {
+        sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_LAG_UNCHECKABLE, 1);
+        return;
+    }
+    struct sy_shadow_accept cols[4]; /* the column accepts: a whole-statement one decided */
+    size_t ncols = 0;
+    for (size_t i = 0; i < nacc && ncols < 4; i++)
+        if (acc[i].column[0])
+            cols[ncols++] = acc[i];
+    struct sy_lag_in in = {
+        .side = sess->side, .database = sess->database, .role = sess->user,
+        .fp_hash = st->fp_hash, .fp = st->fp, .sql = st->text, .sql_len = strlen(st->text),
+        .params = st->params, .params_len = st->params_len,
+        .blue_digest = answer_digest(&st->blue), .green_digest = answer_digest(&st->green),
+        .live_error = st->blue.status == SY_SHADOW_ST_ERROR, .accepts = cols, .naccepts = ncols,
+        .ex = ex, .at_us = at_us, .epoch = self_epoch,
+    };
+    if (sy_lag_submit(p, &in) == SY_LAG_FULL)
+        sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_LAG_DROPPED, 1);
+}
+
+/* A check's verdict: the divergences it covers move from inconclusive to its class. */
+static void lag_done(struct sy_proxy *p, const struct sy_lag_out *o)
+{
+    if (o->epoch != self_epoch) /* the report was reset since */
+        return;
+    sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_LAG_CHECKS, 1);
+    enum sy_shadow_class to = sy_lag_class(o->verdict);
+    if (to == SY_SHADOW_INCONCLUSIVE) {
+        sy_shadow_report_bump(p->shadow_report, SY_SHADOW_CTR_LAG_INCONCLUSIVE, 1);
+        sy_debug("shadow lag check of '%s': inconclusive: %s", o->fp, o->detail);
+        return;
+    }
+    const struct sy_shadow_example *ex = o->ex;
+    uint64_t moved = 0;
+    for (size_t i = 0; i < o->nruns; i++)
+        for (uint32_t k = 0; k < o->runs[i].n; k++)
+            if (sy_shadow_report_reclass(p->shadow_report, o->fp_hash, SY_SHADOW_INCONCLUSIVE,
+                                         to, o->runs[i].at_us, ex) == 0) {
+                moved++;
+                ex = NULL;
+            }
+    struct self_seen *e = &self_table[o->fp_hash % SELF_SLOTS];
+    if (to == SY_SHADOW_NONDETERMINISTIC && e->fp_hash == o->fp_hash)
+        e->nondeterministic = 1;
+    sy_debug("shadow lag check of '%s': %s (%llu divergences): %s", o->fp,
+             sy_shadow_class_name(to), (unsigned long long)moved, o->detail);
+}
+
 /* Names a statement: its fingerprint from text (NULL: a function call), its exact text kept
  * when exact (a simple Query). */
 static void stmt_name(struct sy_session *sess, struct sh_stmt *st, const char *text, size_t len,
@@ -632,16 +750,6 @@ static int push(struct sy_session *sess, struct pg_shadow *sh, const char *text,
     stmt_name(sess, st, text, len, exact);
     st->uncomparable = (uint8_t)uncomparable;
     return 0;
-}
-
-/* Whether a data difference on this statement may be replication lag: green is fed by
- * replication (reads mode) and blue acknowledged a write shortly before it was sent. */
-static int lag_suspected(struct sy_session *sess, const struct sh_stmt *st)
-{
-    struct sy_proxy *p = sess->proxy;
-    uint64_t w = p->shadow_last_write_us;
-    return p->shadow_mode == SY_SHADOW_READS && w &&
-           st->sent_us <= w + p->cfg.shadow_lag_window_ms * 1000u;
 }
 
 /* At most LOG_PER_SECOND divergence lines a second go to the log (the report counts them all);
@@ -784,7 +892,6 @@ static void compare_one(struct sy_session *sess, struct pg_shadow *sh, struct sh
     struct sy_shadow_hints h = {
         .volatile_stmt = st->volatile_stmt || self_differs,
         .read_only_shadow = p->shadow_mode == SY_SHADOW_READS,
-        .lag_suspected = lag_suspected(sess, st),
         .redact_values = p->cfg.shadow_redact,
         .accepts = acc,
         .naccepts = accepts_for(p, st, acc, sizeof(acc) / sizeof(acc[0])),
@@ -795,6 +902,13 @@ static void compare_one(struct sy_session *sess, struct pg_shadow *sh, struct sh
     if (cls != SY_SHADOW_MATCH && h.read_only_shadow && after_skipped_write(sh, st))
         cls = SY_SHADOW_SKIPPED_WRITE;
     cls = session_class(sess, sh, st, cls);
+    /* reads mode: a data difference may be replication lag. It counts as inconclusive until a
+     * lag check proves it lag or real (lag_consider). */
+    int lag_check = 0;
+    if (h.read_only_shadow && cls == SY_SHADOW_REAL && sy_lag_candidate(ex.what)) {
+        cls = sy_shadow_accept_class(acc, h.naccepts, SY_SHADOW_INCONCLUSIVE);
+        lag_check = cls == SY_SHADOW_INCONCLUSIVE;
+    }
     if (h.read_only_shadow) {
         if (st->fresh_tx)
             sh->tx_skipped = 0;
@@ -811,6 +925,8 @@ static void compare_one(struct sy_session *sess, struct pg_shadow *sh, struct sh
                          (int64_t)(st->green_us - st->sent_us),
                          cls == SY_SHADOW_MATCH ? NULL : &ex, at_us);
     recheck_consider(sess, st, cls, &ex, at_us);
+    if (lag_check)
+        lag_consider(sess, st, &ex, at_us, acc, h.naccepts);
     if (cls != SY_SHADOW_MATCH && cls != SY_SHADOW_SKIPPED_WRITE && log_allowed(sess))
         /* No values in the log: they are in the report (unless redacted). */
         sy_session_log(sess, SY_LOG_INFO, "shadow divergence (%s): %s; differs in %s%s%s",
@@ -910,6 +1026,65 @@ static void on_parse(struct pg_shadow *sh, const uint8_t *m, size_t len)
     named_set(sh, name, query, ql);
 }
 
+/* Lag checks (reads mode, once wanted): a Bind's parameters from its format codes on [b, end),
+ * copied into the session's buffer (reused: no allocation in the steady state). A request with
+ * more than one Bind, or parameters over SY_LAG_PARAMS_MAX, cannot be run again. */
+static void lag_keep_bind(struct pg_shadow *sh, const uint8_t *b, const uint8_t *end)
+{
+    if (!lag_params_wanted || !sh->guard || sh->batch_nolag)
+        return;
+    size_t n = (size_t)(end - b);
+    if (++sh->batch_binds > 1 || n > SY_LAG_PARAMS_MAX) {
+        sh->batch_nolag = 1;
+        return;
+    }
+    if (n > sh->bind_cap) {
+        uint8_t *nb = realloc(sh->bind_params, SY_LAG_PARAMS_MAX);
+        if (!nb) {
+            sh->batch_nolag = 1;
+            return;
+        }
+        sh->bind_params = nb;
+        sh->bind_cap = SY_LAG_PARAMS_MAX;
+    }
+    memcpy(sh->bind_params, b, n);
+    sh->bind_len = (uint32_t)n;
+}
+
+/* An Execute: the request can be run again only with one Execute that fetched every row. */
+static void lag_note_execute(struct pg_shadow *sh, const uint8_t *m, size_t len)
+{
+    if (!lag_params_wanted || !sh->guard)
+        return;
+    const uint8_t *end = m + len, *pz = memchr(m + 5, 0, len > 5 ? len - 5 : 0);
+    if (++sh->batch_execs > 1 || !pz || end - pz < 5 || pg_get_u32(pz + 1) != 0)
+        sh->batch_nolag = 1;
+}
+
+/* At the request's Sync: a statement whose fingerprint wants lag checks keeps its text and
+ * parameters, when the request can be run again and its text was kept whole. */
+static void lag_keep_ext(struct sh_stmt *st, const struct pg_shadow *sh, const char *text)
+{
+    if (!lag_params_wanted || !sh->guard || sh->batch_nolag || sh->batch_binds != 1 ||
+        sh->batch_execs != 1 || strlen(text) >= FP_MAX - 1 || st->text)
+        return;
+    const struct self_seen *e = &self_table[st->fp_hash % SELF_SLOTS];
+    if (e->fp_hash != st->fp_hash || !e->wants_lag || e->nondeterministic)
+        return;
+    st->text = strdup(text);
+    st->params = malloc(sh->bind_len ? sh->bind_len : 1);
+    if (!st->text || !st->params) {
+        free(st->text);
+        free(st->params);
+        st->text = NULL;
+        st->params = NULL;
+        return;
+    }
+    memcpy(st->params, sh->bind_params, sh->bind_len);
+    st->params_len = sh->bind_len;
+    st->ext_ok = 1;
+}
+
 static void on_bind(struct pg_shadow *sh, const uint8_t *m, size_t len)
 {
     const char *portal = (const char *)m + 5, *end = (const char *)m + len;
@@ -918,6 +1093,8 @@ static void on_bind(struct pg_shadow *sh, const uint8_t *m, size_t len)
     const char *sz = stmt && stmt < end ? memchr(stmt, 0, (size_t)(end - stmt)) : NULL;
     if (sz)
         snprintf(sh->bound, sizeof(sh->bound), "%s", stmt);
+    if (sz)
+        lag_keep_bind(sh, (const uint8_t *)sz + 1, (const uint8_t *)end);
 }
 
 /* ---- the read-only guard (reads mode) ---- */
@@ -1104,6 +1281,7 @@ void pg_shadow_client_message(struct sy_session *sess, uint8_t type, const uint8
             sh->batch_uncomparable = 1;
         return;
     case PG_FE_EXECUTE:
+        lag_note_execute(sh, m, len);
         if (!sh->batch_has_text) {
             const char *t = stmt_text(sh, sh->bound);
             snprintf(sh->batch_text, sizeof(sh->batch_text), "%s", t ? t : "(unknown statement)");
@@ -1115,6 +1293,8 @@ void pg_shadow_client_message(struct sy_session *sess, uint8_t type, const uint8
         struct sh_stmt *st = at(sh, sh->n - 1);
         stmt_name(sess, st, t, strlen(t), 0);
         st->uncomparable = (uint8_t)sh->batch_uncomparable;
+        if (sh->batch_has_text)
+            lag_keep_ext(st, sh, t);
         batch_reset(sh);
         return;
     }
@@ -1565,6 +1745,7 @@ void pg_shadow_free(struct pg_sess *ps)
     due_unlink(ps->shadow);
     early_free(ps->shadow);
     linger_unlink(ps->shadow);
+    free(ps->shadow->bind_params);
     free(ps->shadow->named);
     free(ps->shadow);
     ps->shadow = NULL;

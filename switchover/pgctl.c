@@ -386,6 +386,11 @@ int sy_pgctl_current_lsn(PGconn *c, const char *side, sy_lsn *out, char *err, si
     return wal_end(c, side, 1, out, err, errlen);
 }
 
+int sy_pgctl_wal_end(PGconn *c, const char *side, sy_lsn *out, char *err, size_t errlen)
+{
+    return wal_end(c, side, 0, out, err, errlen);
+}
+
 /* ---- replication state ---- */
 
 /* The largest position that proves dst applied src's changes (logical; see the file's top). */

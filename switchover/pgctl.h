@@ -101,6 +101,14 @@ int sy_pgctl_applied_lsn(PGconn *src, PGconn *dst, const struct sy_pgctl_repl *r
  */
 int sy_pgctl_current_lsn(PGconn *c, const char *side, sy_lsn *out, char *err, size_t errlen);
 
+/*
+ * The same position without the flush: one read-only SELECT, so it may run inside a read-only
+ * transaction. Run as the first statement of a REPEATABLE READ transaction, it takes the
+ * transaction's snapshot before it reads the position, so every commit that snapshot sees ends
+ * at or before *out (the shadow's lag check waits for green to apply that far). Returns 0 or -1.
+ */
+int sy_pgctl_wal_end(PGconn *c, const char *side, sy_lsn *out, char *err, size_t errlen);
+
 /* A client backend in a transaction (pg_stat_activity). */
 struct sy_pgctl_backend {
     int pid;

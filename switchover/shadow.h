@@ -328,7 +328,14 @@ enum sy_shadow_counter {
     SY_SHADOW_CTR_NOT_RUNNING = 10, /* ... of sampled sessions whose shadow was not running
                                        (suspended, opening, or started only later) */
     SY_SHADOW_CTR_TOO_LARGE = 11,   /* mirrored, not compared: a message too large to summarize */
-    SY_SHADOW_NCOUNTERS = 12,
+    /* Lag checks (reads mode: a data difference proved lag or real by rerunning the statement on
+     * blue and, once caught up, on green). Each check decides every divergence it covers. */
+    SY_SHADOW_CTR_LAG_CHECKS = 12,       /* checks done, whatever came of them */
+    SY_SHADOW_CTR_LAG_INCONCLUSIVE = 13, /* ... that could not settle within the deadline */
+    SY_SHADOW_CTR_LAG_DROPPED = 14,      /* divergences not checked: the queue was full */
+    SY_SHADOW_CTR_LAG_UNCHECKABLE = 15,  /* divergences that cannot be rerun (not a read, its
+                                            text or parameters not kept, too large ...) */
+    SY_SHADOW_NCOUNTERS = 16,
 };
 
 struct sy_shadow_totals {

@@ -191,6 +191,17 @@ static json_object *json_totals(const struct sy_shadow_report *rep)
             json_object_new_int64((int64_t)t->counters[SY_SHADOW_CTR_RECHECK_DROPPED]));
     }
     put(o, "rechecks", rc);
+    json_object *lc = json_object_new_object();
+    if (lc) {
+        put(lc, "run", json_object_new_int64((int64_t)t->counters[SY_SHADOW_CTR_LAG_CHECKS]));
+        put(lc, "inconclusive",
+            json_object_new_int64((int64_t)t->counters[SY_SHADOW_CTR_LAG_INCONCLUSIVE]));
+        put(lc, "dropped",
+            json_object_new_int64((int64_t)t->counters[SY_SHADOW_CTR_LAG_DROPPED]));
+        put(lc, "uncheckable",
+            json_object_new_int64((int64_t)t->counters[SY_SHADOW_CTR_LAG_UNCHECKABLE]));
+    }
+    put(o, "lag_checks", lc);
     json_object *cv = json_object_new_object();
     if (cv) {
         static const struct { const char *name; enum sy_shadow_counter c; } cov[] = {
@@ -343,6 +354,11 @@ char *sy_shadow_report_table(const struct sy_shadow_report *rep)
               (unsigned long long)t->counters[SY_SHADOW_CTR_RECHECK_NONDET],
               (unsigned long long)t->counters[SY_SHADOW_CTR_RECHECK_INCONCLUSIVE],
               (unsigned long long)t->counters[SY_SHADOW_CTR_RECHECK_DROPPED]);
+    sb_printf(&b, "lag checks: run %llu, inconclusive %llu, dropped %llu, uncheckable %llu\n",
+              (unsigned long long)t->counters[SY_SHADOW_CTR_LAG_CHECKS],
+              (unsigned long long)t->counters[SY_SHADOW_CTR_LAG_INCONCLUSIVE],
+              (unsigned long long)t->counters[SY_SHADOW_CTR_LAG_DROPPED],
+              (unsigned long long)t->counters[SY_SHADOW_CTR_LAG_UNCHECKABLE]);
     if (b.failed) {
         free(b.p);
         return NULL;
