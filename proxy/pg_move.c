@@ -62,6 +62,7 @@ struct pg_move {
     char unmovable[160]; /* what cannot move ("" when all can) */
     uint8_t shadow;      /* opened for shadow traffic, not for a move: reports go to pg_shadow.c */
     uint8_t warm_read;   /* the read in flight is a warm-up: its answer is dropped */
+    uint8_t read_retried; /* the state read was cancelled once and run again */
 };
 
 static struct pg_sess *pg(struct sy_session *sess) { return sess->proto_state; }
@@ -681,6 +682,20 @@ static int state_read(struct sy_session *sess, struct pg_move *mv)
             sy_conn_pump(&sess->client);
         }
         return 0;
+    }
+    if (mv->error[0] && strncmp(mv->error, "57014", 5) == 0 && !mv->read_retried &&
+        sess->server && sess->server->open && sess->server->len == 0) {
+        /* A cancel the client sent for its own query reached the server just after that query
+         * ended, and cancelled our read instead (PostgreSQL cancels whatever runs when it
+         * arrives): the state did not change, so the read runs once more. */
+        mv->read_retried = 1;
+        mv->step = MV_READ;
+        mv->pending_ready = 1;
+        mv->error[0] = 0;
+        rows_clear(&mv->rows);
+        sy_session_log(sess, SY_LOG_INFO, "the session's state read was cancelled by a late "
+                       "cancel request of its client; reading it again");
+        return send_query(sess->server, STATE_SQL);
     }
     if (mv->error[0]) {
         move_failed(sess, "reading the session's state failed: %s", mv->error);

@@ -625,6 +625,14 @@ int sy_pg_cancel(struct sy_proxy *p, uint32_t pid, const uint8_t *key, size_t ke
             continue;
         if (!s->server || !s->server->open)
             return 1;
+        if (pg_move_owns_server(ps) || (ps->pending_ready == 0 && !ps->ext_open && !ps->in_copy)) {
+            /* Nothing of the client's runs: its query ended before the cancel came (the server
+             * would ignore it), or the client's next request waits while Switchyard's own
+             * query runs on the server, which must not be cancelled in its place. */
+            sy_session_log(s, SY_LOG_INFO, "cancel request ignored: nothing of the client's "
+                           "runs on the server");
+            return 1;
+        }
         struct cancel_req *r = calloc(1, sizeof(*r));
         if (!r)
             return 1;
