@@ -5,6 +5,9 @@
 # owned by a role of its own on green (sub_owner) and connects to blue as a replication role of
 # its own (sy_repl), as a real set-up would have it.
 #
+#  0. the forward replication fails (green has a NOT NULL column blue does not send): status's
+#     replication.error and the log name the column, the check step refuses with it; it clears
+#     once fixed.
 #  1. a sequence only on blue: cutover --dry-run and cutover refuse it in the check step, naming
 #     it; blue is never fenced.
 #  2. green's migration added a NOT NULL column (with a default, so that the forward replication
@@ -95,6 +98,27 @@ writer_pid=$!
 pgbench_pid=$!
 bg_pids+=("$writer_pid" "$pgbench_pid")
 sleep 2
+
+# ---- 0. the forward replication fails: status says why ----
+# A NOT NULL column without a default on green that blue does not send: every insert into acks
+# replicated from blue fails on green. Status names the column (not "not streaming"), and the
+# check step refuses the cutover with it.
+green "alter table acks add column g2 integer not null default 0; alter table acks alter column g2 drop default" >/dev/null
+for _ in $(seq 50); do ctl --json status | grep -q 'public.acks.g2' && break; sleep 0.2; done
+err=$(ctl --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["replication"].get("error", ""))')
+check "forward replication broken by green's NOT NULL column: status's replication.error names it" \
+    grep -q 'column public.acks.g2 is NOT NULL without a default on green' <<<"$err"
+check "... and the log says so" grep -q 'replication blue -> green fails: .*public.acks.g2' "$W/sy.log"
+ctl cutover >"$W/fwd.out" 2>&1 && rc=0 || rc=$?
+check "... the cutover is refused in the check step, naming it" \
+    bash -c "[ $rc -ne 0 ] && tail -n1 '$W/fwd.out' | grep -q '\"reason\":\"check: .*column public.acks.g2 is NOT NULL without a default on green'"
+green "alter table acks drop column g2" >/dev/null
+for _ in $(seq 150); do
+    [ -z "$(ctl --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["replication"].get("error", ""))')" ] && break
+    sleep 0.2
+done
+check "fixed on green: the error clears (the apply worker caught up)" \
+    bash -c "grep -q 'replication blue -> green works again' '$W/sy.log'"
 
 # ---- 1. a sequence only on blue ----
 blue "create sequence only_blue as integer; select nextval('only_blue')" >/dev/null
