@@ -278,10 +278,17 @@ static void ctl_check(struct sy_switch *sw, enum sy_side s)
 static void job_probe(struct sy_switch *sw, struct job *j)
 {
     for (int s = 0; s < 2; s++) {
-        PGconn *c = ctl_conn(sw, j, (enum sy_side)s, j->side_err[s], sizeof(j->side_err[s]));
-        j->reachable[s] = c && sy_pgctl_probe(c, sy_side_name((enum sy_side)s), &j->probe[s],
-                                              j->side_err[s], sizeof(j->side_err[s])) == 0;
-        ctl_check(sw, (enum sy_side)s);
+        /* A kept connection the server has since closed (a restart, a terminated backend)
+         * still says CONNECTION_OK until a query fails on it: then one fresh try. */
+        for (int attempt = 0; attempt < 2; attempt++) {
+            int kept = sw->conn[s] != NULL;
+            PGconn *c = ctl_conn(sw, j, (enum sy_side)s, j->side_err[s], sizeof(j->side_err[s]));
+            j->reachable[s] = c && sy_pgctl_probe(c, sy_side_name((enum sy_side)s), &j->probe[s],
+                                                  j->side_err[s], sizeof(j->side_err[s])) == 0;
+            ctl_check(sw, (enum sy_side)s);
+            if (j->reachable[s] || !kept || sw->conn[s])
+                break;
+        }
     }
     j->ok = 1;
     if (j->reachable[0] && j->reachable[1]) {
