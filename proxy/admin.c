@@ -197,9 +197,14 @@ static struct json_object *cmd_clients(struct sy_proxy *p, struct admin_conn *a,
         add_str(o, "client", s->client_addr);
         add_str(o, "user", s->user);
         add_str(o, "database", s->database);
+        add_str(o, "application", s->application);
         add_str(o, "state", s->held ? "held" : sy_session_state_name(s));
         add_str(o, "side", sy_side_name(s->side));
+        add_int(o, "server_pid", (int64_t)s->server_pid);
         add_int(o, "age_s", (int64_t)((now - s->started_ms) / 1000));
+        /* How long its transaction (or the request running outside one) has been open. */
+        add_int(o, "transaction_age_ms",
+                s->tx != SY_TX_IDLE && s->tx_started_ms ? (int64_t)(now - s->tx_started_ms) : 0);
         add_int(o, "queries", (int64_t)s->queries);
         add_int(o, "bytes_in", (int64_t)s->client.bytes_in);
         add_int(o, "bytes_out", (int64_t)(s->server ? s->server->bytes_in : 0));

@@ -291,8 +291,10 @@ static void note_client_message(struct sy_session *sess, struct pg_sess *ps, uin
     default:
         return;
     }
-    if (sess->tx == SY_TX_IDLE)
+    if (sess->tx == SY_TX_IDLE) {
         sess->tx = SY_TX_ACTIVE;
+        sess->tx_started_ms = uv_now(sess->proxy->loop);
+    }
 }
 
 /* What the relay does at each message start: 0 goes on, 1 stops the relay before this message
@@ -479,6 +481,8 @@ static int server_message(struct sy_session *sess, struct pg_sess *ps, uint8_t *
         if (pg_be_parse_parameter_status(msg, len, &name, &value) < 0)
             return PG_E_MALFORMED;
         pg_params_store(ps->params, &ps->nparams, name, value);
+        if (strcmp(name, "application_name") == 0)
+            snprintf(sess->application, sizeof(sess->application), "%s", value);
         return 0;
     }
     }

@@ -175,6 +175,9 @@ struct sy_session {
     char client_addr[64];  /* "ip:port" of the client */
     char user[64];         /* login user, for the admin socket and logs */
     char database[64];
+    char application[64];  /* the server's application_name for the session ("" unknown) */
+    uint64_t tx_started_ms; /* uv_now when its current transaction (or request) began: the
+                               session left SY_TX_IDLE */
     uint64_t queries;      /* queries (simple Query and Execute) sent by the client */
     void *proto_state;
 };

@@ -2093,6 +2093,39 @@ static void run_action(struct sy_switch *sw, enum sy_co_action act)
     }
 }
 
+/* A drain that timed out says which sessions kept it waiting: the first few still in a
+ * transaction (or a request) on the old side, with what identifies them and for how long (the
+ * backend pid names the row of pg_stat_activity that shows what they run: no query text here). */
+static void name_drain_blockers(struct sy_switch *sw, uint64_t now)
+{
+    char *r = sw->co.reason;
+    size_t cap = sizeof(sw->co.reason), len = strlen(r);
+    int n = 0, more = 0;
+    for (struct sy_session *s = sw->p->sessions; s; s = s->next) {
+        if (s->phase != SY_PHASE_READY || s->side != sw->from || s->tx == SY_TX_IDLE)
+            continue;
+        if (n == 5) {
+            more++;
+            continue;
+        }
+        int w = snprintf(r + len, cap - len,
+                         "%s session %llu (user %s, application '%s', backend pid %u, %s for "
+                         "%llu ms)",
+                         n ? "," : "; still open:", (unsigned long long)s->id, s->user,
+                         s->application, s->server_pid, sy_session_state_name(s),
+                         (unsigned long long)(s->tx_started_ms ? now - s->tx_started_ms : 0));
+        if (w < 0 || (size_t)w >= cap - len) {
+            r[len] = 0;
+            return;
+        }
+        len += (size_t)w;
+        n++;
+    }
+    if (n && len < cap)
+        snprintf(r + len, cap - len, "%s; pg_stat_activity shows what they run",
+                 more ? " and more" : "");
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct sy_switch *sw = t->data;
@@ -2128,7 +2161,11 @@ static void on_tick(uv_timer_t *t)
     }
     if (now - sw->last_progress_ms >= PROGRESS_EVERY_MS)
         progress(sw, NULL);
-    run_action(sw, sy_cutover_tick(&sw->co, now));
+    int draining = sw->co.step == SY_CO_DRAIN;
+    enum sy_co_action act = sy_cutover_tick(&sw->co, now);
+    if (draining && sw->co.failed_step == SY_CO_DRAIN)
+        name_drain_blockers(sw, now);
+    run_action(sw, act);
 }
 
 /* ---- job results on the loop ---- */

@@ -89,10 +89,17 @@ check "dry run left blue active" [ "$(active)" = blue ]
     >"$W/long.out" 2>&1 &
 long_pid=$!
 sleep 0.7
+ctl --json clients >"$W/clients.out"
+check "clients names the long transaction's application, its backend pid and age" python3 -c "
+import json, sys
+c = [c for c in json.load(open('$W/clients.out'))['clients'] if c['application'] == 'psql']
+sys.exit(0 if c and c[0]['server_pid'] > 0 and c[0]['transaction_age_ms'] >= 500 else 1)"
 ctl cutover --timeout 1000 >"$W/abort1.out" 2>&1 && rc=0 || rc=$?
 check "a transaction longer than --timeout: cutover exits non-zero" [ "$rc" -ne 0 ]
 check "... result aborted at the drain" \
     bash -c "[ \"\$(tail -n1 '$W/abort1.out' | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o[\"result\"], o[\"reason\"].split(\":\")[0])')\" = 'aborted drain' ]"
+check "... the reason names the session that blocked it: psql, its backend pid, how long ($(tail -n1 "$W/abort1.out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["reason"])' | cut -c1-220))" \
+    bash -c "tail -n1 '$W/abort1.out' | grep -Eq \"still open: session [0-9]+ \\(user [^,]*, application 'psql', backend pid [1-9][0-9]*, (active|idle_in_transaction) for [0-9]+ ms\\)\""
 wait "$long_pid" && rc=0 || rc=$?
 check "... the long transaction committed without an error" [ "$rc" -eq 0 ]
 check "... its row is on blue" [ "$(blue "select count(*) from acks where id = -1")" = 1 ]

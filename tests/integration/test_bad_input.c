@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 /*
  * Bad input from either side, sent with raw sockets: each case must get a clear error on that one
  * connection, which is closed, while the proxy keeps running and a bystander session (inside an
@@ -233,7 +234,25 @@ struct fake_server {
 static void *fake_server_main(void *arg)
 {
     struct fake_server *fs = arg;
-    /* The proxy's health probes connect and close without a word: skip those. */
+    if (fs->raw) {
+        /* The first packet is an SSLRequest from the session and from Switchyard's control
+         * connections alike: every connection in the next few seconds gets the reply. */
+        struct pollfd lp = {.fd = fs->listen_fd, .events = POLLIN};
+        uint8_t b[64];
+        for (int i = 0; i < 4 && poll(&lp, 1, 3000) == 1; i++) {
+            int c = accept(fs->listen_fd, NULL, NULL);
+            if (c < 0)
+                break;
+            if (recv(c, b, sizeof(b), 0) > 0)
+                h_send_all(c, fs->reply, fs->reply_len);
+            struct pollfd cp = {.fd = c, .events = POLLIN};
+            poll(&cp, 1, 1000);
+            close(c);
+        }
+        return NULL;
+    }
+    /* The proxy's health probes connect and close without a word, and its control connections
+     * log in as switchyard-control: skip those. */
     int fd = -1;
     uint8_t buf[1024];
     for (int tries = 0; tries < 20; tries++) {
@@ -246,7 +265,9 @@ static void *fake_server_main(void *arg)
             h_send_all(fd, "N", 1);
             n = recv(fd, buf, sizeof(buf), 0);
         }
-        if (n > 0)
+        /* Switchyard's own control connections (its start-up check of which side is live)
+         * are not the session's: refused by closing them. */
+        if (n > 0 && !memmem(buf, (size_t)n, "switchyard-control", 18))
             break;
         close(fd);
         fd = -1;
