@@ -865,7 +865,7 @@ static int cfg_set_rollback_window(struct cfg_parser *p, const char *v)
 
 static int cfg_set_max_lag(struct cfg_parser *p, const char *v)
 {
-    uint32_t mb;
+    uint32_t mb = 0;
     /* Sizes are parsed into 32 bits; a lag limit above 4 GB is given in whole MB. */
     uint64_t n;
     if (sy_parse_size(v, &n) == 0 && n > UINT32_MAX) {
