@@ -138,6 +138,13 @@ static void conn_forget(struct rc_pool *pool, PGconn *c)
             conn_close(&pool->conns[i]);
 }
 
+/* Keeps c in pool for the next job only when it is open and outside a transaction. */
+static void conn_keep_if_clean(struct rc_pool *pool, PGconn *c)
+{
+    if (PQstatus(c) != CONNECTION_OK || PQtransactionStatus(c) != PQTRANS_IDLE)
+        conn_forget(pool, c);
+}
+
 static void conns_close_idle(struct rc_pool *pool, int all)
 {
     uint64_t now = mono_ms();
@@ -363,22 +370,13 @@ static void job_run(struct sy_worker *w, struct sy_work *item)
         return;
     }
     j->verdict = recheck(c, j);
-    if (PQstatus(c) != CONNECTION_OK || PQtransactionStatus(c) != PQTRANS_IDLE)
-        conn_forget(&rc.pool, c);
+    conn_keep_if_clean(&rc.pool, c);
 }
 
-/* Connections nobody used for a while are closed when the thread has nothing to do. */
-static void thread_idle(struct sy_worker *w)
-{
-    (void)w;
-    conns_close_idle(&rc.pool, 0);
-}
-
-static void thread_exit(struct sy_worker *w)
-{
-    (void)w;
-    conns_close_idle(&rc.pool, 1);
-}
+/* Both threads (rechecks, lag checks): w->data is the thread's pool. Connections nobody used
+ * for a while are closed when the thread has nothing to do, and all of them as it ends. */
+static void pool_idle(struct sy_worker *w) { conns_close_idle(w->data, 0); }
+static void pool_exit(struct sy_worker *w) { conns_close_idle(w->data, 1); }
 
 static void job_drop(struct sy_work *item) { job_free((struct rc_job *)item); }
 
@@ -402,9 +400,10 @@ int sy_recheck_start(struct sy_proxy *p, sy_recheck_done_fn done)
     rc.w.run = job_run;
     rc.w.done = job_done;
     rc.w.drop = job_drop;
-    rc.w.idle = thread_idle;
+    rc.w.idle = pool_idle;
     rc.w.idle_ms = CONN_IDLE_MS / 4;
-    rc.w.exit = thread_exit;
+    rc.w.exit = pool_exit;
+    rc.w.data = &rc.pool;
     return sy_worker_start(&rc.w, p->loop, "shadow recheck");
 }
 
@@ -1018,22 +1017,8 @@ static void lag_job_run(struct sy_worker *w, struct sy_work *work)
         for (int k = 0; k < R_N; k++)
             sy_shadow_result_free(&sl[i].r[k]);
     free(sl);
-    if (PQstatus(b) != CONNECTION_OK || PQtransactionStatus(b) != PQTRANS_IDLE)
-        conn_forget(&lg.pool, b);
-    if (PQstatus(g) != CONNECTION_OK || PQtransactionStatus(g) != PQTRANS_IDLE)
-        conn_forget(&lg.pool, g);
-}
-
-static void lag_thread_idle(struct sy_worker *w)
-{
-    (void)w;
-    conns_close_idle(&lg.pool, 0);
-}
-
-static void lag_thread_exit(struct sy_worker *w)
-{
-    (void)w;
-    conns_close_idle(&lg.pool, 1);
+    conn_keep_if_clean(&lg.pool, b);
+    conn_keep_if_clean(&lg.pool, g);
 }
 
 static void lag_item_free(struct lag_item *it)
@@ -1197,9 +1182,10 @@ int sy_lag_start(struct sy_proxy *p, sy_lag_done_fn done)
     lg.w.run = lag_job_run;
     lg.w.done = lag_job_done;
     lg.w.drop = lag_job_drop;
-    lg.w.idle = lag_thread_idle;
+    lg.w.idle = pool_idle;
     lg.w.idle_ms = CONN_IDLE_MS / 4;
-    lg.w.exit = lag_thread_exit;
+    lg.w.exit = pool_exit;
+    lg.w.data = &lg.pool;
     return sy_worker_start(&lg.w, p->loop, "shadow lag check");
 }
 
