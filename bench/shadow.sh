@@ -17,7 +17,14 @@
 # The coverage printed beside each mode is the report's compared / seen: with every session
 # shadowed, the share of the statements blue answered that were also compared with green.
 #
+# Two passes: every mode at full speed, then every mode at one rate (pgbench -R), 80 % of the
+# slowest mode's full-speed tps. At full speed green competes with blue for the machine's CPUs,
+# so the shadowed modes run at a fraction of the relay's throughput, and a relay's CPU per
+# transaction grows as its load falls (fewer events handled per wake-up); the second pass
+# compares the modes at the same load.
+#
 # Environment: DURATION (seconds per run, default 10), CLIENTS (default 16), ROUNDS (default 2),
+# RATE (the second pass's rate; 0 skips it),
 # MODES (default "off reads all": all mirrors the same select-only traffic without the read-only
 # login, a reference for reads), STRACE (set: count Switchyard's system calls per transaction
 # with strace -c; strace slows the proxy, so the CPU figures of such a run are not comparable).
@@ -125,7 +132,7 @@ run() {
         st_pid=$!
         sleep 0.3
     fi
-    out=$("$PG_BIN/pgbench" -n -S -c "$CLIENTS" -j 2 -T "$DURATION" \
+    out=$("$PG_BIN/pgbench" -n -S -c "$CLIENTS" -j 2 -T "$DURATION" ${rate:+-R "$rate"} \
         "host=127.0.0.1 port=$port user=$APP_USER dbname=shop" 2>&1) || {
         echo "$out" | tail -n 5 >&2
         pglib_die "pgbench failed in mode $mode"
@@ -158,12 +165,20 @@ print(t["statements_mirrored"], t["compared"], t["matches"], t["sessions_shadowe
 echo "shadow traffic cost: pgbench -S -c $CLIENTS -j 2 -T $DURATION, scale 10, $ROUNDS round(s), $(nproc) CPU(s)"
 echo "build: $bin (${build_type:-unknown}), commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "blue, green, pgbench and switchyard on this machine: green's queries compete for the same CPUs"
-: >"$T/results"
-for ((r = 1; r <= ROUNDS; r++)); do
-    if [ $((r % 2)) -eq 1 ]; then order=("${MODES[@]}"); else mapfile -t order < <(printf '%s\n' "${MODES[@]}" | tac); fi
-    for m in "${order[@]}"; do run "$m" "$r"; done
-done
-echo
+# pass [RATE]: ROUNDS rounds of every mode, the order alternating (at most RATE transactions a
+# second when given), then the medians and the ratios against shadow off.
+pass() {
+    rate=${1:-}
+    : >"$T/results"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        if [ $((r % 2)) -eq 1 ]; then order=("${MODES[@]}"); else mapfile -t order < <(printf '%s\n' "${MODES[@]}" | tac); fi
+        for m in "${order[@]}"; do run "$m" "$r"; done
+    done
+    echo
+    summary
+}
+
+summary() {
 python3 - "$T/results" "${MODES[@]}" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
@@ -197,4 +212,19 @@ if "off" in med:
             line += "  proxy CPU per mirrored statement: n/a (nothing was mirrored)"
         print(line)
 EOF
+}
+
+echo "pass 1: every mode at full speed"
+pass
+# At full speed the modes run at different throughputs (green competes with blue for the same
+# CPUs), and a relay's CPU per transaction depends on its load: fewer events per wake-up cost
+# more each. The second pass runs every mode at the same rate, 80 % of the slowest mode's.
+if [ -z "${RATE:-}" ]; then
+    RATE=$(awk '{ print $2 }' "$T/results" | sort -g | head -n 1 | awk '{ printf "%d", $1 * 0.8 }')
+fi
+if [ "${RATE:-0}" != 0 ]; then
+    echo
+    echo "pass 2: every mode at the same rate, pgbench -R $RATE"
+    pass "$RATE"
+fi
 grep -E 'ERROR|WARN' "$T/sy.log" | head -n 5 || true
