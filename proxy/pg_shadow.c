@@ -1139,10 +1139,28 @@ static size_t put_run(uint8_t *b, const char *sql)
 static uint8_t guard[512], end_guard[768];
 static size_t guard_len, end_len, end_guard_len; /* end_guard: COMMIT, then the guard */
 
+/* Before a simple Query, which drops the unnamed statement and portal itself, the guard goes as
+ * one simple Query too: one message and one ReadyForQuery for green, also with the COMMIT due. */
+#define QGUARD_SQL "BEGIN READ ONLY;SELECT 1"
+#define QEND_GUARD_SQL "COMMIT;" QGUARD_SQL
+static uint8_t qguard[64], qend_guard[64];
+static size_t qguard_len, qend_guard_len;
+
+static size_t put_query(uint8_t *b, const char *sql)
+{
+    size_t n = strlen(sql) + 1;
+    b[0] = PG_FE_QUERY;
+    pg_put_u32(b + 1, (uint32_t)(4 + n));
+    memcpy(b + 5, sql, n);
+    return 5 + n;
+}
+
 static void guard_bytes(void)
 {
     if (guard_len)
         return;
+    qguard_len = put_query(qguard, QGUARD_SQL);
+    qend_guard_len = put_query(qend_guard, QEND_GUARD_SQL);
     guard_len = put_run(guard, "BEGIN READ ONLY");
     guard_len += put_run(guard + guard_len, "SELECT 1"); /* the snapshot: read-only for good */
     guard_len += put_sync(guard + guard_len);
@@ -1195,17 +1213,19 @@ static void commit_later(struct sy_session *sess, struct pg_shadow *sh)
 }
 
 /* Before a request: the guard (after the COMMIT due, if any), to go out with its first bytes. */
-static void guard_next(struct pg_shadow *sh)
+static void guard_next(struct pg_shadow *sh, uint8_t type)
 {
     guard_bytes();
+    int q = type == PG_FE_QUERY;
     if (sh->commit_due) {
         due_unlink(sh);
-        sh->inj_tail++;
-        sh->pre = end_guard;
-        sh->pre_len = end_guard_len;
+        if (!q)
+            sh->inj_tail++; /* the extended COMMIT has its own Sync */
+        sh->pre = q ? qend_guard : end_guard;
+        sh->pre_len = q ? qend_guard_len : end_guard_len;
     } else {
-        sh->pre = guard;
-        sh->pre_len = guard_len;
+        sh->pre = q ? qguard : guard;
+        sh->pre_len = q ? qguard_len : guard_len;
     }
     sh->inj_tail++;
     sh->tx_dirty = 1;
@@ -1227,7 +1247,7 @@ static void guard_before(struct sy_session *sess, struct pg_shadow *sh, uint8_t 
         ps->shadow_from = (size_t)(m - sess->client.buf);
         if (sh->state != SH_ON)
             return; /* the mirror suspended it */
-        guard_next(sh);
+        guard_next(sh, type);
         sh->req_open = 1;
     }
     if (type == PG_FE_QUERY || type == PG_FE_SYNC || type == PG_FE_FUNCTION_CALL)
