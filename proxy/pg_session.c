@@ -25,6 +25,11 @@ static struct pg_sess *pg(struct sy_session *sess) { return sess->proto_state; }
 static void pg_client_error(struct sy_session *sess, const char *code, const char *message)
 {
     struct pg_sess *ps = pg(sess);
+    /* Before the startup packet is understood PostgreSQL answers nothing but what
+     * ProcessStartupPacket itself sends (startup_fatal below): a client that times out there or
+     * meets a shutdown is closed without a word. A refusal at accept (no_linger) still speaks. */
+    if (ps->stage == PG_STAGE_STARTUP && !ps->understood && !sess->no_linger)
+        return;
     /* Only between server messages; otherwise the error would land inside one and corrupt it. */
     if (!pg_scan_at_boundary(&ps->be))
         return;
@@ -53,6 +58,92 @@ static void protocol_error(struct sy_session *sess, int from_server, int err, ui
 }
 
 /* ---- startup phase ---- */
+
+/*
+ * Until its StartupMessage is understood, a client meets what PostgreSQL's ProcessStartupPacket
+ * (src/backend/postmaster/postmaster.c, 15) would do with the same bytes. What the server only
+ * logs (COMMERROR: a length under 8 or over the limit, a packet cut short, a CancelRequest of
+ * the wrong size) gets no byte here either: the connection just closes. What it answers FATAL
+ * (an unsupported protocol, a broken parameter list, no user, bytes sent before an encryption
+ * answer, a second SSLRequest) gets the same SQLSTATE and text. Drivers test these edges, and a
+ * driver that sees an error where the server sends nothing reports a failure the application
+ * never saw directly (a Terminate written before the StartupMessage, for one).
+ */
+
+/* Refusals before the startup packet are logged at most one line a second, summed, naming the
+ * last client (a port scanner or a flood of garbage must not flood the log), as refused
+ * connections are (session.c). The state belongs to the one loop thread. */
+static struct {
+    struct sy_proxy *proxy;
+    uint64_t unlogged;
+    uint64_t logged_ms;
+    char last[300];
+    uv_timer_t timer;
+    int timer_open;
+} startup_refusals;
+
+static void startup_refusals_log(void)
+{
+    struct sy_proxy *p = startup_refusals.proxy;
+    sy_warn("refused %llu client connection%s before the startup packet; last: %s",
+            (unsigned long long)startup_refusals.unlogged,
+            startup_refusals.unlogged == 1 ? "" : "s", startup_refusals.last);
+    startup_refusals.unlogged = 0;
+    startup_refusals.logged_ms = uv_now(p->loop);
+}
+
+static void on_startup_refusals_timer(uv_timer_t *t)
+{
+    (void)t;
+    if (startup_refusals.unlogged)
+        startup_refusals_log();
+}
+
+/* Counts a refusal before the startup packet and logs it (rate-limited) with the client's
+ * address. */
+static void startup_note(struct sy_session *sess, const char *reason)
+{
+    struct sy_proxy *p = sess->proxy;
+    p->protocol_errors++;
+    startup_refusals.proxy = p;
+    startup_refusals.unlogged++;
+    snprintf(startup_refusals.last, sizeof(startup_refusals.last), "%s from %s", reason,
+             sess->client_addr);
+    uint64_t now = uv_now(p->loop);
+    if (!startup_refusals.logged_ms || now - startup_refusals.logged_ms >= 1000) {
+        startup_refusals_log();
+        return;
+    }
+    if (!startup_refusals.timer_open) {
+        if (uv_timer_init(p->loop, &startup_refusals.timer) != 0)
+            return;
+        startup_refusals.timer_open = 1;
+        uv_unref((uv_handle_t *)&startup_refusals.timer); /* never keeps the loop alive */
+    }
+    if (!uv_is_active((uv_handle_t *)&startup_refusals.timer))
+        uv_timer_start(&startup_refusals.timer, on_startup_refusals_timer,
+                       1000 - (now - startup_refusals.logged_ms), 0);
+}
+
+/* What PostgreSQL does with a COMMERROR here: log the reason, close, send nothing. Returns -1. */
+static int startup_close_silently(struct sy_session *sess, const char *reason)
+{
+    startup_note(sess, reason);
+    sy_session_close(sess, reason);
+    return -1;
+}
+
+/* What PostgreSQL does with a FATAL here: an ErrorResponse, then close. Returns -1. */
+static int startup_fatal(struct sy_session *sess, const char *sqlstate, const char *message)
+{
+    uint8_t buf[512];
+    startup_note(sess, message);
+    int n = pg_be_write_error(buf, sizeof(buf), "FATAL", sqlstate, message);
+    if (n > 0 && sy_conn_send(&sess->client, buf, (size_t)n) != 0)
+        return -1; /* the write failed and closed the session */
+    sy_session_close(sess, message);
+    return -1;
+}
 
 static void random_bytes(void *buf, size_t n)
 {
@@ -100,16 +191,20 @@ static int startup_message(struct sy_session *sess, const struct pg_startup *st,
 {
     struct pg_sess *ps = pg(sess);
     struct sy_conn *c = &sess->client;
+    /* The server's order: NegotiateProtocolVersion, then the user check, then the rest. */
+    if (negotiate_version(sess, st) != 0)
+        return -1;
+    if (!st->user || !st->user[0])
+        return startup_fatal(sess, "28000", "no PostgreSQL user name specified in startup packet");
     copy_str(sess->user, sizeof(sess->user), st->user);
-    copy_str(sess->database, sizeof(sess->database), st->database ? st->database : st->user);
+    copy_str(sess->database, sizeof(sess->database),
+             st->database && st->database[0] ? st->database : st->user);
     if (sess->proxy->cfg.client_tls == SY_CLIENT_TLS_REQUIRE && !c->tls) {
         pg_session_fail(sess, "28000",
                         "switchyard requires TLS (client_tls = require); connect with "
                         "sslmode=require");
         return -1;
     }
-    if (negotiate_version(sess, st) != 0)
-        return -1;
     ps->startup = malloc(len);
     if (!ps->startup) {
         pg_session_fail(sess, "53200", "switchyard is out of memory");
@@ -132,6 +227,84 @@ static int start_client_tls(struct sy_session *sess, const uint8_t *initial, siz
     return sy_conn_start_tls(&sess->client, sess->proxy->client_tls_ctx, NULL, initial, n);
 }
 
+/* PostgreSQL's ssl_done and gss_done: whether an SSLRequest (a GSSENCRequest) was answered
+ * already, or the connection is encrypted (then neither may come). */
+static int ssl_done(const struct pg_sess *ps, const struct sy_conn *c)
+{
+    return ps->ssl_seen || c->tls != NULL;
+}
+
+static int gss_done(const struct pg_sess *ps, const struct sy_conn *c)
+{
+    return ps->gss_seen || c->tls != NULL;
+}
+
+/* A packet PostgreSQL refuses with a length or version error; each as the server words it. */
+static int startup_bad_packet(struct sy_session *sess, int rc, uint32_t max)
+{
+    struct sy_conn *c = &sess->client;
+    char msg[200];
+    if (rc == PG_E_TOO_LARGE) {
+        uint32_t plen = pg_get_u32(c->buf);
+        if (max == sess->proxy->cfg.max_startup_packet)
+            snprintf(msg, sizeof(msg), "invalid length of startup packet (%u bytes, over "
+                     "max_startup_packet %u)", plen, max);
+        else
+            snprintf(msg, sizeof(msg), "invalid length of startup packet (%u bytes, over "
+                     "io_buffer_size %u)", plen, max);
+        return startup_close_silently(sess, msg);
+    }
+    if (rc == PG_E_LENGTH) {
+        snprintf(msg, sizeof(msg), "invalid length of startup packet (%u bytes)",
+                 pg_get_u32(c->buf));
+        return startup_close_silently(sess, msg);
+    }
+    if (rc == PG_E_VERSION) {
+        uint32_t v = pg_get_u32(c->buf + 4);
+        snprintf(msg, sizeof(msg), "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
+                 v >> 16, v & 0xffff);
+        return startup_fatal(sess, "0A000", msg);
+    }
+    if (rc == PG_E_LIMIT) {
+        snprintf(msg, sizeof(msg), "too many startup parameters: switchyard accepts %d",
+                 PG_STARTUP_PARAMS_MAX);
+        return startup_fatal(sess, "08P01", msg);
+    }
+    return startup_fatal(sess, "08P01",
+                         "invalid startup packet layout: expected terminator as last byte");
+}
+
+/* SSLRequest or GSSENCRequest, not answered before on this connection. */
+static int startup_encryption_request(struct sy_session *sess, const struct pg_startup *st,
+                                      int rc)
+{
+    struct pg_sess *ps = pg(sess);
+    struct sy_conn *c = &sess->client;
+    struct sy_proxy *p = sess->proxy;
+    int is_ssl = st->kind == PG_STARTUP_SSL;
+    int tls = is_ssl && p->client_tls_ctx != NULL;
+    int pipelined = c->len > (size_t)rc;
+    if (is_ssl)
+        ps->ssl_seen = 1;
+    else
+        ps->gss_seen = 1;
+    sy_conn_consume(c, (size_t)rc);
+    if (sy_conn_send_raw(c, tls ? "S" : "N", 1) != 0)
+        return -1;
+    if (pipelined) {
+        /* The client must wait for the answer; bytes sent before it could have been injected
+         * by someone in the middle (the CVE-2021-23214 class). The server answers, then fails
+         * the connection; after 'S' it waits for a handshake these bytes are not, and closes
+         * at authentication_timeout without a word: Switchyard closes at once. */
+        const char *msg = is_ssl ? "received unencrypted data after SSL request"
+                                 : "received unencrypted data after GSSAPI encryption request";
+        if (tls)
+            return startup_close_silently(sess, msg);
+        return startup_fatal(sess, "08P01", msg);
+    }
+    return tls ? start_client_tls(sess, NULL, 0) : 0;
+}
+
 static int startup_packet(struct sy_session *sess)
 {
     struct pg_sess *ps = pg(sess);
@@ -142,11 +315,9 @@ static int startup_packet(struct sy_session *sess)
         max = (uint32_t)c->cap;
     /* PostgreSQL 17's direct TLS: a TLS ClientHello where the first packet would be. */
     if (!c->tls && !ps->ssl_seen && !ps->gss_seen && c->len > 0 && c->buf[0] == 0x16) {
-        if (!p->client_tls_ctx) {
-            p->protocol_errors++;
-            sy_session_close(sess, "direct TLS from a client, but client_tls = disable");
-            return -1;
-        }
+        if (!p->client_tls_ctx) /* to PostgreSQL 15 these bytes are a length over its limit */
+            return startup_close_silently(sess, "direct TLS from a client, but client_tls = "
+                                                "disable (invalid length of startup packet)");
         ps->direct_tls = 1;
         size_t n = c->len;
         c->len = c->ready = 0;
@@ -156,57 +327,25 @@ static int startup_packet(struct sy_session *sess)
     int rc = pg_fe_parse_startup(c->buf, c->len, max, &st, NULL);
     if (rc == PG_NEED_MORE)
         return 0;
-    if (rc < 0) {
-        p->protocol_errors++;
-        if (rc == PG_E_VERSION && c->len >= 8) {
-            uint32_t v = pg_get_u32(c->buf + 4);
-            char msg[128];
-            snprintf(msg, sizeof(msg), "unsupported frontend protocol %u.%u: switchyard supports 3.0",
-                     v >> 16, v & 0xffff);
-            sy_session_fail(sess, "0A000", msg);
-        } else if (rc == PG_E_TOO_LARGE) {
-            sy_session_fail(sess, "08P01", "startup packet too large (max_startup_packet)");
-        } else {
-            char msg[128];
-            snprintf(msg, sizeof(msg), "invalid startup packet: %s", pg_strerror(rc));
-            sy_session_fail(sess, "08P01", msg);
-        }
-        return -1;
-    }
+    if (rc < 0)
+        return startup_bad_packet(sess, rc, max);
     switch (st.kind) {
     case PG_STARTUP_SSL:
-    case PG_STARTUP_GSSENC: {
-        uint8_t *seen = st.kind == PG_STARTUP_SSL ? &ps->ssl_seen : &ps->gss_seen;
-        const char *what = st.kind == PG_STARTUP_SSL ? "SSLRequest" : "GSSENCRequest";
-        char msg[128];
-        if (*seen) {
-            p->protocol_errors++;
-            snprintf(msg, sizeof(msg), "duplicate %s", what);
-            sy_session_fail(sess, "08P01", msg);
-            return -1;
-        }
-        if (c->len > (size_t)rc) {
-            /* The client must wait for our answer; bytes sent before it could be injected by
-             * someone in the middle (the CVE-2021-23214 class). */
-            p->protocol_errors++;
-            snprintf(msg, sizeof(msg), "unexpected data after %s", what);
-            sy_session_fail(sess, "08P01", msg);
-            return -1;
-        }
-        *seen = 1;
-        sy_conn_consume(c, (size_t)rc);
-        if (st.kind == PG_STARTUP_SSL && p->client_tls_ctx && !c->tls) {
-            if (sy_conn_send_raw(c, "S", 1) != 0)
-                return -1;
-            return start_client_tls(sess, NULL, 0);
-        }
-        return sy_conn_send_raw(c, "N", 1);
-    }
+    case PG_STARTUP_GSSENC:
+        if (st.kind == PG_STARTUP_SSL ? !ssl_done(ps, c) : !gss_done(ps, c))
+            return startup_encryption_request(sess, &st, rc);
+        /* A second request is no request code the server knows at this point: it takes the
+         * code for a protocol version. */
+        return startup_bad_packet(sess, PG_E_VERSION, max);
     case PG_STARTUP_CANCEL:
+        if (rc != 16) /* PostgreSQL before 18: a 4-byte key, and Switchyard issues no other */
+            return startup_close_silently(sess, "invalid length of startup packet (a "
+                                                "CancelRequest not of 16 bytes)");
         sy_pg_cancel(p, st.cancel_pid, st.cancel_key, st.cancel_key_len);
         sy_session_close(sess, "cancel request handled");
         return -1;
     case PG_STARTUP_MESSAGE:
+        ps->understood = 1;
         if (p->paused && !sess->pause_exempt) {
             /* A new login waits for the pause to end, here, once its first packets were read:
              * so a CancelRequest (or TLS negotiation) is still answered during a pause, and the
@@ -217,6 +356,23 @@ static int startup_packet(struct sy_session *sess)
         return startup_message(sess, &st, (size_t)rc);
     }
     return 0;
+}
+
+/* The client closed before its startup packet was whole. PostgreSQL logs "incomplete startup
+ * packet" when some of it came (not for a partial length word once encryption was negotiated),
+ * and nothing for a connection that sent nothing (monitoring probes do that). */
+static void pg_client_eof(struct sy_session *sess)
+{
+    struct pg_sess *ps = pg(sess);
+    struct sy_conn *c = &sess->client;
+    if (ps->stage != PG_STAGE_STARTUP || ps->understood || c->len == 0 ||
+        sess->phase == SY_PHASE_CLOSING)
+        return;
+    if (c->len < 4 && (ssl_done(ps, c) || gss_done(ps, c))) {
+        sy_session_close(sess, "client closed the connection");
+        return;
+    }
+    startup_close_silently(sess, "incomplete startup packet");
 }
 
 static int pg_server_connected(struct sy_session *sess, struct sy_conn *conn)
@@ -566,6 +722,7 @@ const struct sy_protocol_ops sy_pg_ops = {
     .server_connected = pg_server_connected,
     .tls_ready = pg_tls_ready,
     .client_error = pg_client_error,
+    .client_eof = pg_client_eof,
     .session_free = pg_session_free,
     .standby_open = pg_move_standby_open,
     .standby_failed = pg_move_standby_failed,

@@ -89,6 +89,7 @@ struct pg_sess {
     struct pg_scan be; /* server to client (relay) */
     uint8_t ssl_seen, gss_seen, terminating;
     uint8_t direct_tls;     /* the client opened with TLS, no SSLRequest (PostgreSQL 17) */
+    uint8_t understood;     /* a well-formed StartupMessage was read: errors may be sent now */
     uint8_t in_copy;        /* a CopyIn/CopyOut/CopyBoth response was seen, until ReadyForQuery */
     uint8_t ext_open;       /* extended-query messages sent since the last Sync */
     uint32_t pending_ready; /* ReadyForQuery replies the client still waits for */

@@ -79,6 +79,9 @@ struct sy_protocol_ops {
     int (*tls_ready)(struct sy_session *sess, struct sy_conn *conn);
     /* Sends a fatal error to the client in the protocol's own form (no close). */
     void (*client_error)(struct sy_session *sess, const char *code, const char *message);
+    /* Optional: the client's end of file arrived (before the session reacts to it); it may
+     * close the session itself with a better reason. */
+    void (*client_eof)(struct sy_session *sess);
     /* Frees protocol state (not the session). */
     void (*session_free)(struct sy_session *sess);
 

@@ -483,6 +483,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *unused)
         return;
     }
     if (nread == UV_EOF && !c->is_server) {
+        if (sess->proxy->ops->client_eof)
+            sess->proxy->ops->client_eof(sess);
         if (client_half_close(sess) == 0)
             return;
         sy_session_client_gone(sess, "client closed the connection");

@@ -13,6 +13,7 @@ const char *pg_strerror(int err)
     case PG_E_VERSION: return "unsupported protocol version or request code";
     case PG_E_MALFORMED: return "malformed message body";
     case PG_E_SPACE: return "output buffer too small";
+    case PG_E_LIMIT: return "more items than the decoder's limit";
     default: return "unknown error";
     }
 }
@@ -109,6 +110,8 @@ static const char *cstr_take(const uint8_t *buf, size_t end, size_t *pos)
     return s;
 }
 
+/* The parameter list of a StartupMessage, with PostgreSQL's layout rule: name/value pairs,
+ * then one empty name as the packet's last byte. A missing user is not an error here. */
 static int startup_params(const uint8_t *buf, size_t plen, struct pg_startup *out, size_t *err_off)
 {
     size_t pos = 8;
@@ -122,9 +125,14 @@ static int startup_params(const uint8_t *buf, size_t plen, struct pg_startup *ou
         size_t at = pos;
         const char *name = cstr_take(buf, plen, &pos);
         const char *value = name ? cstr_take(buf, plen, &pos) : NULL;
-        if (!name || !value || name[0] == 0 || out->nparams == PG_STARTUP_PARAMS_MAX) {
+        if (!name || !value || name[0] == 0) {
             pos = at;
             goto bad;
+        }
+        if (out->nparams == PG_STARTUP_PARAMS_MAX) {
+            if (err_off)
+                *err_off = at;
+            return PG_E_LIMIT;
         }
         out->params[out->nparams].name = name;
         out->params[out->nparams].value = value;
@@ -134,8 +142,6 @@ static int startup_params(const uint8_t *buf, size_t plen, struct pg_startup *ou
         else if (strcmp(name, "database") == 0)
             out->database = value;
     }
-    if (!out->user || !out->user[0])
-        goto bad;
     return (int)plen;
 bad:
     if (err_off)
@@ -155,34 +161,30 @@ int pg_fe_parse_startup(const uint8_t *buf, size_t len, uint32_t max_len, struct
         return PG_E_LENGTH;
     if (plen > max_len)
         return PG_E_TOO_LARGE;
-    if (len < 8)
+    /* The server reads the whole packet before it looks inside: a client that stops half way
+     * is "incomplete", whatever its first bytes said. */
+    if (len < plen)
         return PG_NEED_MORE;
     uint32_t code = pg_get_u32(buf + 4);
-    /* The fixed-size requests are checked before waiting for a body they do not have. */
+    out->nparams = 0;
+    out->user = out->database = NULL;
     if (code == PG_CODE_SSL || code == PG_CODE_GSSENC) {
-        if (plen != 8)
-            return PG_E_LENGTH;
         out->kind = code == PG_CODE_SSL ? PG_STARTUP_SSL : PG_STARTUP_GSSENC;
-        out->nparams = 0;
-        return 8;
+        return (int)plen;
     }
     if (code == PG_CODE_CANCEL) {
         if (plen < 16 || plen > 8 + 4 + 256)
             return PG_E_LENGTH;
-    } else if ((code >> 16) != 3) {
-        if (err_off)
-            *err_off = 4;
-        return PG_E_VERSION;
-    }
-    if (len < plen)
-        return PG_NEED_MORE;
-    if (code == PG_CODE_CANCEL) {
         out->kind = PG_STARTUP_CANCEL;
         out->cancel_pid = pg_get_u32(buf + 8);
         out->cancel_key = buf + 12;
         out->cancel_key_len = plen - 12;
-        out->nparams = 0;
         return (int)plen;
+    }
+    if ((code >> 16) != 3) {
+        if (err_off)
+            *err_off = 4;
+        return PG_E_VERSION;
     }
     out->kind = PG_STARTUP_MESSAGE;
     out->version = code;

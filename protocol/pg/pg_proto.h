@@ -28,6 +28,7 @@ enum pg_error {
     PG_E_VERSION = -4,      /* a startup packet with an unsupported protocol version */
     PG_E_MALFORMED = -5,    /* the body does not match the message's layout */
     PG_E_SPACE = -6,        /* an encoder's output buffer is too small */
+    PG_E_LIMIT = -7,        /* well-formed, but more items than the decoder's fixed limit */
 };
 
 const char *pg_strerror(int err);
@@ -131,15 +132,26 @@ struct pg_startup {
     size_t cancel_key_len;
     size_t nparams;
     struct pg_param params[PG_STARTUP_PARAMS_MAX];
-    const char *user;     /* the "user" parameter, or NULL */
+    const char *user;     /* the "user" parameter (the last one given), or NULL */
     const char *database; /* the "database" parameter, or NULL (the server then uses user) */
 };
 
 /*
- * Decodes one startup-phase packet from the client. max_len bounds the packet's length field
- * (PostgreSQL uses 10,000). Returns bytes consumed, PG_NEED_MORE, or PG_E_LENGTH, PG_E_TOO_LARGE,
- * PG_E_VERSION (a major version other than 3 or an unknown request code) or PG_E_MALFORMED
- * (parameters not NUL-terminated pairs, no user, a name without a value).
+ * Decodes one startup-phase packet from the client, judging it in PostgreSQL's order
+ * (ProcessStartupPacket): the length as soon as it is in, everything else only once the whole
+ * packet is. max_len bounds the packet's length field (PostgreSQL uses 10,000). Returns bytes
+ * consumed, PG_NEED_MORE, or:
+ *   PG_E_LENGTH     a length below 8 or negative, or a CancelRequest that is not 16 to 268
+ *                   bytes (what PostgreSQL calls "invalid length of startup packet");
+ *   PG_E_TOO_LARGE  a length over max_len (the same, for PostgreSQL);
+ *   PG_E_VERSION    a major version other than 3 or an unknown request code (*err_off 4);
+ *   PG_E_MALFORMED  the parameter list is not name/value pairs ending in one empty name at the
+ *                   packet's last byte ("invalid startup packet layout");
+ *   PG_E_LIMIT      more than PG_STARTUP_PARAMS_MAX parameters (*err_off at the first extra).
+ * An SSLRequest or GSSENCRequest longer than 8 bytes is accepted and its extra bytes skipped,
+ * as PostgreSQL does. A StartupMessage without a user (or with an empty one) decodes: user is
+ * then NULL or "", and refusing it (28000) is the caller's part, after any
+ * NegotiateProtocolVersion, as in the server.
  */
 int pg_fe_parse_startup(const uint8_t *buf, size_t len, uint32_t max_len, struct pg_startup *out,
                         size_t *err_off);

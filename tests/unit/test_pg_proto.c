@@ -219,6 +219,22 @@ static void test_startup_message(void **state)
     assert_string_equal(st.user, "bob");
     assert_null(st.database);
 
+    /* No user, or an empty one, decodes (user NULL or ""): the server checks that after the
+     * layout and after NegotiateProtocolVersion, and so does the session. */
+    static const uint8_t no_user[] = "\x00\x00\x00\x17" "\x00\x03\x00\x00" "database\0" "shop\0" "\0";
+    assert_int_equal(startup_check("missing user", FX(no_user), 10000, 23, 0, &st), 23);
+    assert_null(st.user);
+    assert_string_equal(st.database, "shop");
+    static const uint8_t empty_user[] = "\x00\x00\x00\x0f" "\x00\x03\x00\x00" "user\0" "\0" "\0";
+    assert_int_equal(startup_check("empty user", FX(empty_user), 10000, 15, 0, &st), 15);
+    assert_string_equal(st.user, "");
+
+    /* A protocol 2.0 header is judged once the whole packet is in (the server reads it all
+     * first): a prefix waits. */
+    struct pg_startup tmp;
+    assert_int_equal(pg_fe_parse_startup(guard_at(FX("\x00\x00\x01\x28" "\x00\x02\x00\x00")), 8, 10000,
+                                         &tmp, NULL), PG_NEED_MORE);
+
     /* An empty value is a value (options ''). */
     static const uint8_t empty_value[] = "\x00\x00\x00\x19" "\x00\x03\x00\x00"
                                          "user\0" "u\0" "options\0" "\0" "\0";
@@ -259,6 +275,21 @@ static void test_startup_requests(void **state)
     assert_int_equal(st.cancel_key_len, 32);
     assert_memory_equal(st.cancel_key, fx_cancel32 + 12, 32);
 
+    /* PostgreSQL reads an SSLRequest or GSSENCRequest of any valid length and looks only at
+     * its code: so does the decoder, consuming the whole packet. */
+    memset(&st, 0x5a, sizeof(st));
+    assert_int_equal(startup_check("ssl length 9", FX("\x00\x00\x00\x09" "\x04\xd2\x16\x2f" "\x00"),
+                                   10000, 9, 0, &st), 9);
+    assert_int_equal(st.kind, PG_STARTUP_SSL);
+    memset(&st, 0x5a, sizeof(st));
+    assert_int_equal(startup_check("gssenc length 12",
+                                   FX("\x00\x00\x00\x0c" "\x04\xd2\x16\x30" "\x00\x00\x00\x00"),
+                                   10000, 12, 0, &st), 12);
+    assert_int_equal(st.kind, PG_STARTUP_GSSENC);
+    /* ... but not one over the length limit. */
+    assert_int_equal(startup_check("ssl length 10001", FX("\x00\x00\x27\x11" "\x04\xd2\x16\x2f"),
+                                   10000, PG_E_TOO_LARGE, 0, &st), PG_E_TOO_LARGE);
+
     /* The longest key 3.2 allows (256 bytes) is accepted; one more byte is not. */
     uint8_t big[8 + 4 + 257];
     memset(big, 0x11, sizeof(big));
@@ -287,23 +318,17 @@ static void test_startup_bad(void **state)
         {"length -1", FX("\xff\xff\xff\xff" "\x00\x03\x00\x00" "user\0" "u\0" "\0"), PG_E_LENGTH, 0},
         {"length INT_MIN", FX("\x80\x00\x00\x00" "\x00\x03\x00\x00"), PG_E_LENGTH, 0},
         {"length over max", FX("\x00\x00\x27\x11" "\x00\x03\x00\x00" "user\0" "u\0"), PG_E_TOO_LARGE, 0},
-        {"ssl length 9", FX("\x00\x00\x00\x09" "\x04\xd2\x16\x2f" "\x00"), PG_E_LENGTH, 0},
-        {"gssenc length 12", FX("\x00\x00\x00\x0c" "\x04\xd2\x16\x30" "\x00\x00\x00\x00"),
-         PG_E_LENGTH, 0},
         {"cancel 3-byte key", FX("\x00\x00\x00\x0f" "\x04\xd2\x16\x2e" "\x00\x00\x00\x01" "abc"),
          PG_E_LENGTH, 0},
         {"cancel no pid", FX("\x00\x00\x00\x08" "\x04\xd2\x16\x2e"), PG_E_LENGTH, 0},
         {"protocol 4.0", FX("\x00\x00\x00\x12" "\x00\x04\x00\x00" "user\0" "bob\0" "\0"),
          PG_E_VERSION, 4},
-        {"protocol 2.0 header", FX("\x00\x00\x01\x28" "\x00\x02\x00\x00"), PG_E_VERSION, 4},
+        {"cancel without a key", FX("\x00\x00\x00\x0c" "\x04\xd2\x16\x2e" "\x00\x00\x00\x01"),
+         PG_E_LENGTH, 0},
         {"unknown request 1234.5681", FX("\x00\x00\x00\x08" "\x04\xd2\x16\x31"), PG_E_VERSION, 4},
         {"no parameters at all", FX("\x00\x00\x00\x08" "\x00\x03\x00\x00"), PG_E_MALFORMED, 8},
         {"params not NUL-terminated", FX("\x00\x00\x00\x10" "\x00\x03\x00\x00" "user\0" "bob"),
          PG_E_MALFORMED, 8},
-        {"missing user", FX("\x00\x00\x00\x17" "\x00\x03\x00\x00" "database\0" "shop\0" "\0"),
-         PG_E_MALFORMED, 22},
-        {"empty user", FX("\x00\x00\x00\x0f" "\x00\x03\x00\x00" "user\0" "\0" "\0"), PG_E_MALFORMED,
-         14},
         {"missing final NUL", FX("\x00\x00\x00\x11" "\x00\x03\x00\x00" "user\0" "bob\0"),
          PG_E_MALFORMED, 17},
         {"name without value",
@@ -395,7 +420,7 @@ static void test_startup_param_count(void **state)
     p += 6;
     buf[p++] = 0;
     pg_put_u32(buf, (uint32_t)p);
-    startup_check("65 params", buf, p, 10000, PG_E_MALFORMED, at65, &st);
+    startup_check("65 params", buf, p, 10000, PG_E_LIMIT, at65, &st);
 }
 
 /* ---- Backend messages ---- */
@@ -1165,11 +1190,14 @@ static void test_write_startup(void **state)
     assert_string_equal(st.database, "shop");
     EXPECT_SPACE_BELOW(83, pg_fe_write_startup(out, cap, PG_PROTO_V3, params, 4));
 
-    /* No parameters: a 9-byte packet the decoder refuses (it has no user). */
+    /* No parameters: a 9-byte packet with a well-formed (empty) list. It decodes, without a
+     * user: refusing that (28000) is the session's part, as it is the server's. */
     out = guard_out(9);
     assert_int_equal(pg_fe_write_startup(out, 9, PG_PROTO_V3, NULL, 0), 9);
     assert_memory_equal(out, "\x00\x00\x00\x09" "\x00\x03\x00\x00" "\x00", 9);
-    assert_int_equal(pg_fe_parse_startup(out, 9, 10000, &st, NULL), PG_E_MALFORMED);
+    assert_int_equal(pg_fe_parse_startup(out, 9, 10000, &st, NULL), 9);
+    assert_int_equal(st.nparams, 0);
+    assert_null(st.user);
 }
 
 static void test_write_query_terminate(void **state)
