@@ -403,6 +403,11 @@ int main(int argc, char **argv)
         return 1;
     }
     if (check_only) {
+        /* What the start reads besides the config: the auth file and the TLS files. */
+        struct runtime crt;
+        if (runtime_build(&proxy.cfg, &crt) != 0)
+            return 1;
+        runtime_free(&crt);
         printf("%s: ok\n", config_path);
         return 0;
     }
