@@ -133,16 +133,24 @@ static int startup_close_silently(struct sy_session *sess, const char *reason)
     return -1;
 }
 
-/* What PostgreSQL does with a FATAL here: an ErrorResponse, then close. Returns -1. */
-static int startup_fatal(struct sy_session *sess, const char *sqlstate, const char *message)
+/* What PostgreSQL does with a FATAL here: an ErrorResponse, then close; in the old unframed form
+ * for a client that asked for protocol 1.x or 2.x (v2). Returns -1. */
+static int startup_fatal_as(struct sy_session *sess, const char *sqlstate, const char *message,
+                            int v2)
 {
     uint8_t buf[512];
     startup_note(sess, message);
-    int n = pg_be_write_error(buf, sizeof(buf), "FATAL", sqlstate, message);
+    int n = v2 ? pg_be_write_error_v2(buf, sizeof(buf), "FATAL", message)
+               : pg_be_write_error(buf, sizeof(buf), "FATAL", sqlstate, message);
     if (n > 0 && sy_conn_send(&sess->client, buf, (size_t)n) != 0)
         return -1; /* the write failed and closed the session */
     sy_session_close(sess, message);
     return -1;
+}
+
+static int startup_fatal(struct sy_session *sess, const char *sqlstate, const char *message)
+{
+    return startup_fatal_as(sess, sqlstate, message, 0);
 }
 
 static void random_bytes(void *buf, size_t n)
@@ -246,9 +254,9 @@ static int startup_bad_packet(struct sy_session *sess, int rc, uint32_t max)
     char msg[200];
     if (rc == PG_E_TOO_LARGE) {
         uint32_t plen = pg_get_u32(c->buf);
-        if (max == sess->proxy->cfg.max_startup_packet)
+        if (max == sess->proxy->cfg.max_startup_packet + 4u)
             snprintf(msg, sizeof(msg), "invalid length of startup packet (%u bytes, over "
-                     "max_startup_packet %u)", plen, max);
+                     "max_startup_packet %u and the length field)", plen, max - 4);
         else
             snprintf(msg, sizeof(msg), "invalid length of startup packet (%u bytes, over "
                      "io_buffer_size %u)", plen, max);
@@ -263,7 +271,9 @@ static int startup_bad_packet(struct sy_session *sess, int rc, uint32_t max)
         uint32_t v = pg_get_u32(c->buf + 4);
         snprintf(msg, sizeof(msg), "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
                  v >> 16, v & 0xffff);
-        return startup_fatal(sess, "0A000", msg);
+        /* The server answers a 1.x or 2.x client in that protocol's error form; 0.0 is "not
+         * known yet" to it, and gets the 3.0 form. */
+        return startup_fatal_as(sess, "0A000", msg, v != 0 && (v >> 16) < 3);
     }
     if (rc == PG_E_LIMIT) {
         snprintf(msg, sizeof(msg), "too many startup parameters: switchyard accepts %d",
@@ -310,7 +320,9 @@ static int startup_packet(struct sy_session *sess)
     struct pg_sess *ps = pg(sess);
     struct sy_conn *c = &sess->client;
     struct sy_proxy *p = sess->proxy;
-    uint32_t max = p->cfg.max_startup_packet;
+    /* PostgreSQL's MAX_STARTUP_PACKET_LENGTH (10000) does not count the 4-byte length field;
+     * nor does max_startup_packet. The buffer must hold the whole packet. */
+    uint32_t max = p->cfg.max_startup_packet + 4u;
     if (max > c->cap)
         max = (uint32_t)c->cap;
     /* PostgreSQL 17's direct TLS: a TLS ClientHello where the first packet would be. */

@@ -434,6 +434,25 @@ int pg_be_write_error(uint8_t *out, size_t cap, const char *severity, const char
     return (int)p;
 }
 
+int pg_be_write_error_v2(uint8_t *out, size_t cap, const char *severity, const char *message)
+{
+    size_t sl = strlen(severity), ml = strlen(message);
+    size_t need = 1 + sl + 3 + ml + 2;
+    if (need > cap || need > 0x7fffffff)
+        return PG_E_SPACE;
+    size_t p = 0;
+    out[p++] = PG_BE_ERROR;
+    memcpy(out + p, severity, sl);
+    p += sl;
+    memcpy(out + p, ":  ", 3);
+    p += 3;
+    memcpy(out + p, message, ml);
+    p += ml;
+    out[p++] = '\n';
+    out[p++] = 0;
+    return (int)p;
+}
+
 int pg_be_write_backend_key(uint8_t *out, size_t cap, uint32_t pid, uint32_t key)
 {
     if (cap < 13)

@@ -252,6 +252,10 @@ int pg_be_data_row_next(struct pg_body_cursor *c, struct pg_value *v);
 /* ErrorResponse with severity (ERROR or FATAL), SQLSTATE and message. */
 int pg_be_write_error(uint8_t *out, size_t cap, const char *severity, const char *sqlstate,
                       const char *message);
+/* The error a server sends a client that asked for protocol 1.x or 2.x: the old, unframed form,
+ * 'E' "FATAL:  <message>\n" NUL (PostgreSQL 14 and later still answer so, so that such a client
+ * can show why it is refused). Returns the bytes written or PG_E_SPACE. */
+int pg_be_write_error_v2(uint8_t *out, size_t cap, const char *severity, const char *message);
 /* BackendKeyData with a 4-byte key (protocol 3.0). */
 int pg_be_write_backend_key(uint8_t *out, size_t cap, uint32_t pid, uint32_t key);
 /* ReadyForQuery. */

@@ -1070,6 +1070,20 @@ static const uint8_t fx_err_write[] =
     "E\x00\x00\x00\x4f" "SFATAL\0" "VFATAL\0" "C57P01\0"
     "Mterminating connection due to administrator command\0" "\0";
 
+/* The old unframed error form, byte for byte as PostgreSQL 15 sends it to a 2.0 client. */
+static void test_write_error_v2(void **state)
+{
+    (void)state;
+    static const char want[] =
+        "EFATAL:  unsupported frontend protocol 2.0: server supports 3.0 to 3.0\n";
+    const char *msg = "unsupported frontend protocol 2.0: server supports 3.0 to 3.0";
+    size_t need = sizeof(want); /* with the final NUL */
+    uint8_t *out = guard_out(need);
+    assert_int_equal(pg_be_write_error_v2(out, need, "FATAL", msg), (int)need);
+    assert_memory_equal(out, want, need);
+    EXPECT_SPACE_BELOW(need, pg_be_write_error_v2(out, cap, "FATAL", msg));
+}
+
 static void test_write_error(void **state)
 {
     (void)state;
@@ -1352,6 +1366,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_scan_errors),
         cmocka_unit_test(test_scan_large_passthrough),
         cmocka_unit_test(test_write_error),
+        cmocka_unit_test(test_write_error_v2),
         cmocka_unit_test(test_write_backend_key),
         cmocka_unit_test(test_write_ready),
         cmocka_unit_test(test_write_cancel),
