@@ -270,7 +270,7 @@ static int iq_read(struct sy_session *sess, struct pg_move *mv, struct sy_conn *
         case PG_BE_PARAMETER_STATUS:
             if (!own_server) {
                 const char *name, *value;
-                if (pg_be_parse_parameter_status(m, (size_t)total, &name, &value) == 0)
+                if (pg_be_parse_parameter_status(m, (size_t)total, &name, &value) > 0)
                     pg_params_store(mv->params, &mv->nparams, name, value);
             }
             break;
@@ -394,7 +394,7 @@ static int greeting(struct sy_session *sess, struct pg_move *mv, struct sy_conn 
         const uint8_t *m = c->buf;
         if (m[0] == PG_BE_PARAMETER_STATUS) {
             const char *name, *value;
-            if (pg_be_parse_parameter_status(m, (size_t)total, &name, &value) == 0)
+            if (pg_be_parse_parameter_status(m, (size_t)total, &name, &value) > 0)
                 pg_params_store(mv->params, &mv->nparams, name, value);
         } else if (m[0] == PG_BE_BACKEND_KEY_DATA) {
             uint32_t pid;
@@ -842,7 +842,7 @@ int pg_move_standby_data(struct sy_session *sess)
             }
             if (c->buf[0] == PG_BE_PARAMETER_STATUS) {
                 const char *name, *value;
-                if (pg_be_parse_parameter_status(c->buf, (size_t)total, &name, &value) == 0)
+                if (pg_be_parse_parameter_status(c->buf, (size_t)total, &name, &value) > 0)
                     pg_params_store(mv->params, &mv->nparams, name, value);
             }
             sy_conn_consume(c, (size_t)total);
