@@ -77,10 +77,15 @@ struct sh_stmt {
     uint8_t blue_done, green_done;
     uint8_t green_status; /* green's ReadyForQuery: 'I', 'T' or 'E' */
     uint8_t fresh_tx;     /* an injected COMMIT ended green's transaction just before it */
+    uint8_t named_parse;  /* the request Parsed a named statement (it outlives the request) */
     uint16_t inj_before;  /* injected requests sent just before it whose answers are due */
     uint64_t sent_us, blue_us, green_us;
     struct sy_shadow_result blue, green;
 };
+
+/* Why a shadow restarts: green's schema changed under a prepared statement, or (reads mode)
+ * green refused what sets the session's state in a transaction a refused write had aborted. */
+enum { RESTART_SCHEMA = 1, RESTART_STATE = 2 };
 
 struct named_stmt {
     char name[64];
@@ -110,8 +115,8 @@ struct pg_shadow {
     uint8_t counted;    /* counted in the report's sessions */
     uint8_t tx_skipped; /* reads mode: green's transaction failed on a refused write */
     uint8_t tx_schema;  /* green's transaction failed on a statement its schema change broke */
-    uint8_t restart_pending; /* green's schema changed under a prepared statement: the shadow
-                                restarts (state replayed) once the queue has settled */
+    uint8_t restart_pending; /* the shadow restarts (state replayed) once the queue has settled:
+                                RESTART_SCHEMA or RESTART_STATE */
     uint8_t created_refused; /* reads mode: green refused a CREATE of this session's (a
                                 temporary table ...), which later statements may use */
     /* reads mode: the read-only guard (above). */
@@ -856,7 +861,7 @@ static enum sy_shadow_class session_class(struct sy_session *sess, struct pg_sha
     }
     if (schema_changed(st)) {
         sh->tx_schema = st->green_status == 'E';
-        sh->restart_pending = 1;
+        sh->restart_pending = RESTART_SCHEMA;
         log_schema_change(sess);
         return SY_SHADOW_SCHEMA_CHANGE;
     }
@@ -877,6 +882,24 @@ static enum sy_shadow_class session_class(struct sy_session *sess, struct pg_sha
         undefined_object(st->green.sqlstate))
         return SY_SHADOW_SKIPPED_WRITE;
     return cls;
+}
+
+/* reads mode: a statement that changes the session's prepared statements (a Parse of a named
+ * statement, as drivers and pgbench -M prepared send on first use, PREPARE, DEALLOCATE) that
+ * blue did and green refused, because a refused write had aborted green's transaction. Green's
+ * session then differs from blue's (every later execution of that statement would fail there
+ * with 26000), so the shadow restarts at the next idle point with blue's state replayed. */
+static int sets_session_state(const struct sh_stmt *st)
+{
+    static const char *const tags[] = {"PREPARE", "DEALLOCATE", "DEALLOCATE ALL"};
+    if (st->green.status != SY_SHADOW_ST_ERROR || st->blue.status == SY_SHADOW_ST_ERROR)
+        return 0;
+    if (st->named_parse)
+        return 1;
+    for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++)
+        if (strcmp(st->blue.tag, tags[i]) == 0)
+            return 1;
+    return 0;
 }
 
 static void compare_one(struct sy_session *sess, struct pg_shadow *sh, struct sh_stmt *st)
@@ -902,6 +925,8 @@ static void compare_one(struct sy_session *sess, struct pg_shadow *sh, struct sh
     if (cls != SY_SHADOW_MATCH && h.read_only_shadow && after_skipped_write(sh, st))
         cls = SY_SHADOW_SKIPPED_WRITE;
     cls = session_class(sess, sh, st, cls);
+    if (cls == SY_SHADOW_SKIPPED_WRITE && !sh->restart_pending && sets_session_state(st))
+        sh->restart_pending = RESTART_STATE;
     /* reads mode: a data difference may be replication lag. It counts as inconclusive until a
      * lag check proves it lag or real (lag_consider). */
     int lag_check = 0;
@@ -950,7 +975,12 @@ static void settle(struct sy_session *sess, struct pg_shadow *sh)
         sh->ngreen--;
     }
     if (sh->restart_pending && sh->state == SH_ON && !sh->lingering)
-        suspend_for(sess, sh, "green's schema changed under a prepared statement", 0);
+        suspend_for(sess, sh,
+                    sh->restart_pending == RESTART_STATE
+                        ? "green refused a prepared statement (its transaction was aborted by "
+                          "a refused write)"
+                        : "green's schema changed under a prepared statement",
+                    0);
     else if (sh->lingering && sh->n == 0)
         linger_done(sess, sh);
 }
@@ -1289,6 +1319,8 @@ void pg_shadow_client_message(struct sy_session *sess, uint8_t type, const uint8
     }
     switch (type) {
     case PG_FE_PARSE:
+        if (whole && len > 5 && m[5])
+            at(sh, sh->n - 1)->named_parse = 1;
         if (whole)
             on_parse(sh, m, len);
         else
