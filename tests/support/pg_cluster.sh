@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Integration-test fixture: two throwaway PostgreSQL 15 servers, "blue" and "green".
+# Integration-test fixture: two throwaway PostgreSQL servers, "blue" and "green" (15, or green on
+# another major version: GREEN_PG_BIN).
 #
 #   pg_cluster.sh start DIR   creates DIR/blue and DIR/green (initdb, trust auth, superuser
 #                             postgres, database app), starts both on free ports on 127.0.0.1
@@ -8,10 +9,12 @@
 #
 # DIR/env holds plain KEY=VALUE lines (no quotes, no export) that a shell can source and C code
 # can parse: BLUE_HOST, BLUE_PORT, GREEN_HOST, GREEN_PORT, PGUSER, PG_BIN, TEST_DIR, plus
-# BLUE_DATA/GREEN_DATA, BLUE_LOG/GREEN_LOG and BLUE_SOCKET_DIR/GREEN_SOCKET_DIR.
+# BLUE_DATA/GREEN_DATA, BLUE_LOG/GREEN_LOG, BLUE_SOCKET_DIR/GREEN_SOCKET_DIR and GREEN_PG_BIN.
 #
 # As root the servers run as the postgres system user (PostgreSQL refuses root) and DIR is
-# handed to it. Environment: PG_BIN (default /usr/lib/postgresql/15/bin).
+# handed to it. Environment: PG_BIN (default /usr/lib/postgresql/15/bin): blue's server binaries
+# and every client tool; GREEN_PG_BIN (default PG_BIN): green's server binaries (initdb, pg_ctl,
+# postgres), e.g. PostgreSQL 17 from tests/support/pg17.sh. Client tools stay PG_BIN's.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,6 +25,24 @@ SIDES=(blue green)
 # Every server this script stops: a standby of blue that pg_replicate.sh physical may have added
 # goes first.
 SERVERS=(standby blue green)
+
+# side_bin SIDE: the directory of SIDE's server binaries (green's may be another version; a
+# standby is a copy of blue).
+side_bin() {
+    if [ "$1" = green ]; then
+        echo "${GREEN_PG_BIN:-$PG_BIN}"
+    else
+        echo "$PG_BIN"
+    fi
+}
+
+# green_bin_from_env DIR: GREEN_PG_BIN as DIR/env recorded it, unless the environment sets it
+# (stop must use the binaries the servers were started with).
+green_bin_from_env() {
+    if [ -z "${GREEN_PG_BIN:-}" ] && [ -f "$1/env" ]; then
+        GREEN_PG_BIN=$(sed -n 's/^GREEN_PG_BIN=//p' "$1/env" | tail -n 1)
+    fi
+}
 
 usage() {
     echo "usage: $(basename "$0") start|stop DIR" >&2
@@ -49,6 +70,7 @@ clear_dir() {
     local dir=$1 side entry ok=0
     [ -e "$dir" ] || return 0
     [ -d "$dir" ] || pglib_die "$dir exists and is not a directory"
+    green_bin_from_env "$dir"
     for entry in "$dir"/* "$dir"/.[!.]*; do
         [ -e "$entry" ] || continue
         case "$(basename "$entry")" in
@@ -59,7 +81,7 @@ clear_dir() {
     for side in "${SERVERS[@]}"; do
         if [ -d "$dir/$side" ] && pglib_pg_running "$dir/$side"; then
             pglib_log "stopping the $side server left running in $dir/$side by an earlier run"
-            pglib_pg_stop "$dir/$side" "$dir/$side.log" immediate || ok=1
+            PG_BIN=$(side_bin "$side") pglib_pg_stop "$dir/$side" "$dir/$side.log" immediate || ok=1
         fi
     done
     [ "$ok" -eq 0 ] || pglib_die "could not stop the servers left in $dir"
@@ -83,7 +105,9 @@ remove_socket_dirs() {
 # role for the password method its name says (listed by name: PostgreSQL 15's pg_hba has no
 # regular expressions); postgres itself is trusted, as the other tests expect.
 init_side() {
-    local dir=$1 side=$2 port=$3 sockdir data
+    local dir=$1 side=$2 port=$3 sockdir data bin
+    bin=$(side_bin "$side")
+    local PG_BIN=$bin
     data=$dir/$side
     pglib_initdb "$data" || return 1
     sockdir=$(cat "$dir/$side.socket_dir")
@@ -105,6 +129,10 @@ cmd_start() {
     local dir=$1 side t0 pids=() ports=() port sockdir failed=0 i
     t0=$EPOCHREALTIME
     pglib_check_tools || exit 1
+    if [ -n "${GREEN_PG_BIN:-}" ] && [ "$GREEN_PG_BIN" != "$PG_BIN" ]; then
+        PG_BIN=$GREEN_PG_BIN pglib_check_tools 2>/dev/null ||
+            pglib_die "GREEN_PG_BIN=$GREEN_PG_BIN has no initdb, pg_ctl and postgres (for PostgreSQL 17: GREEN_PG_BIN=\$(tests/support/pg17.sh))"
+    fi
     clear_dir "$dir"
     mkdir -p -- "$dir"
     chmod 0755 "$dir"
@@ -141,7 +169,7 @@ cmd_start() {
     # Start both; pglib_pg_start prints the final port (it moves if a port was taken meanwhile).
     for i in "${!SIDES[@]}"; do
         side=${SIDES[$i]}
-        port=$(pglib_pg_start "$dir/$side" "$dir/$side.log") || {
+        port=$(PG_BIN=$(side_bin "$side") pglib_pg_start "$dir/$side" "$dir/$side.log") || {
             cmd_stop_quiet "$dir"
             pglib_die "the $side server did not start (log: $dir/$side.log)"
         }
@@ -176,6 +204,7 @@ cmd_start() {
         echo "GREEN_LOG=$dir/green.log"
         echo "BLUE_SOCKET_DIR=$(cat "$dir/blue.socket_dir")"
         echo "GREEN_SOCKET_DIR=$(cat "$dir/green.socket_dir")"
+        echo "GREEN_PG_BIN=$(side_bin green)"
     } >"$dir/env.tmp"
     mv -f -- "$dir/env.tmp" "$dir/env"
 
@@ -189,7 +218,7 @@ cmd_stop_quiet() {
     local dir=$1 side
     for side in "${SERVERS[@]}"; do
         if [ -d "$dir/$side" ]; then
-            pglib_pg_stop "$dir/$side" "$dir/$side.log" immediate >/dev/null 2>&1 || true
+            PG_BIN=$(side_bin "$side") pglib_pg_stop "$dir/$side" "$dir/$side.log" immediate >/dev/null 2>&1 || true
         fi
     done
 }
@@ -200,9 +229,10 @@ cmd_stop() {
         pglib_log "$dir does not exist; nothing to stop"
         return 0
     fi
+    green_bin_from_env "$dir"
     for side in "${SERVERS[@]}"; do
         if [ -d "$dir/$side" ]; then
-            pglib_pg_stop "$dir/$side" "$dir/$side.log" fast || failed=1
+            PG_BIN=$(side_bin "$side") pglib_pg_stop "$dir/$side" "$dir/$side.log" fast || failed=1
         fi
     done
     if [ "$failed" -ne 0 ]; then
