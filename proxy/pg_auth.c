@@ -221,7 +221,13 @@ void pg_auth_query_done(struct sy_session *sess, enum sy_aq_result result, const
 static int offer_scram(struct sy_session *sess, struct pg_sess *ps)
 {
     uint8_t msg[64];
-    int n = pg_scram_be_write_auth_sasl(msg, sizeof(msg), 0);
+    /* On TLS, SCRAM-SHA-256-PLUS too, bound to Switchyard's own certificate (as PostgreSQL
+     * offers it whenever the connection is TLS). */
+    int h = sess->client.tls ? sy_tls_cert_endpoint_hash(sess->client.tls, ps->login->cbind_data)
+                             : -1;
+    ps->login->plus_offered = h > 0;
+    ps->login->cbind_len = h > 0 ? (size_t)h : 0;
+    int n = pg_scram_be_write_auth_sasl(msg, sizeof(msg), ps->login->plus_offered);
     ps->ca_step = PG_CA_SASL_INITIAL;
     return n > 0 ? sy_conn_send(&sess->client, msg, (size_t)n) : -1;
 }
@@ -422,18 +428,32 @@ static int on_sasl_initial(struct sy_session *sess, struct pg_sess *ps, const ui
         pg_session_fail(sess, "08P01", "malformed SASLInitialResponse");
         return -1;
     }
-    if (strcmp(init.mechanism, PG_SCRAM_MECHANISM) != 0) {
-        pg_session_fail(sess, "28000", "client selected an invalid SASL authentication mechanism");
+    if (strcmp(init.mechanism, PG_SCRAM_MECHANISM) != 0 &&
+        !(ps->login->plus_offered && strcmp(init.mechanism, PG_SCRAM_MECHANISM_PLUS) == 0)) {
+        pg_session_fail(sess, "08P01", "client selected an invalid SASL authentication mechanism");
         return -1;
     }
     if (pg_scram_fe_parse_client_first(init.data, init.data_len, &cf, NULL) < 0) {
         pg_session_fail(sess, "08P01", "malformed SCRAM client-first-message");
         return -1;
     }
-    if (cf.cbind_flag == PG_SCRAM_CBIND_P) {
-        pg_session_fail(sess, "08P01", "channel binding was not offered by switchyard");
+    enum pg_scram_cbind_verdict v =
+        pg_scram_be_cbind_verdict(ps->login->plus_offered, init.mechanism, &cf);
+    if (v != PG_SCRAM_CB_OK) {
+        char msg[200];
+        if (v == PG_SCRAM_CB_BAD_TYPE)
+            snprintf(msg, sizeof(msg), "%s \"%.*s\"", pg_scram_cbind_verdict_message(v),
+                     (int)cf.cbind_name.len, cf.cbind_name.ptr); /* the parser checked it: short, printable */
+        else
+            snprintf(msg, sizeof(msg), "%s", pg_scram_cbind_verdict_message(v));
+        if (v == PG_SCRAM_CB_DOWNGRADE)
+            sy_session_log(sess, SY_LOG_WARN, "the client supports SCRAM channel binding but was "
+                           "told switchyard does not: refused (a downgrade, possibly by someone "
+                           "in the middle)");
+        pg_session_fail(sess, pg_scram_cbind_verdict_sqlstate(v), msg);
         return -1;
     }
+    ps->login->plus_chosen = cf.cbind_flag == PG_SCRAM_CBIND_P;
     if (cf.bare.len >= sizeof(ps->login->client_first_bare) || cf.gs2_header.len >= sizeof(ps->login->gs2_header) ||
         cf.nonce.len + PG_CRYPTO_NONCE_LEN >= sizeof(ps->login->nonce)) {
         pg_session_fail(sess, "08P01", "SCRAM client-first-message too long");
@@ -472,9 +492,19 @@ static int on_sasl_final(struct sy_session *sess, struct pg_sess *ps, const uint
         pg_session_fail(sess, "08P01", "malformed SCRAM client-final-message");
         return -1;
     }
-    if (fin.cbind_len != strlen(ps->login->gs2_header) ||
-        memcmp(fin.cbind, ps->login->gs2_header, fin.cbind_len) != 0) {
-        pg_session_fail(sess, "08P01", "SCRAM channel binding check failed");
+    /* c= must be the gs2 header again, followed, when bound, by the hash of the certificate
+     * Switchyard presented: a client that talks to someone in the middle sees another. */
+    size_t h = strlen(ps->login->gs2_header);
+    size_t extra = ps->login->plus_chosen ? ps->login->cbind_len : 0;
+    if (fin.cbind_len != h + extra || memcmp(fin.cbind, ps->login->gs2_header, h) != 0 ||
+        (extra && memcmp(fin.cbind + h, ps->login->cbind_data, extra) != 0)) {
+        if (ps->login->plus_chosen)
+            sy_session_log(sess, SY_LOG_WARN, "SCRAM channel binding check failed: the client "
+                           "saw another server certificate (someone in the middle?)");
+        pg_session_fail(sess, ps->login->plus_chosen ? "28000" : "08P01",
+                        ps->login->plus_chosen
+                            ? "SCRAM channel binding check failed"
+                            : "unexpected SCRAM channel-binding attribute in client-final-message");
         return -1;
     }
     struct pg_scram_view bare = {ps->login->client_first_bare, ps->login->client_first_bare_len};
@@ -668,16 +698,34 @@ static int sasl_start(struct sy_session *sess, struct pg_sess *ps, struct pg_ser
     }
     char first[PG_SCRAM_MSG_MAX];
     size_t bare_off = 0;
-    if (pg_crypto_scram_nonce(L->scratch->sl_nonce) != 0)
+    struct pg_login *x = L->scratch;
+    if (pg_crypto_scram_nonce(x->sl_nonce) != 0)
         return -1;
-    int n = pg_scram_fe_write_client_first(first, sizeof(first), PG_SCRAM_CBIND_N, NULL,
-                                           L->scratch->sl_nonce, PG_CRYPTO_NONCE_LEN, &bare_off);
-    if (n < 0)
+    /* As libpq: over TLS, bind to the certificate the server presented when it offers
+     * SCRAM-SHA-256-PLUS; otherwise say "y" (able to bind, not offered), so that a server that
+     * can bind refuses a list someone stripped. Without TLS, "n". */
+    enum pg_scram_cbind_flag flag = PG_SCRAM_CBIND_N;
+    int h = L->conn->tls ? sy_tls_cert_endpoint_hash(L->conn->tls, x->sl_cbind) : -1;
+    if (h > 0 && a->offers_scram_plus)
+        flag = PG_SCRAM_CBIND_P;
+    else if (h > 0)
+        flag = PG_SCRAM_CBIND_Y;
+    x->sl_cbind_len = flag == PG_SCRAM_CBIND_P ? (size_t)h : 0;
+    int n = pg_scram_fe_write_client_first(first, sizeof(first), flag,
+                                           PG_SCRAM_CBIND_TLS_SERVER_END_POINT, x->sl_nonce,
+                                           PG_CRYPTO_NONCE_LEN, &bare_off);
+    if (n < 0 || bare_off >= sizeof(x->sl_gs2))
         return -1;
-    L->scratch->sl_client_first_bare_len = (size_t)n - bare_off;
-    memcpy(L->scratch->sl_client_first_bare, first + bare_off, L->scratch->sl_client_first_bare_len);
+    memcpy(x->sl_gs2, first, bare_off);
+    x->sl_gs2[bare_off] = 0;
+    x->sl_client_first_bare_len = (size_t)n - bare_off;
+    memcpy(x->sl_client_first_bare, first + bare_off, x->sl_client_first_bare_len);
+    const char *mech = flag == PG_SCRAM_CBIND_P ? PG_SCRAM_MECHANISM_PLUS : PG_SCRAM_MECHANISM;
+    sy_session_log(sess, SY_LOG_DEBUG, "logging into the %s server with %s%s",
+                   sy_side_name(L->side), mech,
+                   flag == PG_SCRAM_CBIND_P ? " (channel binding tls-server-end-point)" : "");
     uint8_t msg[PG_SCRAM_MSG_MAX + 64];
-    int m = pg_scram_fe_write_sasl_initial(msg, sizeof(msg), PG_SCRAM_MECHANISM, first, (size_t)n);
+    int m = pg_scram_fe_write_sasl_initial(msg, sizeof(msg), mech, first, (size_t)n);
     return m > 0 ? sy_conn_send(L->conn, msg, (size_t)m) : -1;
 }
 
@@ -733,10 +781,10 @@ static int sasl_auth_message(struct pg_server_login *L, const struct pg_scram_au
                              const struct pg_scram_server_first *sf)
 {
     struct pg_login *x = L->scratch;
-    int w = pg_scram_fe_write_client_final_without_proof(x->sl_without_proof,
-                                                         sizeof(x->sl_without_proof), "n,,", 3,
-                                                         NULL, 0, (const char *)sf->nonce.ptr,
-                                                         sf->nonce.len);
+    int w = pg_scram_fe_write_client_final_without_proof(
+        x->sl_without_proof, sizeof(x->sl_without_proof), x->sl_gs2, strlen(x->sl_gs2),
+        x->sl_cbind_len ? x->sl_cbind : NULL, x->sl_cbind_len, (const char *)sf->nonce.ptr,
+        sf->nonce.len);
     if (w <= 0)
         return -1;
     x->sl_without_proof_len = (size_t)w;

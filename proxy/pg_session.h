@@ -57,7 +57,17 @@ struct pg_login {
     char server_first[PG_SCRAM_MSG_MAX];
     size_t server_first_len;
     char gs2_header[64];
+    /* Channel binding with the client: offered (TLS, and Switchyard's certificate hash known)
+     * and, when the client chose it, the tls-server-end-point data it must send back. */
+    uint8_t plus_offered, plus_chosen;
+    uint8_t cbind_data[64];
+    size_t cbind_len;
     char sl_nonce[PG_CRYPTO_NONCE_LEN + 1];
+    /* Channel binding with the server: the gs2 header sent ("n,,", "y,," or
+     * "p=tls-server-end-point,,") and the server certificate's hash when bound. */
+    char sl_gs2[32];
+    uint8_t sl_cbind[64];
+    size_t sl_cbind_len;
     char sl_client_first_bare[PG_SCRAM_MSG_MAX];
     size_t sl_client_first_bare_len;
     uint8_t sl_server_key[PG_CRYPTO_KEY_LEN];

@@ -813,3 +813,22 @@ int sy_tls_peer_verified(const struct sy_tls_conn *c)
         return 0;
     return SSL_get_verify_result(c->ssl) == X509_V_OK;
 }
+
+int sy_tls_cert_endpoint_hash(const struct sy_tls_conn *c, uint8_t *out)
+{
+    if (!c || !SSL_is_init_finished(c->ssl))
+        return -1;
+    X509 *cert = c->is_server ? SSL_get_certificate(c->ssl) : SSL_get0_peer_certificate(c->ssl);
+    int md_nid = NID_undef;
+    if (!cert || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, NULL))
+        return -1;
+    /* RFC 5929: MD5 and SHA-1 are replaced by SHA-256; any other hash is used as it is. */
+    const EVP_MD *md = md_nid == NID_md5 || md_nid == NID_sha1 ? EVP_sha256()
+                                                                 : EVP_get_digestbynid(md_nid);
+    unsigned int n = 0;
+    if (!md || EVP_MD_get_size(md) > SY_TLS_CERT_HASH_MAX || !X509_digest(cert, md, out, &n)) {
+        ERR_clear_error();
+        return -1;
+    }
+    return (int)n;
+}

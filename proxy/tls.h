@@ -205,4 +205,18 @@ int sy_tls_peer_cert_subject(const struct sy_tls_conn *c, char *out, size_t cap)
  */
 int sy_tls_peer_verified(const struct sy_tls_conn *c);
 
+/* The largest tls-server-end-point hash (SHA-512). */
+#define SY_TLS_CERT_HASH_MAX 64
+
+/*
+ * The tls-server-end-point channel-binding data (RFC 5929, section 4.1) of the server's
+ * certificate on this connection: on a server connection Switchyard's own certificate, on a
+ * client connection the one the server presented. The hash is the certificate's own signature
+ * hash algorithm, or SHA-256 when that is MD5 or SHA-1, as PostgreSQL computes it
+ * (be_tls_get_certificate_hash, pgtls_get_peer_certificate_hash). Writes it into out (at least
+ * SY_TLS_CERT_HASH_MAX bytes) and returns its length, or -1 before the handshake, without a
+ * certificate, or for a signature algorithm with no single hash (Ed25519, for one).
+ */
+int sy_tls_cert_endpoint_hash(const struct sy_tls_conn *c, uint8_t *out);
+
 #endif

@@ -924,3 +924,57 @@ bad:
         *err_off = off;
     return PG_SCRAM_E_MALFORMED;
 }
+
+/* ---- channel-binding negotiation, judged as a server ---- */
+
+static int view_is(struct pg_scram_view v, const char *s)
+{
+    size_t n = strlen(s);
+    return v.len == n && memcmp(v.ptr, s, n) == 0;
+}
+
+enum pg_scram_cbind_verdict pg_scram_be_cbind_verdict(int plus_offered, const char *mechanism,
+                                                      const struct pg_scram_client_first *first)
+{
+    int plus;
+    if (plus_offered && strcmp(mechanism, PG_SCRAM_MECHANISM_PLUS) == 0)
+        plus = 1;
+    else if (strcmp(mechanism, PG_SCRAM_MECHANISM) == 0)
+        plus = 0;
+    else
+        return PG_SCRAM_CB_BAD_MECHANISM;
+    switch (first->cbind_flag) {
+    case PG_SCRAM_CBIND_N:
+        return plus ? PG_SCRAM_CB_PLUS_WITHOUT_DATA : PG_SCRAM_CB_OK;
+    case PG_SCRAM_CBIND_Y:
+        if (plus)
+            return PG_SCRAM_CB_PLUS_WITHOUT_DATA;
+        return plus_offered ? PG_SCRAM_CB_DOWNGRADE : PG_SCRAM_CB_OK;
+    case PG_SCRAM_CBIND_P:
+        if (!plus)
+            return PG_SCRAM_CB_DATA_WITHOUT_PLUS;
+        return view_is(first->cbind_name, PG_SCRAM_CBIND_TLS_SERVER_END_POINT) ? PG_SCRAM_CB_OK
+                                                                               : PG_SCRAM_CB_BAD_TYPE;
+    }
+    return PG_SCRAM_CB_DATA_WITHOUT_PLUS; /* the parser reports only n, y and p */
+}
+
+const char *pg_scram_cbind_verdict_message(enum pg_scram_cbind_verdict v)
+{
+    switch (v) {
+    case PG_SCRAM_CB_OK: return "";
+    case PG_SCRAM_CB_BAD_MECHANISM: return "client selected an invalid SASL authentication mechanism";
+    case PG_SCRAM_CB_PLUS_WITHOUT_DATA:
+    case PG_SCRAM_CB_DATA_WITHOUT_PLUS: return "malformed SCRAM message";
+    case PG_SCRAM_CB_DOWNGRADE: return "SCRAM channel binding negotiation error";
+    case PG_SCRAM_CB_BAD_TYPE: return "unsupported SCRAM channel-binding type";
+    }
+    return "malformed SCRAM message";
+}
+
+const char *pg_scram_cbind_verdict_sqlstate(enum pg_scram_cbind_verdict v)
+{
+    if (v == PG_SCRAM_CB_OK)
+        return "";
+    return v == PG_SCRAM_CB_DOWNGRADE ? "28000" : "08P01";
+}

@@ -204,6 +204,33 @@ int pg_scram_check_cbind(const struct pg_scram_client_final *fin,
                          const struct pg_scram_client_first *first, const uint8_t *cbind_data,
                          size_t cbind_len);
 
+/* What a server makes of the client's choice of mechanism and channel-binding flag. */
+enum pg_scram_cbind_verdict {
+    PG_SCRAM_CB_OK = 0,               /* go on (binding with flag p, or none) */
+    PG_SCRAM_CB_BAD_MECHANISM = 1,    /* a mechanism that was not offered */
+    PG_SCRAM_CB_PLUS_WITHOUT_DATA = 2, /* SCRAM-SHA-256-PLUS chosen, flag n or y */
+    PG_SCRAM_CB_DATA_WITHOUT_PLUS = 3, /* SCRAM-SHA-256 chosen, flag p */
+    PG_SCRAM_CB_DOWNGRADE = 4,        /* flag y although PLUS was offered: the client was told
+                                         the server cannot bind (someone in the middle) */
+    PG_SCRAM_CB_BAD_TYPE = 5,         /* flag p with a type other than tls-server-end-point */
+};
+
+/*
+ * Judges a SASLInitialResponse as PostgreSQL's server does (auth-scram.c: scram_init and
+ * read_client_first_message), in its order. plus_offered: SCRAM-SHA-256-PLUS was in the
+ * AuthenticationSASL list (the connection is TLS and its certificate hash is known); mechanism:
+ * the NUL-terminated name the client chose; first: its parsed client-first-message. Returns a
+ * verdict; every one but PG_SCRAM_CB_OK fails the login, with the text of
+ * pg_scram_cbind_verdict_message() and the SQLSTATE of pg_scram_cbind_verdict_sqlstate().
+ */
+enum pg_scram_cbind_verdict pg_scram_be_cbind_verdict(int plus_offered, const char *mechanism,
+                                                      const struct pg_scram_client_first *first);
+/* PostgreSQL's message for a verdict ("" for PG_SCRAM_CB_OK). */
+const char *pg_scram_cbind_verdict_message(enum pg_scram_cbind_verdict v);
+/* PostgreSQL's SQLSTATE for a verdict: 28000 for a downgrade, 08P01 for the others ("" for
+ * PG_SCRAM_CB_OK). */
+const char *pg_scram_cbind_verdict_sqlstate(enum pg_scram_cbind_verdict v);
+
 /* ---- Server side of the exchange (what a server sends) ---- */
 
 struct pg_scram_server_first {

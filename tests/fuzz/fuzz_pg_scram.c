@@ -74,6 +74,29 @@ static void fuzz_sasl_initial(const uint8_t *buf, size_t len)
     free(out);
 }
 
+/* The server's verdict on every choice a client could pair with this client-first-message:
+ * a known verdict with a message and SQLSTATE, PLUS never accepted unless offered, and
+ * accepted only with flag p and the one type; y refused exactly when PLUS was offered. */
+static void check_cbind_verdicts(const struct pg_scram_client_first *cf)
+{
+    static const char *const mechs[] = {PG_SCRAM_MECHANISM, PG_SCRAM_MECHANISM_PLUS, "x"};
+    for (int offered = 0; offered < 2; offered++) {
+        for (size_t m = 0; m < 3; m++) {
+            enum pg_scram_cbind_verdict v = pg_scram_be_cbind_verdict(offered, mechs[m], cf);
+            CHECK(v >= PG_SCRAM_CB_OK && v <= PG_SCRAM_CB_BAD_TYPE);
+            CHECK((v == PG_SCRAM_CB_OK) == (pg_scram_cbind_verdict_message(v)[0] == 0));
+            CHECK(strlen(pg_scram_cbind_verdict_sqlstate(v)) == (v == PG_SCRAM_CB_OK ? 0 : 5));
+            if (m == 2 || (m == 1 && !offered))
+                CHECK(v == PG_SCRAM_CB_BAD_MECHANISM);
+            if (m == 1 && v == PG_SCRAM_CB_OK)
+                CHECK(cf->cbind_flag == PG_SCRAM_CBIND_P &&
+                      cf->cbind_name.len == strlen(PG_SCRAM_CBIND_TLS_SERVER_END_POINT));
+            if (m == 0 && cf->cbind_flag == PG_SCRAM_CBIND_Y)
+                CHECK(v == (offered ? PG_SCRAM_CB_DOWNGRADE : PG_SCRAM_CB_OK));
+        }
+    }
+}
+
 static void fuzz_client_first(const uint8_t *buf, size_t len)
 {
     struct pg_scram_client_first cf;
@@ -91,6 +114,7 @@ static void fuzz_client_first(const uint8_t *buf, size_t len)
     CHECK(view_inside(cf.cbind_name, buf, len));
     CHECK(printable(cf.nonce) && cf.nonce.len <= PG_SCRAM_NONCE_MAX);
     CHECK((cf.cbind_flag == PG_SCRAM_CBIND_P) == (cf.cbind_name.len > 0));
+    check_cbind_verdicts(&cf);
 
     /* Rebuild with the parsed flag, type and nonce, and read it back. */
     char name[80] = "";

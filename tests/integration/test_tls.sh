@@ -230,7 +230,9 @@ check "direct TLS offering ALPN http/1.1 only: no_application_protocol alert, an
     $? "$out
 log: $(grep -i "handshake" "$MAIN_LOG" | tail -3)"
 
-# 7. Bytes after SSLRequest in the same packet: an error and a close, before any answer.
+# 7. Bytes after SSLRequest in the same packet (the CVE-2021-23214 class): as from PostgreSQL,
+# the answer 'S', then no handshake for those bytes and no error; the server waits until
+# authentication_timeout, Switchyard closes at once and logs why.
 out=$(timeout 20 "$PY" - "$MAIN_PORT" <<'PY' 2>&1
 import socket, struct, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
@@ -242,12 +244,12 @@ while True:
     if not d:
         break
     data += d
-print("first", data[:1].decode(errors="replace"), "sqlstate", b"C08P01\0" in data, "closed True")
+print("got", data, "closed True")
 PY
 )
-grep -q "first E sqlstate True closed True" <<<"$out" &&
-    grep -q "unexpected data after SSLRequest" "$MAIN_LOG"
-check "SSLRequest with bytes after it in the same packet: 08P01 and closed" $? "$out"
+grep -q "got b'S' closed True" <<<"$out" &&
+    wait_log "$MAIN_LOG" "closing: received unencrypted data after SSL request"
+check "SSLRequest with bytes after it in the same packet: 'S', then closed without an error" $? "$out"
 
 # 8. After 'S' the next bytes must be TLS: a second, plaintext SSLRequest fails cleanly.
 out=$(timeout 20 "$PY" - "$MAIN_PORT" <<'PY' 2>&1

@@ -757,6 +757,100 @@ static void test_check_cbind(void **state)
     assert_int_equal(pg_scram_check_cbind(&fin, &first, NULL, 0), PG_SCRAM_E_CBIND);
 }
 
+/* The server's judgement of mechanism and gs2 flag, case by case as PostgreSQL 15 answers them
+ * (tests/integration/test_channel_binding.c checks the same cases against a real server). */
+static void test_cbind_verdict(void **state)
+{
+    (void)state;
+    static const struct {
+        int offered;
+        const char *mech;
+        const char *first;
+        enum pg_scram_cbind_verdict want;
+        const char *sqlstate;
+    } cases[] = {
+        {1, "SCRAM-SHA-256-PLUS", "p=tls-server-end-point,,n=,r=a", PG_SCRAM_CB_OK, ""},
+        {1, "SCRAM-SHA-256", "n,,n=,r=a", PG_SCRAM_CB_OK, ""},
+        {0, "SCRAM-SHA-256", "n,,n=,r=a", PG_SCRAM_CB_OK, ""},
+        /* y: fine where the server really cannot bind, a downgrade where it offered to. */
+        {0, "SCRAM-SHA-256", "y,,n=,r=a", PG_SCRAM_CB_OK, ""},
+        {1, "SCRAM-SHA-256", "y,,n=,r=a", PG_SCRAM_CB_DOWNGRADE, "28000"},
+        {1, "SCRAM-SHA-256-PLUS", "n,,n=,r=a", PG_SCRAM_CB_PLUS_WITHOUT_DATA, "08P01"},
+        {1, "SCRAM-SHA-256-PLUS", "y,,n=,r=a", PG_SCRAM_CB_PLUS_WITHOUT_DATA, "08P01"},
+        {1, "SCRAM-SHA-256", "p=tls-server-end-point,,n=,r=a", PG_SCRAM_CB_DATA_WITHOUT_PLUS,
+         "08P01"},
+        {1, "SCRAM-SHA-256-PLUS", "p=tls-unique,,n=,r=a", PG_SCRAM_CB_BAD_TYPE, "08P01"},
+        /* A name that only starts like the right one is another type. */
+        {1, "SCRAM-SHA-256-PLUS", "p=tls-server-end-pointx,,n=,r=a", PG_SCRAM_CB_BAD_TYPE, "08P01"},
+        /* PLUS where it was not offered (plaintext), or an unknown mechanism. */
+        {0, "SCRAM-SHA-256-PLUS", "p=tls-server-end-point,,n=,r=a", PG_SCRAM_CB_BAD_MECHANISM,
+         "08P01"},
+        {1, "SCRAM-SHA-1", "n,,n=,r=a", PG_SCRAM_CB_BAD_MECHANISM, "08P01"},
+        {1, "", "n,,n=,r=a", PG_SCRAM_CB_BAD_MECHANISM, "08P01"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct pg_scram_client_first cf;
+        size_t n = strlen(cases[i].first);
+        assert_int_equal(pg_scram_fe_parse_client_first(guard_at((const uint8_t *)cases[i].first, n),
+                                                        n, &cf, NULL),
+                         (int)n);
+        enum pg_scram_cbind_verdict v =
+            pg_scram_be_cbind_verdict(cases[i].offered, cases[i].mech, &cf);
+        if (v != cases[i].want)
+            fail_msg("case %zu (%s, %s, offered %d): verdict %d, want %d", i, cases[i].mech,
+                     cases[i].first, cases[i].offered, (int)v, (int)cases[i].want);
+        assert_string_equal(pg_scram_cbind_verdict_sqlstate(v), cases[i].sqlstate);
+        assert_true((v == PG_SCRAM_CB_OK) == (pg_scram_cbind_verdict_message(v)[0] == 0));
+    }
+    assert_string_equal(pg_scram_cbind_verdict_message(PG_SCRAM_CB_DOWNGRADE),
+                        "SCRAM channel binding negotiation error");
+    assert_string_equal(pg_scram_cbind_verdict_message(PG_SCRAM_CB_BAD_MECHANISM),
+                        "client selected an invalid SASL authentication mechanism");
+}
+
+/* A whole bound exchange as both sides write and read it: the client's gs2 header and the
+ * certificate hash go into c=, the server accepts them with its own hash and nothing else, and
+ * the AuthMessage both sign carries them. */
+static void test_cbind_round_trip(void **state)
+{
+    (void)state;
+    uint8_t hash[48]; /* a SHA-384 certificate */
+    for (size_t i = 0; i < sizeof(hash); i++)
+        hash[i] = (uint8_t)(0xc0 + i);
+    char first[256];
+    size_t bare = 0;
+    int w = pg_scram_fe_write_client_first(first, sizeof first, PG_SCRAM_CBIND_P,
+                                           PG_SCRAM_CBIND_TLS_SERVER_END_POINT, "cnonce", 6, &bare);
+    assert_int_equal(bare, strlen("p=tls-server-end-point,,"));
+    struct pg_scram_client_first cf;
+    assert_int_equal(pg_scram_fe_parse_client_first(guard_at((const uint8_t *)first, (size_t)w),
+                                                    (size_t)w, &cf, NULL),
+                     w);
+    assert_int_equal(pg_scram_be_cbind_verdict(1, PG_SCRAM_MECHANISM_PLUS, &cf), PG_SCRAM_CB_OK);
+    char fin_buf[512];
+    int f = pg_scram_fe_write_client_final_without_proof(fin_buf, sizeof fin_buf, first, bare,
+                                                         hash, sizeof hash, "cnonceSNONCE", 12);
+    assert_true(f > 0);
+    /* c= is base64 of the header and the 48 bytes: 72 bytes, 96 characters. */
+    assert_int_equal(strcspn(fin_buf, ","), 2 + 96);
+    int whole = pg_scram_fe_write_client_final(fin_buf, sizeof fin_buf, fin_buf, (size_t)f,
+                                               rfc_proof);
+    struct pg_scram_client_final fin;
+    assert_int_equal(pg_scram_fe_parse_client_final(guard_at((const uint8_t *)fin_buf, (size_t)whole),
+                                                    (size_t)whole, "cnonceSNONCE", 12, &fin, NULL),
+                     whole);
+    assert_int_equal(fin.cbind_len, bare + sizeof hash);
+    assert_int_equal(fin.without_proof.len, (size_t)f);
+    /* cf's views pointed into the guard area, which the final message now holds: read the
+     * first message again from its own buffer. */
+    assert_int_equal(pg_scram_fe_parse_client_first((const uint8_t *)first, (size_t)w, &cf, NULL), w);
+    assert_int_equal(pg_scram_check_cbind(&fin, &cf, hash, sizeof hash), 0);
+    hash[0] ^= 1; /* the certificate someone in the middle presented */
+    assert_int_equal(pg_scram_check_cbind(&fin, &cf, hash, sizeof hash), PG_SCRAM_E_CBIND);
+    hash[0] ^= 1;
+    assert_int_equal(pg_scram_check_cbind(&fin, &cf, hash, 32), PG_SCRAM_E_CBIND);
+}
+
 static void test_write_client_final(void **state)
 {
     (void)state;
@@ -1216,6 +1310,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_write_server_first),
         cmocka_unit_test(test_client_final),
         cmocka_unit_test(test_check_cbind),
+        cmocka_unit_test(test_cbind_verdict),
+        cmocka_unit_test(test_cbind_round_trip),
         cmocka_unit_test(test_write_client_final),
         cmocka_unit_test(test_server_final),
         cmocka_unit_test(test_write_server_final),
