@@ -120,8 +120,17 @@ static void test_startup_unknown_version(void **state)
 {
     uint8_t pkt[64];
     size_t n = h_startup(pkt, sizeof(pkt), "postgres", "app");
-    put32(pkt + 4, 0x00020000); /* protocol 2.0 */
-    expect_error_and_close(h_tcp_connect(proxy.port), pkt, n, "0A000");
+    put32(pkt + 4, 0x00020000); /* protocol 2.0: the server's old unframed error, no SQLSTATE */
+    int fd = h_tcp_connect(proxy.port);
+    assert_int_equal(h_send_all(fd, pkt, n), 0);
+    uint8_t buf[512];
+    int closed = 0;
+    ssize_t got = h_read_until_close(fd, buf, sizeof(buf), 5000, &closed);
+    static const char v2[] = "EFATAL:  unsupported frontend protocol 2.0: server supports 3.0 to 3.0\n";
+    assert_int_equal(got, sizeof(v2));
+    assert_memory_equal(buf, v2, sizeof(v2));
+    assert_int_equal(closed, 1);
+    close(fd);
     n = h_startup(pkt, sizeof(pkt), "postgres", "app");
     put32(pkt + 4, 0x00040000); /* protocol 4.0 */
     expect_error_and_close(h_tcp_connect(proxy.port), pkt, n, "0A000");
