@@ -476,6 +476,43 @@ static void test_ssl(void **state)
             "'S' tls closed", NULL);
 }
 
+/* Lines of Switchyard's log containing needle. */
+static int log_count(const char *needle)
+{
+    FILE *f = fopen(proxy.log, "r");
+    if (!f)
+        return -1;
+    char line[2048];
+    int n = 0;
+    while (fgets(line, sizeof(line), f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* A flood of garbage is summed into at most one warning a second, naming the last client. */
+static void test_refusals_rate_limited(void **state)
+{
+    (void)state;
+    const char *summary = "client connections before the startup packet; last: invalid length";
+    usleep(1100000); /* a fresh second */
+    int before = log_count("before the startup packet; last:");
+    uint8_t pkt[64];
+    request(pkt, 3, 196608);
+    for (int i = 0; i < 30; i++) {
+        int fd = h_tcp_connect(proxy.port);
+        assert_int_equal(h_send_all(fd, pkt, 8), 0);
+        uint8_t b;
+        assert_int_equal(recv(fd, &b, 1, 0), 0); /* closed, not a byte */
+        close(fd);
+    }
+    usleep(1300000); /* the end of the second's summary */
+    int after = log_count("before the startup packet; last:");
+    fprintf(stderr, "30 refusals: %d warning line(s)\n", after - before);
+    assert_true(after - before >= 1 && after - before <= 3);
+    assert_true(log_count(summary) >= 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -489,6 +526,7 @@ int main(void)
         cmocka_unit_test(test_no_user),
         cmocka_unit_test(test_gssenc),
         cmocka_unit_test(test_ssl),
+        cmocka_unit_test(test_refusals_rate_limited),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
