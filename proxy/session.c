@@ -379,6 +379,8 @@ static void conn_tls_input(struct sy_conn *c)
                  * before closing, as a plaintext connection's bytes before EOF are. */
                 if (c->len > before)
                     dispatch(c);
+                if (!conn_gone(c) && !c->is_server && sess->proxy->ops->client_eof)
+                    sess->proxy->ops->client_eof(sess);
                 if (!conn_gone(c))
                     sy_conn_failed(c, c->is_server ? "server closed TLS" : "client closed TLS");
                 return;

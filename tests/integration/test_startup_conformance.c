@@ -42,6 +42,7 @@ enum step_kind {
     STEP_ANSWER = 2,   /* read the one-byte answer to an SSLRequest or GSSENCRequest */
     STEP_TLS = 3,      /* TLS handshake (after an 'S') */
     STEP_SHUT_WR = 4,  /* half-close: the client's end of file */
+    STEP_TLS_CLOSE = 5, /* TLS close_notify, then the TCP half-close */
 };
 
 struct step {
@@ -162,6 +163,9 @@ static void run_script(struct conv *c, int port, const struct step *steps, size_
             conv_send(c, s->bytes, s->len);
         } else if (s->kind == STEP_SHUT_WR) {
             shutdown(c->fd, SHUT_WR);
+        } else if (s->kind == STEP_TLS_CLOSE) {
+            SSL_shutdown(c->ssl);
+            shutdown(c->fd, SHUT_WR);
         } else if (s->kind == STEP_ANSWER) {
             uint8_t b;
             ssize_t n = conv_read(c, &b, 1, 3000);
@@ -207,6 +211,20 @@ static void conv_close(struct conv *c)
     close(c->fd);
 }
 
+/* Lines of Switchyard's log containing needle. */
+static int log_count(const char *needle)
+{
+    FILE *f = fopen(proxy.log, "r");
+    if (!f)
+        return -1;
+    char line[2048];
+    int n = 0;
+    while (fgets(line, sizeof(line), f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
 /* Runs the script directly against blue and through Switchyard; both transcripts must match
  * want (which is what blue answers, written out so the test fails if the server changes).
  * When logged is not NULL, Switchyard's log must show the session closing with that reason. */
@@ -214,6 +232,7 @@ static void compare_ex(const char *name, const struct step *steps, size_t nsteps
                        const char *want, const char *logged, int gss)
 {
     struct conv direct, via;
+    int logged_before = logged ? log_count(logged) : 0;
     run_script(&direct, env.blue_port, steps, nsteps);
     run_script(&via, proxy.port, steps, nsteps);
     conv_close(&direct);
@@ -236,12 +255,11 @@ static void compare_ex(const char *name, const struct step *steps, size_t nsteps
         fail_msg("%s: switchyard answered \"%s\", the server \"%s\"", name, via.transcript,
                  direct.transcript);
     if (logged) {
-        char needle[300];
-        snprintf(needle, sizeof(needle), "(127.0.0.1:");
-        for (int i = 0; i < 100 && !h_log_contains(&proxy, logged); i++)
+        /* A new line for this connection: "session N (127.0.0.1:port): closing: <reason>". */
+        for (int i = 0; i < 100 && log_count(logged) <= logged_before; i++)
             usleep(20000);
-        if (!h_log_contains(&proxy, logged) || !h_log_contains(&proxy, needle))
-            fail_msg("%s: no log line with \"%s\" and the client's address", name, logged);
+        if (log_count(logged) <= logged_before || !h_log_contains(&proxy, "(127.0.0.1:"))
+            fail_msg("%s: no new log line with \"%s\" and the client's address", name, logged);
     }
 }
 
@@ -258,6 +276,7 @@ static void compare(const char *name, const struct step *steps, size_t nsteps, c
 #define ANSWER {STEP_ANSWER, NULL, 0}
 #define TLS {STEP_TLS, NULL, 0}
 #define SHUT_WR_STEP {STEP_SHUT_WR, NULL, 0}
+#define TLS_CLOSE {STEP_TLS_CLOSE, NULL, 0}
 
 static void put32(uint8_t *p, uint32_t v)
 {
@@ -472,22 +491,14 @@ static void test_ssl(void **state)
             NULL);
     compare("bad length inside TLS", SCRIPT(SENDN(ssl, 8), ANSWER, TLS, SENDN(bad, 8)),
             "'S' tls closed", "closing: invalid length of startup packet (20000 bytes");
+    compare("half a startup packet in TLS, EOF",
+            SCRIPT(SENDN(ssl, 8), ANSWER, TLS, SENDN(startup_pkt, startup_len / 2), SHUT_WR_STEP),
+            "'S' tls closed", "closing: incomplete startup packet");
+    compare("half a startup packet, close_notify",
+            SCRIPT(SENDN(ssl, 8), ANSWER, TLS, SENDN(startup_pkt, startup_len / 2), TLS_CLOSE),
+            "'S' tls closed", "closing: incomplete startup packet");
     compare("SSLRequest of 12 bytes", SCRIPT(SENDN(ssl12, 12), ANSWER, TLS, SHUT_WR_STEP),
             "'S' tls closed", NULL);
-}
-
-/* Lines of Switchyard's log containing needle. */
-static int log_count(const char *needle)
-{
-    FILE *f = fopen(proxy.log, "r");
-    if (!f)
-        return -1;
-    char line[2048];
-    int n = 0;
-    while (fgets(line, sizeof(line), f))
-        n += strstr(line, needle) != NULL;
-    fclose(f);
-    return n;
 }
 
 /* A flood of garbage is summed into at most one warning a second, naming the last client. */
