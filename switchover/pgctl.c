@@ -99,6 +99,7 @@ static void one_line(const char *msg, char *out, size_t cap)
  * statement fails with a message that says so, and the caller reconnects next time.
  */
 static _Thread_local uint64_t deadline_ms; /* CLOCK_MONOTONIC, 0: none */
+static _Thread_local uint64_t limit_ms;    /* what sy_pgctl_set_timeout was given */
 static _Thread_local int timed_out;        /* the last statement ran out of time */
 
 static uint64_t mono_ms(void)
@@ -111,6 +112,7 @@ static uint64_t mono_ms(void)
 void sy_pgctl_set_timeout(uint64_t ms)
 {
     deadline_ms = ms ? mono_ms() + ms : 0;
+    limit_ms = ms;
 }
 
 /* Waits until c's socket is readable or the deadline passes. Returns 1, or 0 at the deadline. */
@@ -169,19 +171,55 @@ static PGresult *exec_timed(PGconn *c, const char *sql, int n, const char *const
     return keep;
 }
 
-/* The error of a failed query: the server's primary message, else libpq's. */
+/*
+ * A `what` may end in a hint in parentheses ("terminate sessions (the control user must be a
+ * superuser)"). The hint is for one cause only, so it is kept only when the server answered with
+ * that cause's SQLSTATE: a server that did not answer, or a lost connection, is never blamed on
+ * privileges or on the schema. Returns the length of what without the hint that does not fit.
+ */
+static int what_len(const char *what, const char *sqlstate)
+{
+    static const struct {
+        const char *word, *states;
+    } fits[] = {
+        {"superuser", "42501"},                   /* insufficient_privilege */
+        {"able to take", "42501"},
+        {"schema", "42P01 3F000 42704 42883"},    /* undefined table, schema, object, function */
+    };
+    const char *open = strrchr(what, '(');
+    size_t n = strlen(what);
+    if (!open || open == what || open[-1] != ' ' || what[n - 1] != ')')
+        return (int)n;
+    for (size_t i = 0; i < sizeof(fits) / sizeof(fits[0]); i++)
+        if (strstr(open, fits[i].word))
+            return sqlstate && sqlstate[0] && strstr(fits[i].states, sqlstate)
+                       ? (int)n
+                       : (int)(open - 1 - what);
+    return (int)n;
+}
+
+/* The error of a failed query: the server's primary message, else libpq's; a statement that
+ * got no answer in time or lost its connection says so instead of guessing at a cause. */
 static void query_error(PGconn *c, PGresult *r, const char *side, const char *what, char *err,
                         size_t errlen)
 {
     char msg[300];
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    int wl = what_len(what, state);
     if (timed_out) {
-        seterr(err, errlen, "%s: could not %s: no answer in time (the server may be frozen or "
-               "unreachable); the connection was closed", side, what);
+        seterr(err, errlen, "%s: could not %.*s: the server did not answer in time (the "
+               "statements' limit was %llu ms): is it running and reachable, frozen, or "
+               "overloaded? The connection was closed", side, wl, what,
+               (unsigned long long)limit_ms);
         return;
     }
     const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     one_line(primary ? primary : PQerrorMessage(c), msg, sizeof(msg));
-    seterr(err, errlen, "%s: could not %s: %s", side, what, msg);
+    if (!state && PQstatus(c) != CONNECTION_OK)
+        seterr(err, errlen, "%s: could not %.*s: %s (the connection to the server was lost: it "
+               "restarted, ended this session, or the network failed)", side, wl, what, msg);
+    else
+        seterr(err, errlen, "%s: could not %.*s: %s", side, wl, what, msg);
 }
 
 /*
@@ -291,6 +329,72 @@ static void opt_add(const char **keys, const char **vals, int *n, const char *ke
     }
 }
 
+/* Whether msg holds any of the words (case-sensitive, as libpq and the server spell them). */
+static int has_any(const char *msg, const char *const *words)
+{
+    for (; *words; words++)
+        if (strstr(msg, *words))
+            return 1;
+    return 0;
+}
+
+/* What to do about a failed login, from libpq's message (one line): only the cause that message
+ * names, so that a server that did not answer is never blamed on a password. */
+static void connect_hint(const char *msg, const struct sy_pgctl_target *t, char *out, size_t cap)
+{
+    static const char *const timeout[] = {"timeout expired", NULL};
+    static const char *const refused[] = {"Connection refused", NULL};
+    static const char *const unreachable[] = {"No route to host", "Network is unreachable",
+                                              "could not translate host name",
+                                              "Name or service not known", NULL};
+    static const char *const auth[] = {"password authentication failed", "no pg_hba.conf entry",
+                                       "authentication failed", "no password supplied",
+                                       "pg_hba.conf rejects", NULL};
+    static const char *const nologin[] = {"is not permitted to log in", NULL};
+    static const char *const norole[] = {"role \"", NULL};
+    static const char *const nodb[] = {"database \"", NULL};
+    static const char *const full[] = {"too many clients", "too many connections",
+                                       "connection slots are reserved", NULL};
+    static const char *const starting[] = {"the database system is starting up",
+                                           "the database system is shutting down",
+                                           "the database system is in recovery mode",
+                                           "the database system is not yet accepting", NULL};
+    static const char *const tls[] = {"SSL", "TLS", "certificate", "sslmode", NULL};
+    const char *host = t->host && t->host[0] ? t->host : "localhost";
+    if (has_any(msg, timeout))
+        snprintf(out, cap, "the server did not answer within connect_timeout (%d s): is it "
+                 "running and reachable, frozen, or overloaded?", t->connect_timeout_s);
+    else if (has_any(msg, refused))
+        snprintf(out, cap, "nothing listens at %s:%d: is the server running, and are host and "
+                 "port in the config right (listen_addresses, port)?", host, t->port);
+    else if (has_any(msg, unreachable))
+        snprintf(out, cap, "%s cannot be reached from here: check host in the config, DNS and "
+                 "the network", host);
+    else if (has_any(msg, auth))
+        snprintf(out, cap, "check control_user, control_password and the server's pg_hba.conf");
+    else if (has_any(msg, nologin))
+        snprintf(out, cap, "control_user cannot log in (NOLOGIN, a fence?): give it LOGIN "
+                 "(ALTER ROLE ... LOGIN), or use another control_user");
+    else if (has_any(msg, nodb) && strstr(msg, "does not exist"))
+        snprintf(out, cap, "create the database on that server, or set control_database to one "
+                 "that exists");
+    else if (has_any(msg, norole) && strstr(msg, "does not exist"))
+        snprintf(out, cap, "create control_user on that server (a superuser), or fix "
+                 "control_user in the config");
+    else if (has_any(msg, full))
+        snprintf(out, cap, "the server has no connection slot left: raise max_connections (or "
+                 "the role's CONNECTION LIMIT), or end idle sessions");
+    else if (has_any(msg, starting))
+        snprintf(out, cap, "the server is starting, stopping or recovering: retried at the next "
+                 "probe");
+    else if (has_any(msg, tls))
+        snprintf(out, cap, "a TLS problem: check server_tls and server_tls_ca in the config "
+                 "against the server's ssl settings and certificate");
+    else
+        snprintf(out, cap, "check that the server runs and that control_user, control_password "
+                 "and its pg_hba.conf let this host in");
+}
+
 PGconn *sy_pgctl_connect(const struct sy_pgctl_target *t, char *err, size_t errlen)
 {
     const char *keys[10], *vals[10];
@@ -313,14 +417,13 @@ PGconn *sy_pgctl_connect(const struct sy_pgctl_target *t, char *err, size_t errl
         PQsetNoticeProcessor(c, ignore_notice, NULL);
         return c;
     }
-    char msg[300];
+    char msg[300], hint[300];
     one_line(c ? PQerrorMessage(c) : "out of memory", msg, sizeof(msg));
-    seterr(err, errlen,
-           "%s: cannot log in to %s:%d as %s (database %s): %s; check control_user, "
-           "control_password and the server's pg_hba.conf",
-           str(t->side), t->host && t->host[0] ? t->host : "localhost", t->port,
+    connect_hint(msg, t, hint, sizeof(hint));
+    seterr(err, errlen, "%s: cannot log in to %s:%d as %s (database %s): %s; %s", str(t->side),
+           t->host && t->host[0] ? t->host : "localhost", t->port,
            t->user && t->user[0] ? t->user : "(default user)",
-           t->dbname && t->dbname[0] ? t->dbname : "(default)", msg);
+           t->dbname && t->dbname[0] ? t->dbname : "(default)", msg, hint);
     PQfinish(c);
     return NULL;
 }

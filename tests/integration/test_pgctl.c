@@ -17,11 +17,14 @@
 #include <cmocka.h> /* after the four above, which it needs */
 
 #include <libpq-fe.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -386,6 +389,82 @@ static void test_connect(void **state)
     assert_contains(err, "control_password");
     assert_not_contains(err, WRONG_SECRET);
     assert_not_contains(err, "\n");
+}
+
+/* A loopback port with a listening socket that never accepts: the kernel completes the TCP
+ * handshake, the login then waits for an answer that never comes (a frozen server). Returns the
+ * socket (the port in *port), or -1. */
+static int silent_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 4) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* Each way a login fails gets the hint for that cause, not the password hint for all. */
+static void test_connect_hints(void **state)
+{
+    struct sy_pgctl_target t = blue_t;
+    t.connect_timeout_s = 2;
+
+    int port = 0, fd = silent_listener(&port);
+    assert_true(fd >= 0);
+    t.port = port;
+    err[0] = '\0';
+    assert_null(sy_pgctl_connect(&t, err, sizeof(err)));
+    assert_contains(err, "blue: ");
+    assert_contains(err, "did not answer within connect_timeout (2 s)");
+    assert_contains(err, "frozen");
+    assert_not_contains(err, "control_password");
+    assert_not_contains(err, "pg_hba");
+
+    close(fd); /* now nothing listens there */
+    err[0] = '\0';
+    assert_null(sy_pgctl_connect(&t, err, sizeof(err)));
+    assert_contains(err, "Connection refused");
+    assert_contains(err, "nothing listens at 127.0.0.1:");
+    assert_not_contains(err, "control_password");
+
+    t = blue_t;
+    t.dbname = "no_such_db";
+    err[0] = '\0';
+    assert_null(sy_pgctl_connect(&t, err, sizeof(err)));
+    assert_contains(err, "does not exist");
+    assert_contains(err, "control_database");
+    assert_not_contains(err, "control_password");
+}
+
+/* A statement on a frozen server: it says the server did not answer, and leaves out the
+ * privilege hint its description carries for a server that refuses (42501). */
+static void test_statement_timeout_hint(void **state)
+{
+    PGconn *c = sy_pgctl_connect(&green_t, err, sizeof(err));
+    assert_non_null(c);
+    int pid = PQbackendPID(c);
+    if (shell("kill -STOP %d", pid) != 0)
+        fail_msg("cannot stop backend %d", pid);
+    struct sy_pgctl_repl rp = {.mode = SY_REPL_LOGICAL};
+    snprintf(rp.subscription, sizeof(rp.subscription), "sy_sub");
+    snprintf(rp.slot, sizeof(rp.slot), "sy_sub");
+    sy_lsn at = 0;
+    err[0] = '\0';
+    sy_pgctl_set_timeout(300);
+    int rc = sy_pgctl_applied_lsn(blue, c, &rp, &at, err, sizeof(err));
+    sy_pgctl_set_timeout(0);
+    shell("kill -CONT %d", pid);
+    PQfinish(c);
+    assert_int_equal(rc, -1);
+    assert_contains(err, "could not read the subscription's progress: the server did not answer "
+                         "in time (the statements' limit was 300 ms)");
+    assert_not_contains(err, "superuser");
 }
 
 static void test_probe(void **state)
@@ -802,6 +881,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lsn_text),
         cmocka_unit_test(test_connect),
+        cmocka_unit_test(test_connect_hints),
+        cmocka_unit_test(test_statement_timeout_hint),
         cmocka_unit_test(test_probe),
         cmocka_unit_test(test_repl_logical),
         cmocka_unit_test(test_repl_physical),
