@@ -96,7 +96,8 @@ static int admin_connect(const char *path)
 static const char *jstr(struct json_object *o, const char *k)
 {
     struct json_object *v;
-    return json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : "";
+    const char *r = json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : "";
+    return r ? r : ""; /* a JSON null ("fenced" of a side that did not answer) */
 }
 
 static int read_errno; /* why read_line last returned NULL: 0 at the end of the stream */
@@ -209,6 +210,9 @@ static int stream_switch(int fd, int json, const char *path)
             rc = strcmp(r, "done") == 0 || strcmp(r, "ok") == 0 ? 0 : 1;
             if (!json && json_object_object_get_ex(o, "reason", &v))
                 fprintf(stderr, "switchyardctl: aborted: %s\n", json_object_get_string(v));
+            /* The one-line summary for people; the JSON report stays the last line. */
+            if (!json && json_object_object_get_ex(o, "summary", &v))
+                printf("%s\n", json_object_get_string(v));
         }
         printf("%s\n", line);
         json_object_put(o);
@@ -233,6 +237,8 @@ static void print_status(struct json_object *o)
                    jstr(s, "server_role"), strcmp(jstr(s, "fenced"), "true") == 0 ? " FENCED" : "",
                    jstr(s, "server_connections"), *jstr(s, "last_error") ? "  " : "",
                    jstr(s, "last_error"));
+            if (*jstr(s, "fence_mismatch"))
+                printf("        FENCE MISMATCH: %s\n", jstr(s, "fence_mismatch"));
         }
     }
     static const char *const repls[] = {"replication", "reverse_replication"};
@@ -247,11 +253,14 @@ static void print_status(struct json_object *o)
     }
     struct json_object *swo;
     if (json_object_object_get_ex(o, "switch", &swo))
-        printf("switch: %s%s%s%s\n", jstr(swo, "state"),
+        printf("switch: %s%s%s%s%s%s\n", jstr(swo, "state"),
                strcmp(jstr(swo, "rollback_window_open"), "true") == 0 ? ", rollback window open for "
                                                                       : "",
                jstr(swo, "rollback_window_left_s"),
-               strcmp(jstr(swo, "rollback_window_open"), "true") == 0 ? " s" : "");
+               strcmp(jstr(swo, "rollback_window_open"), "true") == 0 ? " s, until " : "",
+               jstr(swo, "rollback_window_until"),
+               strcmp(jstr(swo, "rollback_possible"), "false") == 0 ? " (ROLLBACK NOT POSSIBLE)"
+                                                                    : "");
     printf("sessions: %s", jstr(o, "sessions"));
     if (json_object_object_get_ex(o, "sessions_by_state", &by)) {
         json_object_object_foreach(by, st, n) printf("  %s=%s", st, json_object_get_string(n));

@@ -11,11 +11,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin_parse.h"
@@ -95,10 +97,26 @@ struct job {
     char kept_roles[256];              /* J_CHECK: roles the fence leaves LOGIN (replication) */
     struct sy_pgctl_subhealth health;  /* J_PROBE: the subscription of `repl` */
     char health_cause[700];            /* J_PROBE: a schema or role problem found for `repl` */
+    /* J_PROBE: each side's fence as its database reports it (probe_fences), against the fence
+     * the state file recorded when the probe was queued (rec, rec_fenced). */
+    struct sy_pgctl_fence *rec;        /* [2]: the recorded fence's roles per side */
+    int rec_fenced[2];
+    int fence_known[2], fence_db[2];
+    char fence_detail[2][240];
 };
 
 struct watcher {
     struct sy_admin_conn *a;
+};
+
+/* A session's part in a switch (sy_session.move_state). */
+enum {
+    MS_NONE = 0,         /* none */
+    MS_WARMING = 1,      /* its connection to the target is logging in */
+    MS_WARM = 2,         /* that connection is ready */
+    MS_PREPARING = 3,    /* its state is being read and replayed there */
+    MS_PREPARED = 4,     /* replayed: it moves at the switch point */
+    MS_WARM_READING = 5, /* the warm-up state read (before the pause) */
 };
 
 struct sy_switch {
@@ -204,6 +222,15 @@ struct sy_switch {
     int health_window;                /* repl_cause is about the window's reverse replication */
     int dry_skipped;                  /* dry run: sessions whose login waits for the warm unfence */
     int dry_logins;                   /* dry run: sessions logged into the target and closed */
+    /* The catch-up's positions, written by the control thread while it polls (progress). */
+    _Atomic uint64_t cu_target, cu_applied;
+    /* Replication as the last probe labelled it: `repl` runs repl_from -> the other side. */
+    enum sy_side repl_from;
+    /* Each side's fence as its database reported it at the last probe (probe_fences), and the
+     * disagreement with the state file's record, as logged. */
+    int fence_known[2], fence_db[2];
+    char fence_detail[2][240];
+    char fence_mismatch[2][400];
 };
 
 static struct sy_switch *sw_of(struct sy_proxy *p) { return p->sw; }
@@ -465,9 +492,11 @@ static void job_catchup(struct sy_switch *sw, struct job *j)
     if (!to || sy_pgctl_current_lsn(from, sy_side_name(j->from), &j->target_lsn, j->err,
                                     sizeof(j->err)) != 0)
         return;
+    atomic_store(&sw->cu_target, j->target_lsn);
     for (;;) {
         if (sy_pgctl_applied_lsn(from, to, &j->repl, &j->applied_lsn, j->err, sizeof(j->err)) != 0)
             return;
+        atomic_store(&sw->cu_applied, j->applied_lsn);
         if (j->applied_lsn >= j->target_lsn)
             break;
         if (hr_ms() >= j->deadline_hr_ms) {
@@ -679,6 +708,94 @@ static void probe_health(struct sy_switch *sw, struct job *j)
     ctl_check(sw, j->to);
 }
 
+/* Appends name to a ", "-separated list (what fits). */
+static void list_add(char *list, size_t cap, const char *name)
+{
+    size_t n = strlen(list);
+    if (n + 8 < cap)
+        snprintf(list + n, cap - n, "%s%s", n ? ", " : "", name);
+}
+
+static int role_in(const struct sy_pgctl_fence *f, const char *role)
+{
+    for (int i = 0; i < f->nroles; i++)
+        if (strcmp(f->roles[i], role) == 0)
+            return 1;
+    return 0;
+}
+
+/* One side's fence as its database reports it: with a recorded fence, whether every role it
+ * recorded is still NOLOGIN there; without one, whether roles that log in to the other side are
+ * NOLOGIN there (what a fence does; job_verify reads it the same way). roles: login and nologin
+ * roles per side. */
+static void fence_of(struct job *j, int s, const struct sy_pgctl_fence *roles, const int *got)
+{
+    const struct sy_pgctl_fence *rec = &j->rec[s], *login = &roles[2 * s],
+                                *nologin = &roles[2 * s + 1];
+    char names[160] = "";
+    int n = 0, held = 0;
+    const char *side = sy_side_name((enum sy_side)s), *other = sy_side_name((enum sy_side)!s);
+    if (rec->nroles > 0) {
+        for (int i = 0; i < rec->nroles; i++) {
+            if (role_in(login, rec->roles[i])) {
+                n++;
+                list_add(names, sizeof(names), rec->roles[i]);
+            }
+            held += role_in(nologin, rec->roles[i]);
+        }
+        j->fence_known[s] = 1;
+        j->fence_db[s] = n == 0 && held > 0;
+        if (n)
+            snprintf(j->fence_detail[s], sizeof(j->fence_detail[s]), "%d of the %d roles the "
+                     "fence recorded can log in to %s (%s)", n, rec->nroles, side, names);
+        else if (held)
+            snprintf(j->fence_detail[s], sizeof(j->fence_detail[s]), "the %d roles the fence "
+                     "recorded are NOLOGIN on %s", held, side);
+        else
+            snprintf(j->fence_detail[s], sizeof(j->fence_detail[s]), "none of the roles the "
+                     "fence recorded exist on %s any more", side);
+        return;
+    }
+    if (!got[!s])
+        return;
+    for (int i = 0; i < roles[2 * !s].nroles; i++)
+        if (role_in(nologin, roles[2 * !s].roles[i])) {
+            n++;
+            list_add(names, sizeof(names), roles[2 * !s].roles[i]);
+        }
+    j->fence_known[s] = 1;
+    j->fence_db[s] = n > 0;
+    if (n)
+        snprintf(j->fence_detail[s], sizeof(j->fence_detail[s]), "%d roles that log in to %s "
+                 "are NOLOGIN on %s (%s)", n, other, side, names);
+    else
+        snprintf(j->fence_detail[s], sizeof(j->fence_detail[s]), "every role that logs in to "
+                 "%s can log in to %s", other, side);
+}
+
+/* J_PROBE's third part: each side's fence as its database reports it (status shows it beside
+ * the state file's record, and a disagreement is logged). */
+static void probe_fences(struct sy_switch *sw, struct job *j)
+{
+    struct sy_pgctl_fence *roles = j->rec ? calloc(4, sizeof(*roles)) : NULL;
+    int got[2] = {0, 0};
+    char e[256];
+    if (!roles)
+        return;
+    for (int s = 0; s < 2; s++)
+        got[s] = j->reachable[s] && sw->conn[s] &&
+                 sy_pgctl_roles(sw->conn[s], sy_side_name((enum sy_side)s), 1, j->t[s].user,
+                                &roles[2 * s], e, sizeof(e)) == 0 &&
+                 sy_pgctl_roles(sw->conn[s], sy_side_name((enum sy_side)s), 0, j->t[s].user,
+                                &roles[2 * s + 1], e, sizeof(e)) == 0;
+    for (int s = 0; s < 2; s++)
+        if (got[s])
+            fence_of(j, s, roles, got);
+    free(roles);
+    ctl_check(sw, SY_BLUE);
+    ctl_check(sw, SY_GREEN);
+}
+
 static void job_run(struct sy_switch *sw, struct job *j)
 {
     uint64_t t0 = hr_ms();
@@ -691,6 +808,7 @@ static void job_run(struct sy_switch *sw, struct job *j)
     case J_PROBE:
         job_probe(sw, j);
         probe_health(sw, j);
+        probe_fences(sw, j);
         break;
     case J_CHECK: job_check(sw, j); break;
     case J_FENCE:
@@ -1149,19 +1267,162 @@ static uint32_t sessions_busy(struct sy_proxy *p)
     return n;
 }
 
+/* "1.2 MB", "830 kB", "312 bytes". */
+static void fmt_bytes(uint64_t n, char *out, size_t cap)
+{
+    if (n >= 1000000)
+        snprintf(out, cap, "%.1f MB", (double)n / 1e6);
+    else if (n >= 1000)
+        snprintf(out, cap, "%.1f kB", (double)n / 1e3);
+    else
+        snprintf(out, cap, "%llu bytes", (unsigned long long)n);
+}
+
+/* "830 ms", "1.9 s". */
+static void fmt_ms(uint64_t ms, char *out, size_t cap)
+{
+    if (ms >= 1000)
+        snprintf(out, cap, "%.1f s", (double)ms / 1000.0);
+    else
+        snprintf(out, cap, "%llu ms", (unsigned long long)ms);
+}
+
+/* The drain's progress: how many of the old side's sessions are at a transaction boundary, how
+ * many are in a transaction (or a request) and the oldest of those. */
+static void drain_detail(struct sy_switch *sw, struct json_object *o, char *buf, size_t cap)
+{
+    uint64_t now = uv_now(sw->p->loop), oldest = 0;
+    int total = 0, ready = 0, in_tx = 0, login = 0;
+    for (struct sy_session *s = sw->p->sessions; s; s = s->next) {
+        if (s->phase != SY_PHASE_READY) {
+            login += s->server && !s->wait_server; /* logging into the old side right now */
+            continue;
+        }
+        if (s->side != sw->from)
+            continue;
+        total++;
+        if (s->tx == SY_TX_IDLE && s->server && !s->server->inflight && !s->server->len) {
+            ready++;
+            continue;
+        }
+        in_tx++;
+        if (s->tx_started_ms && now - s->tx_started_ms > oldest)
+            oldest = now - s->tx_started_ms;
+    }
+    char age[32];
+    fmt_ms(oldest, age, sizeof(age));
+    int n = snprintf(buf, cap, "%d of %d sessions at a transaction boundary", ready, total);
+    if (n > 0 && (size_t)n < cap && in_tx)
+        n += snprintf(buf + n, cap - (size_t)n, " (%d in a transaction, oldest %s)", in_tx, age);
+    if (n > 0 && (size_t)n < cap && login)
+        n += snprintf(buf + n, cap - (size_t)n, "; %d logging in", login);
+    if (n > 0 && (size_t)n < cap && sw->unmovable_report[0])
+        snprintf(buf + n, cap - (size_t)n, "; %s", sw->unmovable_report);
+    json_object_object_add(o, "sessions", json_object_new_int(total));
+    json_object_object_add(o, "at_boundary", json_object_new_int(ready));
+    json_object_object_add(o, "in_transaction", json_object_new_int(in_tx));
+    json_object_object_add(o, "oldest_transaction_ms", json_object_new_int64((int64_t)oldest));
+}
+
+/* The catch-up's progress, from the positions the control thread publishes as it polls. */
+static void catchup_detail(struct sy_switch *sw, struct json_object *o, char *buf, size_t cap)
+{
+    uint64_t target = atomic_load(&sw->cu_target), applied = atomic_load(&sw->cu_applied);
+    const char *f = sy_side_name(sw->from), *t = sy_side_name(sw->to);
+    char lsn[24], left[32];
+    if (!target) {
+        snprintf(buf, cap, "reading %s's position after the fence", f);
+        return;
+    }
+    sy_lsn_format(target, lsn, sizeof(lsn));
+    json_object_object_add(o, "fence_lsn", json_object_new_string(lsn));
+    if (!applied) {
+        snprintf(buf, cap, "waiting for %s to report how far it applied (%s's fence position %s)",
+                 t, f, lsn);
+        return;
+    }
+    uint64_t behind = applied >= target ? 0 : target - applied;
+    json_object_object_add(o, "behind_bytes", json_object_new_int64((int64_t)behind));
+    fmt_bytes(behind, left, sizeof(left));
+    if (behind)
+        snprintf(buf, cap, "%s %s behind %s's fence position %s", t, left, f, lsn);
+    else
+        snprintf(buf, cap, "%s has %s's fence position %s", t, f, lsn);
+}
+
+/* Counts sessions by move state. */
+static uint32_t count_moving(const struct sy_switch *sw, uint8_t st)
+{
+    uint32_t n = 0;
+    for (struct sy_session *s = sw->p->sessions; s; s = s->next)
+        n += s->move_state == st;
+    return n;
+}
+
+/* What the running step is doing now, in a few words (the progress line's detail). */
+static void step_detail(struct sy_switch *sw, struct json_object *o, char *buf, size_t cap)
+{
+    const char *f = sy_side_name(sw->from), *t = sy_side_name(sw->to);
+    uint32_t warm = count_moving(sw, MS_WARM) + count_moving(sw, MS_WARM_READING);
+    uint32_t prepared = count_moving(sw, MS_PREPARED);
+    buf[0] = 0;
+    switch (sw->co.step) {
+    case SY_CO_CHECK:
+        snprintf(buf, cap, "checking %s and %s: replication and lag, long transactions, the "
+                 "roles the fence changes, schema and sequences both ways", f, t);
+        break;
+    case SY_CO_WARM:
+        if (!warm && !sw->warming)
+            snprintf(buf, cap, "%s", sw->co.opt.dry_run ? "logging every session into the "
+                     "target" : "recording the roles the fence may change");
+        else
+            snprintf(buf, cap, "%u of %u sessions logged into %s; %u had their state read "
+                     "ahead", warm, warm + sw->warming, t, sw->warm_reads);
+        json_object_object_add(o, "warming", json_object_new_int64(sw->warming));
+        break;
+    case SY_CO_DRAIN:
+        drain_detail(sw, o, buf, cap);
+        json_object_object_add(o, "busy_sessions", json_object_new_int64(sessions_busy(sw->p)));
+        break;
+    case SY_CO_FENCE:
+        snprintf(buf, cap, "taking LOGIN from %s's roles and ending its outside sessions; %u of "
+                 "%u sessions' state replayed on %s", f, prepared, prepared + sw->preparing, t);
+        break;
+    case SY_CO_CATCHUP: catchup_detail(sw, o, buf, cap); break;
+    case SY_CO_SEQUENCES: snprintf(buf, cap, "copying sequences from %s to %s", f, t); break;
+    case SY_CO_MOVE:
+        snprintf(buf, cap, "%u of %u sessions' state replayed on %s", prepared,
+                 prepared + sw->preparing, t);
+        break;
+    case SY_CO_SWITCH:
+        snprintf(buf, cap, "switching replication, then moving %u sessions to %s", prepared, t);
+        break;
+    case SY_CO_UNFENCE:
+        snprintf(buf, cap, "aborting (%.400s): giving %s's roles LOGIN back", sw->co.reason, f);
+        break;
+    case SY_CO_RESTORE:
+        snprintf(buf, cap, "aborting (%.400s): resuming clients on %s", sw->co.reason, f);
+        break;
+    default: break;
+    }
+}
+
+/* A progress line for the watchers and the log: the step, and what it is doing (what, or the
+ * step's own detail). */
 static void progress(struct sy_switch *sw, const char *what)
 {
     struct sy_proxy *p = sw->p;
     uint64_t now = uv_now(p->loop);
     struct json_object *o = json_object_new_object();
+    char detail[700];
     json_object_object_add(o, "progress", json_object_new_string(sy_co_step_name(sw->co.step)));
     json_object_object_add(o, "elapsed_ms", json_object_new_int64((int64_t)(now - sw->co.started_ms)));
+    step_detail(sw, o, detail, sizeof(detail));
     if (what && what[0])
-        json_object_object_add(o, "detail", json_object_new_string(what));
-    if (sw->co.step == SY_CO_DRAIN)
-        json_object_object_add(o, "busy_sessions", json_object_new_int64(sessions_busy(p)));
-    if (sw->co.step == SY_CO_WARM)
-        json_object_object_add(o, "warming", json_object_new_int64(sw->warming));
+        snprintf(detail, sizeof(detail), "%s", what);
+    if (detail[0])
+        json_object_object_add(o, "detail", json_object_new_string(detail));
+    sy_info("%s: %s: %s", op_name(sw), sy_co_step_name(sw->co.step), detail);
     sw->last_progress_ms = now;
     watchers_send(sw, o);
 }
@@ -1201,6 +1462,77 @@ static void report_checks(struct sy_switch *sw, struct json_object *o)
         json_object_object_add(o, "rollback_check", json_object_new_string(
             "the reverse replication's schema, roles and sequences were checked before the "
             "pause; status says at once if it fails later (rollback_not_possible)"));
+}
+
+/* A wall-clock time in UTC: ISO 8601 ("2026-12-04T22:31:05Z", iso 1) or for people
+ * ("2026-12-04 22:31:05 UTC"). */
+static void fmt_utc(uint64_t unix_ms_at, int iso, char *out, size_t cap)
+{
+    time_t t = (time_t)(unix_ms_at / 1000u);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) ||
+        strftime(out, cap, iso ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+        snprintf(out, cap, "?");
+}
+
+/* The step names of the summary line. */
+static const char *step_words(enum sy_co_step step)
+{
+    switch (step) {
+    case SY_CO_WARM: return "warm-up";
+    case SY_CO_CATCHUP: return "catch-up";
+    default: return sy_co_step_name(step);
+    }
+}
+
+/* The report's last line for people: what happened, how long clients waited, and what holds
+ * now (the rollback window's end; after an abort, which side is live and writable). */
+static void report_summary(struct sy_switch *sw, char *buf, size_t cap)
+{
+    const struct sy_cutover *co = &sw->co;
+    const char *op = op_name(sw), *f = sy_side_name(sw->from), *t = sy_side_name(sw->to);
+    uint64_t paused = co->paused_at_ms && co->resumed_at_ms ? co->resumed_at_ms - co->paused_at_ms
+                                                             : 0;
+    char took[32], pause[32], until[40];
+    snprintf(took, sizeof(took), "%.2f s", (double)(co->finished_ms - co->started_ms) / 1000.0);
+    fmt_ms(paused, pause, sizeof(pause));
+    const char *cause = strstr(co->reason, ": ");
+    cause = cause ? cause + 2 : co->reason;
+    int n;
+    if (co->done) {
+        n = snprintf(buf, cap, "%s to %s done in %s; clients paused at most %u ms", op, t, took,
+                     sw->max_pause);
+        if (n > 0 && (size_t)n < cap && sw->sessions_closed + sw->sessions_forced)
+            n += snprintf(buf + n, cap - (size_t)n, " (%u sessions closed, %u ended by --force)",
+                          sw->sessions_closed, sw->sessions_forced);
+        if (n <= 0 || (size_t)n >= cap)
+            return;
+        if (!co->opt.rollback && sw->window_open) {
+            fmt_utc(sw->window_until_unix_ms, 0, until, sizeof(until));
+            snprintf(buf + n, cap - (size_t)n, "; rollback window open until %s (switchyardctl "
+                     "rollback)", until);
+        } else if (!co->opt.rollback) {
+            snprintf(buf + n, cap - (size_t)n, "; no rollback window: %s stays fenced", f);
+        } else {
+            snprintf(buf + n, cap - (size_t)n, "; %s is fenced, the rollback window is closed", f);
+        }
+    } else if (co->opt.dry_run && !co->failed_step) {
+        snprintf(buf, cap, "%s dry run passed in %s: every check passed and %d sessions logged "
+                 "into %s; nothing was changed", op, took, sw->dry_logins, t);
+    } else if (co->opt.dry_run) {
+        snprintf(buf, cap, "%s dry run refused at %s: %s; nothing was changed", op,
+                 step_words(co->failed_step), cause);
+    } else if (co->unfence_error[0]) {
+        snprintf(buf, cap, "%s aborted at %s: %.900s; still on %s, BUT %s IS STILL FENCED (%s): give "
+                 "its roles LOGIN back now; clients paused %s", op, step_words(co->failed_step),
+                 cause, f, f, co->unfence_error, pause);
+    } else {
+        snprintf(buf, cap, "%s aborted at %s: %s; still on %s, %s writable, %s", op,
+                 step_words(co->failed_step), cause, f, f,
+                 paused ? "clients paused " : "clients were not paused");
+        if (paused && strlen(buf) + strlen(pause) < cap)
+            strcat(buf, pause);
+    }
 }
 
 static struct json_object *report(struct sy_switch *sw)
@@ -1273,12 +1605,22 @@ static struct json_object *report(struct sy_switch *sw)
         double lag_ms = sw->check_lag_s > 0 ? sw->check_lag_s * 1000.0 : 0;
         json_object_object_add(o, "predicted_pause_ms", json_object_new_int64((int64_t)(lag_ms + 50)));
     }
-    if (sw->window_open && co->done && !co->opt.rollback)
+    if (sw->window_open && co->done && !co->opt.rollback) {
+        char until[40];
+        uint64_t now = unix_ms();
+        fmt_utc(sw->window_until_unix_ms, 1, until, sizeof(until));
         json_object_object_add(o, "rollback_window_until_unix_ms",
                                json_object_new_int64((int64_t)sw->window_until_unix_ms));
+        json_object_object_add(o, "rollback_window_until", json_object_new_string(until));
+        json_object_object_add(o, "rollback_window_left_s", json_object_new_int64(
+            sw->window_until_unix_ms > now ? (int64_t)((sw->window_until_unix_ms - now) / 1000) : 0));
+    }
     json_object_object_add(o, "max_pause_ms", json_object_new_int64(sw->max_pause));
     json_object_object_add(o, "p99_pause_ms", json_object_new_int64(sw->p99_pause));
     json_object_object_add(o, "result", json_object_new_string(result));
+    char summary[1600];
+    report_summary(sw, summary, sizeof(summary));
+    json_object_object_add(o, "summary", json_object_new_string(summary));
     return o;
 }
 
@@ -1312,15 +1654,6 @@ static int session_movable(struct sy_session *s)
 {
     return s->phase == SY_PHASE_READY && s->server && s->server->open;
 }
-
-enum {
-    MS_NONE = 0,
-    MS_WARMING = 1,
-    MS_WARM = 2,
-    MS_PREPARING = 3,
-    MS_PREPARED = 4,
-    MS_WARM_READING = 5, /* the warm-up state read (before the pause) */
-};
 
 /* The warm step ends when every standby is ready and every session had its warm-up read, or
  * did not reach an idle point for WARM_READ_WAIT_MS (its read inside the pause is slower). */
@@ -1435,7 +1768,7 @@ static void start_warm(struct sy_switch *sw)
     else if (sw->warming == 0)
         warm_check(sw);
     else
-        progress(sw, "opening a connection to the new side for every session");
+        progress(sw, NULL);
 }
 
 /* A dry run's warm step: the logins alone (no fence plan, no state file, no unfence, no warm-up
@@ -1983,6 +2316,8 @@ static void run_step(struct sy_switch *sw)
         fence_submit(sw);
         break;
     case SY_CO_CATCHUP:
+        atomic_store(&sw->cu_target, 0); /* until the control thread has read them */
+        atomic_store(&sw->cu_applied, 0);
         j = job_new(sw, J_CATCHUP);
         if (j) {
             /* Ends before the job's statement limit (submit_step_job), so that a green that
@@ -2066,9 +2401,11 @@ static void finish(struct sy_switch *sw)
         s->move_state = MS_NONE;
         s->warm_read = 0;
     }
-    struct json_object *r = report(sw);
+    struct json_object *r = report(sw), *sum;
     sy_info("%s %s: %s", op_name(sw), sw->co.done ? "done" : sw->co.opt.dry_run && !sw->co.failed_step ? "checked" : "aborted",
             json_object_to_json_string_ext(r, JSON_C_TO_STRING_PLAIN));
+    if (json_object_object_get_ex(r, "summary", &sum))
+        sy_info("%s", json_object_get_string(sum));
     if (sw->co.unfence_error[0])
         sy_error("%s: THE FENCE ON %s COULD NOT BE LIFTED: %s. Roles listed in %s lost LOGIN; "
                  "give it back with ALTER ROLE ... LOGIN", op_name(sw), sy_side_name(sw->from),
@@ -2302,8 +2639,10 @@ static void apply_probe(struct sy_switch *sw, const struct job *j)
         }
     }
     sw->have_repl = j->reachable[0] && j->reachable[1];
-    if (sw->have_repl)
+    if (sw->have_repl) {
         sw->repl = j->repl;
+        sw->repl_from = j->from; /* labelled as probed, whatever is active by now */
+    }
     sw->have_reverse = j->have_reverse;
     if (j->have_reverse)
         sw->reverse_repl = j->reverse_repl;
@@ -2313,6 +2652,39 @@ static void apply_probe(struct sy_switch *sw, const struct job *j)
                 j->forward.slot, sy_side_name(j->window_from), j->skip_err);
     snprintf(sw->skip_err_logged, sizeof(sw->skip_err_logged), "%s", j->skip_err);
     sw->probed_ms = uv_now(p->loop);
+}
+
+/* After a probe: each side's fence as its database reports it, compared with the state file's
+ * record; a disagreement is logged once (and once more when it is gone). Not compared while a
+ * switch runs, nor when the record changed after the probe was queued: either may be mid-change. */
+static void apply_fences(struct sy_switch *sw, const struct job *j)
+{
+    for (int s = 0; s < 2; s++) {
+        const char *side = sy_side_name((enum sy_side)s);
+        sw->fence_known[s] = j->fence_known[s];
+        sw->fence_db[s] = j->fence_db[s];
+        snprintf(sw->fence_detail[s], sizeof(sw->fence_detail[s]), "%s", j->fence_detail[s]);
+        if (!j->fence_known[s] || sw->running || !j->rec || sw->fenced[s] != j->rec_fenced[s])
+            continue;
+        char why[sizeof(sw->fence_mismatch[s])] = "";
+        if (sw->fenced[s] && !j->fence_db[s])
+            snprintf(why, sizeof(why), "the state file records a fence on %s, but its database "
+                     "says it is not fenced: %s; whoever logs in to %s directly can write to it",
+                     side, j->fence_detail[s], side);
+        else if (!sw->fenced[s] && j->fence_db[s])
+            snprintf(why, sizeof(why), "the database says %s is fenced (%s), but the state file "
+                     "records no fence on it%s", side, j->fence_detail[s],
+                     (enum sy_side)s == sw->p->active ? ": clients routed there cannot log in"
+                                                      : "");
+        if (strcmp(why, sw->fence_mismatch[s]) == 0)
+            continue;
+        if (why[0])
+            sy_warn("fence: %s", why);
+        else
+            sy_info("fence: %s is %s, as the state file records (%s)", side,
+                    sw->fenced[s] ? "fenced" : "not fenced", j->fence_detail[s]);
+        snprintf(sw->fence_mismatch[s], sizeof(sw->fence_mismatch[s]), "%s", why);
+    }
 }
 
 /* The abort put back the fence the target side had before this switch (its warm step lifted
@@ -2462,6 +2834,7 @@ static void job_drop(struct sy_work *item)
     struct job *j = (struct job *)item;
     free(j->fence);
     free(j->refence);
+    free(j->rec);
     job_free(j);
 }
 
@@ -2549,6 +2922,7 @@ static void ctl_done(struct sy_worker *w, struct sy_work *item)
         sw->probe_queued = 0;
         apply_probe(sw, j);
         apply_health(sw, j);
+        apply_fences(sw, j);
         leftover_retry(sw);
     } else if (j->kind == J_COMMIT || j->kind == J_REVERSE_CLEANUP) {
         /* after the fact: nothing streams it */
@@ -2910,7 +3284,18 @@ void sy_switch_status(struct sy_proxy *p, struct json_object *status)
             json_object_object_add(o, "reachable", json_object_new_boolean(sw->reachable[s]));
             json_object_object_add(o, "server_role", json_object_new_string(
                 !sw->probed_ms ? "unknown" : sw->probe[s].in_recovery ? "standby" : "primary"));
-            json_object_object_add(o, "fenced", json_object_new_boolean(sw->fenced[s]));
+            /* As the database reports it (null: not known, the side did not answer); the state
+             * file's record beside it. */
+            json_object_object_add(o, "fenced", sw->fence_known[s]
+                                                    ? json_object_new_boolean(sw->fence_db[s])
+                                                    : NULL);
+            json_object_object_add(o, "fence_recorded", json_object_new_boolean(sw->fenced[s]));
+            if (sw->fence_known[s] && sw->fence_detail[s][0])
+                json_object_object_add(o, "fence_detail",
+                                       json_object_new_string(sw->fence_detail[s]));
+            if (sw->fence_mismatch[s][0])
+                json_object_object_add(o, "fence_mismatch",
+                                       json_object_new_string(sw->fence_mismatch[s]));
             if (sw->reachable[s]) {
                 char a[24];
                 sy_lsn_format(sw->probe[s].lsn, a, sizeof(a));
@@ -2924,16 +3309,17 @@ void sy_switch_status(struct sy_proxy *p, struct json_object *status)
     }
     if (sw->have_repl) {
         /* From the active side: during a rollback window, the reverse replication. */
-        struct json_object *r = repl_json(&sw->repl, sy_side_name(p->active),
-                                          sy_side_name((enum sy_side)!p->active));
+        struct json_object *r = repl_json(&sw->repl, sy_side_name(sw->repl_from),
+                                          sy_side_name((enum sy_side)!sw->repl_from));
         if (sw->repl_cause[0])
             json_object_object_add(r, "error", json_object_new_string(sw->repl_cause));
         json_object_object_add(status, "replication", r);
     }
     if (sw->have_reverse) /* towards the active side (the window's disabled forward one) */
         json_object_object_add(status, "reverse_replication",
-                               repl_json(&sw->reverse_repl, sy_side_name((enum sy_side)!p->active),
-                                         sy_side_name(p->active)));
+                               repl_json(&sw->reverse_repl,
+                                         sy_side_name((enum sy_side)!sw->repl_from),
+                                         sy_side_name(sw->repl_from)));
     struct json_object *o = json_object_new_object();
     json_object_object_add(o, "state", json_object_new_string(
         sw->running ? sy_co_step_name(sw->co.step) : "idle"));
@@ -2942,8 +3328,11 @@ void sy_switch_status(struct sy_proxy *p, struct json_object *status)
     json_object_object_add(o, "rollback_window_open", json_object_new_boolean(sw->window_open));
     if (sw->window_open) {
         uint64_t now = unix_ms();
+        char until[40];
+        fmt_utc(sw->window_until_unix_ms, 1, until, sizeof(until));
         json_object_object_add(o, "rollback_window_left_s", json_object_new_int64(
             sw->window_until_unix_ms > now ? (int64_t)((sw->window_until_unix_ms - now) / 1000) : 0));
+        json_object_object_add(o, "rollback_window_until", json_object_new_string(until));
         rollback_status(sw, o);
     }
     if (sw->leftover) {
@@ -2998,6 +3387,11 @@ static void on_health(uv_timer_t *t)
     j->have_reverse = sw->window_open;
     j->skip_forward = sw->window_open && p->cfg.reverse_replication == SY_REVERSE_AUTO;
     j->window_from = sw->window_from;
+    j->rec = calloc(2, sizeof(*j->rec)); /* without it, no fence is read from the databases */
+    for (int s = 0; j->rec && s < 2; s++) {
+        j->rec[s] = sw->fence[s];
+        j->rec_fenced[s] = sw->fenced[s];
+    }
     sw->probe_queued = 1;
     job_submit(sw, j);
 }

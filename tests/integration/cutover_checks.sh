@@ -22,6 +22,11 @@
 #  4. rollback, cutover, rollback with no manual step in between (the fence leaves sub_owner and
 #     sy_repl able to log in); every acknowledged write is on blue, pgbench's balances agree, no
 #     client saw an error.
+#  Throughout: status labels each replication with the direction it really runs (its
+#  subscription named: sy_sub blue -> green, switchyard_reverse green -> blue in the window), and
+#  shows each side's fence as its database reports it beside the state file's record; a role
+#  given LOGIN back by hand on fenced blue shows as fenced false, fence_mismatch, and a warning in
+#  the log, until it is NOLOGIN again.
 set -euo pipefail
 : "${SY_BIN_DIR:?run through ctest}" "${SY_SOURCE_DIR:?run through ctest}"
 src=$SY_SOURCE_DIR
@@ -80,6 +85,16 @@ done
 
 # sw KEY: a key of status's "switch" object (python's repr: True, False, None).
 sw() { ctl --json status | python3 -c "import json,sys; print(json.load(sys.stdin)['switch'].get('$1'))"; }
+# side SIDE KEY: a key of status's sides.SIDE (python's repr).
+side() { ctl --json status | python3 -c "import json,sys; print(json.load(sys.stdin)['sides']['$1'].get('$2'))"; }
+# repl_label KEY: "from->to subscription" of status's replication or reverse_replication ("-"
+# when status has none).
+repl_label() { ctl --json status | python3 -c "
+import json,sys
+r = json.load(sys.stdin).get('$1')
+print('%s->%s %s' % (r['from'], r['to'], r.get('subscription')) if r else '-')"; }
+# wait_fence SIDE WANT: until status's sides.SIDE.fenced is WANT (True/False), up to 10 s.
+wait_fence() { for _ in $(seq 50); do [ "$(side "$1" fenced)" = "$2" ] && break; sleep 0.2; done; }
 # steps FILE: the steps a switch's report lists, space-separated.
 steps() { tail -n1 "$1" | python3 -c 'import json,sys; print(" ".join(s["step"] for s in json.load(sys.stdin)["steps"]))'; }
 # reason FILE: the refusal of the report (reason) or of the command (error).
@@ -90,6 +105,13 @@ set_conf() { # set_conf KEY VALUE: in the config, then a reload
     kill -HUP "$sy_pid"
     sleep 0.3
 }
+
+# ---- before any cutover: labels and fences as the databases report them ----
+wait_fence blue False
+check "before a cutover: status's replication is blue->green sy_sub ($(repl_label replication)), no reverse_replication ($(repl_label reverse_replication))" \
+    [ "$(repl_label replication)" = "blue->green sy_sub" -a "$(repl_label reverse_replication)" = - ]
+check "... blue and green not fenced, from their databases and as recorded ($(side blue fenced)/$(side blue fence_recorded), $(side green fenced)/$(side green fence_recorded))" \
+    [ "$(side blue fenced)$(side blue fence_recorded)$(side green fenced)$(side green fence_recorded)" = FalseFalseFalseFalse ]
 
 # ---- the load, through switchyard, for the whole test ----
 "$SY_BIN_DIR/tests/writer" "$APP" 1 "$W/stop" >"$W/acked.txt" 2>"$W/writer.err" &
@@ -166,6 +188,31 @@ check "... the report says the reverse replication was checked" \
     bash -c "tail -n1 '$W/cut1.out' | grep -q rollback_check"
 for _ in $(seq 50); do [ "$(sw rollback_possible)" = True ] && break; sleep 0.2; done
 check "... status: rollback_possible" [ "$(sw rollback_possible)" = True ]
+check "... status's window end is a time (rollback_window_until $(sw rollback_window_until), $(sw rollback_window_left_s) s left)" \
+    python3 -c "
+import datetime, sys
+u = datetime.datetime.strptime('$(sw rollback_window_until)', '%Y-%m-%dT%H:%M:%SZ').replace(tzinfo=datetime.timezone.utc)
+left = (u - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+sys.exit(0 if 580 <= left <= 601 and abs(left - $(sw rollback_window_left_s)) <= 3 else 1)"
+
+# ---- in the window: labels, and blue's fence as its database reports it ----
+wait_fence blue True
+check "in the window: replication is green->blue switchyard_reverse ($(repl_label replication)), reverse_replication blue->green sy_sub ($(repl_label reverse_replication))" \
+    [ "$(repl_label replication)" = "green->blue switchyard_reverse" -a "$(repl_label reverse_replication)" = "blue->green sy_sub" ]
+check "... blue fenced from its database and as recorded ($(side blue fenced)/$(side blue fence_recorded)), green not ($(side green fenced)/$(side green fence_recorded))" \
+    [ "$(side blue fenced)$(side blue fence_recorded)$(side green fenced)$(side green fence_recorded)" = TrueTrueFalseFalse ]
+blue "alter role $APP_USER login" >/dev/null
+wait_fence blue False
+check "$APP_USER given LOGIN on blue by hand: status says blue is not fenced ($(side blue fenced)), while the record says it is ($(side blue fence_recorded))" \
+    [ "$(side blue fenced)$(side blue fence_recorded)" = FalseTrue ]
+mismatch=$(side blue fence_mismatch)
+echo "   $mismatch"
+check "... fence_mismatch names the role" grep -q "can log in to blue ($APP_USER)" <<<"$mismatch"
+check "... and the log warns" grep -q "fence: the state file records a fence on blue, but its database says it is not fenced: .*$APP_USER" "$W/sy.log"
+blue "alter role $APP_USER nologin" >/dev/null
+wait_fence blue True
+check "... NOLOGIN again: fenced again, no mismatch, the log says they agree" \
+    bash -c "[ '$(side blue fenced)' = True -a '$(side blue fence_mismatch)' = None ] && grep -q 'fence: blue is fenced, as the state file records' '$W/sy.log'"
 
 # ---- 3. the reverse replication breaks in the window ----
 t0=$EPOCHREALTIME
@@ -199,6 +246,11 @@ for _ in $(seq 100); do
 done
 check "... the forward subscription's apply worker runs again" \
     [ "$(green "select count(*) from pg_stat_subscription where subname = 'sy_sub' and pid is not null")" = 1 ]
+wait_fence green True
+check "... after the rollback: replication is blue->green sy_sub again ($(repl_label replication)), no reverse_replication ($(repl_label reverse_replication))" \
+    [ "$(repl_label replication)" = "blue->green sy_sub" -a "$(repl_label reverse_replication)" = - ]
+check "... green fenced from its database and as recorded ($(side green fenced)/$(side green fence_recorded)), blue not ($(side blue fenced)/$(side blue fence_recorded))" \
+    [ "$(side green fenced)$(side green fence_recorded)$(side blue fenced)$(side blue fence_recorded)" = TrueTrueFalseFalse ]
 sleep 1.5
 ctl cutover >"$W/cut2.out" 2>&1 && rc=0 || rc=$?
 check "cutover again, with no manual step: done" [ "$rc" -eq 0 -a "$(active)" = green ]
